@@ -1,0 +1,29 @@
+"""core.gae: generalized advantage estimation, exactly as the reference (see DETAILS.md, "GAE exactly")."""
+
+from __future__ import annotations
+
+import torch
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, starts: torch.Tensor, final_values: torch.Tensor,
+        next_value: torch.Tensor, next_start: torch.Tensor, gamma: float, lam: float):
+    """Advantages and value targets for a (T, N) rollout.
+
+    ``starts[t]`` is d_t (obs_t begins a new episode); ``next_start`` and ``next_value`` belong to the observation
+    the next rollout starts from. ``final_values[t]`` is V(final observation) where step t was truncated (not
+    terminated), else 0: it is bootstrapped into the reward, while the recursion is cut at every episode end.
+    Returns (advantages, returns) with returns = advantages + values.
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nonterminal, following_value = 1.0 - next_start, next_value
+        else:
+            nonterminal, following_value = 1.0 - starts[t + 1], values[t + 1]
+        reward = rewards[t] + gamma * final_values[t]
+        delta = reward + gamma * nonterminal * following_value - values[t]
+        last = delta + gamma * lam * nonterminal * last
+        advantages[t] = last
+    return advantages, advantages + values

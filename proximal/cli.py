@@ -1,0 +1,160 @@
+"""The ``proximal`` command: parse, call, print. No algorithm here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+from .config import PRESETS, Config, field_docs, preset, set_detail, validate
+from .errors import UserError
+
+# fields with a flag of their own (the issue's names) rather than the generic --field-name
+_RENAMED = {"env_id": "--env"}
+_NOT_FLAGS = {"details", "preset"}
+
+
+def _parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(Config)
+    docs = field_docs()
+    defaults = PRESETS["classic"]
+    group = parser.add_argument_group("hyperparameters (defaults of the classic preset; other presets change them)")
+    for f in fields(Config):
+        if f.name in _NOT_FLAGS:
+            continue
+        flag = _RENAMED.get(f.name, "--" + f.name.replace("_", "-"))
+        kind = hints[f.name]
+        convert = _parse_sizes if kind == tuple[int, ...] else kind
+        shown = getattr(defaults, f.name)
+        shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
+        group.add_argument(flag, dest=f.name, type=convert, default=argparse.SUPPRESS,
+                           help=f"{docs.get(f.name, '')} (default: {shown})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="proximal", description="PPO with every implementation detail of the "
+                                     "reference (OpenAI baselines ppo2), each switchable for ablation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a policy", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--preset", default="classic", help=f"starting values: {', '.join(PRESETS)}")
+    train.add_argument("--run-dir", type=Path, help="run directory (default runs/<env>__<preset>__<seed>__<time>)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR from its newest checkpoint, with its own config")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or messages (for scripts)")
+    train.add_argument("--off", action="append", default=[], metavar="DETAIL_ID",
+                       help="switch a detail off for ablation (repeatable); see `proximal details`")
+    train.add_argument("--on", action="append", default=[], metavar="DETAIL_ID",
+                       help="switch on a detail that is off in the preset (repeatable)")
+    _add_config_flags(train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained policy: mean and std of episodic return")
+    ev.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and sampling")
+    ev.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+
+    plot = sub.add_parser("plot", help="learning curves of runs; seeds of the same env and preset aggregated")
+    plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    plot.add_argument("-o", "--output", type=Path, default=Path("curves.png"))
+
+    details = sub.add_parser("details", help="the implementation details: implemented, on in the preset, where, test")
+    details.add_argument("--preset", default="classic")
+    details.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    cfg = preset(args.preset)
+    for f in fields(Config):
+        if f.name in vars(args):
+            setattr(cfg, f.name, getattr(args, f.name))
+    if "target_kl" in vars(args):
+        cfg.details["aux.target_kl"] = True  # --target-kl X means: stop early at X
+    for detail_id in args.off:
+        set_detail(cfg, detail_id, False)
+    for detail_id in args.on:
+        set_detail(cfg, detail_id, True)
+    validate(cfg)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .trainer import train
+
+    if args.resume is not None:
+        given = sorted(f.name for f in fields(Config) if f.name in vars(args) and f.name != "device")
+        if given or args.off or args.on or args.run_dir or args.preset != "classic":
+            raise UserError("--resume continues a run with its own config; drop the other options "
+                            "(only --quiet and --device may be given)")
+        train(None, args.resume, resume=True, quiet=args.quiet, device=vars(args).get("device"))
+        return
+    train(config_from_args(args), args.run_dir, quiet=args.quiet)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate, load_policy
+
+    if args.episodes <= 0:
+        raise UserError("--episodes must be positive")
+    policy, cfg = load_policy(args.path, args.device)
+    returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic)
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(f"{cfg.env_id}: {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes ({mode})")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from .plot import plot_runs
+
+    groups = plot_runs(args.run_dirs, args.output)
+    print(f"wrote {args.output}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
+                                               for label, n in groups.items()))
+
+
+def cmd_details(args: argparse.Namespace) -> None:
+    from .details import describe
+
+    rows = describe(preset(args.preset))
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("id", "implemented", "enabled", "where", "test")} for r in rows],
+                         indent=2))
+        return
+    width = max(len(r["id"]) for r in rows)
+    print(f"{'detail':<{width}}  impl  {args.preset:<7}  where / test")
+    for r in rows:
+        impl = "yes" if r["implemented"] else "no"
+        on = "on" if r["enabled"] else "off"
+        print(f"{r['id']:<{width}}  {impl:<4}  {on:<7}  {r['where'] or r['title']}")
+        if r["test"]:
+            print(f"{'':<{width}}              {r['test']}")
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "details": cmd_details}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"proximal {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with: proximal train --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The run configuration: one dataclass whose field docstrings become ``--help``, the presets, validation and
+the derived sizes."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from dataclasses import dataclass, field, fields, replace
+
+from .details import BY_ID, switchable_ids
+from .errors import UserError
+
+
+def _default_details() -> dict[str, bool]:
+    # Every switchable detail of the reference on; the auxiliary ones off, as in the reference.
+    return {i: not i.startswith("aux.") for i in switchable_ids()}
+
+
+@dataclass
+class Config:
+    env_id: str = "CartPole-v1"
+    """gymnasium environment id"""
+    seed: int = 1
+    """seed of the environments, the network initialization, sampling and minibatch shuffling"""
+    total_steps: int = 500_000
+    """environment steps to train for (summed over all envs)"""
+    num_envs: int = 4
+    """parallel environments stepped together (core.vector_envs)"""
+    num_steps: int = 128
+    """steps collected per environment per update; batch = num_envs * num_steps"""
+    num_minibatches: int = 4
+    """minibatches per epoch (core.minibatches)"""
+    update_epochs: int = 4
+    """passes over the batch per update"""
+    learning_rate: float = 2.5e-4
+    """initial Adam learning rate (annealed linearly to lr/U at the last update with core.lr_annealing)"""
+    adam_eps: float = 1e-5
+    """Adam epsilon (core.adam_eps; off gives PyTorch's 1e-8)"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda (core.gae; off gives 1.0)"""
+    clip_coef: float = 0.2
+    """clip range of the surrogate objective and of the value clipping"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient (core.entropy_bonus; off gives 0)"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm bound (core.grad_clip)"""
+    target_kl: float = 0.015
+    """approx_kl above which an update stops after the current epoch; used only with aux.target_kl"""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the MLP trunks, comma separated"""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 keeps torch's default); small MLPs are fastest on one"""
+    checkpoint_every: int = 50
+    """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
+    preset: str = "classic"
+    """the preset these values started from (recorded for the run directory name and plots)"""
+    details: dict[str, bool] = field(default_factory=_default_details)
+    """switchable detail IDs and whether each is on; set with --on/--off"""
+
+    # --- derived sizes -------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatches_per_epoch(self) -> int:
+        # core.minibatches off: one full-batch gradient step per epoch
+        return self.num_minibatches if self.on("core.minibatches") else 1
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.minibatches_per_epoch
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.batch_size
+
+    def on(self, detail_id: str) -> bool:
+        return self.details[detail_id]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"config has unknown fields {sorted(unknown)}: was it written by another version?")
+        d = dict(d)
+        if "hidden_sizes" in d:
+            d["hidden_sizes"] = tuple(d["hidden_sizes"])
+        details = _default_details()
+        details.update(d.get("details", {}))
+        d["details"] = details
+        return cls(**d)
+
+
+PRESETS: dict[str, Config] = {
+    # CleanRL's ppo.py / the blog's classic-control settings; separate actor and critic (core.separate_networks)
+    "classic": Config(),
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], details=dict(PRESETS[name].details), preset=name)
+
+
+def set_detail(cfg: Config, detail_id: str, value: bool) -> None:
+    valid = switchable_ids()
+    if detail_id not in valid:
+        if detail_id in BY_ID:
+            why = "is structural and cannot be switched" if not BY_ID[detail_id].switchable else "is not implemented yet"
+        else:
+            why = "is not a detail ID"
+        raise UserError(f"'{detail_id}' {why}; switchable details: {', '.join(valid)}")
+    cfg.details[detail_id] = value
+
+
+def validate(cfg: Config) -> None:
+    """Reject inconsistent values with one message that names the fix."""
+    for name in ("total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.batch_size % cfg.minibatches_per_epoch:
+        raise UserError(f"batch size {cfg.batch_size} (num_envs {cfg.num_envs} x num_steps {cfg.num_steps}) is not "
+                        f"divisible by num_minibatches {cfg.num_minibatches}; change one of them")
+    if cfg.total_steps < cfg.batch_size:
+        raise UserError(f"total_steps {cfg.total_steps} is less than one batch ({cfg.batch_size}); raise it")
+    checks = [
+        (cfg.learning_rate > 0, "learning_rate must be positive"),
+        (cfg.adam_eps > 0, "adam_eps must be positive"),
+        (0 <= cfg.gamma <= 1, "gamma must lie in [0, 1]"),
+        (0 <= cfg.gae_lambda <= 1, "gae_lambda must lie in [0, 1]"),
+        (cfg.clip_coef >= 0, "clip_coef must be >= 0"),
+        (cfg.ent_coef >= 0, "ent_coef must be >= 0"),
+        (cfg.vf_coef >= 0, "vf_coef must be >= 0"),
+        (cfg.max_grad_norm > 0, "max_grad_norm must be positive (switch clipping off with --off core.grad_clip)"),
+        (cfg.target_kl > 0, "target_kl must be positive"),
+        (len(cfg.hidden_sizes) > 0 and all(h > 0 for h in cfg.hidden_sizes), "hidden_sizes must be positive widths"),
+        (cfg.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
+        (cfg.torch_threads >= 0, "torch_threads must be >= 0"),
+        (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def field_docs() -> dict[str, str]:
+    """The docstring written under each field of Config (these become the CLI's --help)."""
+    tree = ast.parse(inspect.getsource(Config))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = nxt.value.value
+    return docs

@@ -1,0 +1,47 @@
+"""Evaluation of a trained policy on fresh episodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import Config
+from .envs import make_envs
+from .policy import make_policy
+from .trainer import resolve_device
+
+
+def load_policy(path: Path, device: str = "cpu"):
+    """(policy, config) from a run directory (its newest checkpoint) or a checkpoint file."""
+    payload = checkpoint.load(checkpoint.latest(path))
+    cfg = Config.from_dict(payload["config"])
+    envs = make_envs(cfg.env_id, 1)
+    try:
+        policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg)
+    finally:
+        envs.close()
+    policy.load_state_dict(payload["policy"])
+    return policy.to(resolve_device(device)).eval(), cfg
+
+
+def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: bool = False) -> np.ndarray:
+    """Returns of ``episodes`` full episodes, one env, seeded with ``seed``."""
+    device = next(policy.parameters()).device
+    envs = make_envs(env_id, 1)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    returns = []
+    try:
+        obs = envs.reset(seed=seed)
+        while len(returns) < episodes:
+            action, _, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device), generator,
+                                      deterministic)
+            step = envs.step(action.cpu().numpy())
+            returns += [ret for _, ret, _ in step.episodes]
+            obs = step.obs
+    finally:
+        envs.close()
+    return np.asarray(returns[:episodes])

@@ -1,0 +1,90 @@
+"""Run logging: TensorBoard events, plain CSV files for scripts, and the console progress bar."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import deque
+from pathlib import Path
+
+from tqdm import tqdm
+
+EPISODE_COLUMNS = ("global_step", "episodic_return", "episodic_length")
+# per-update scalars: CSV column -> TensorBoard tag (names people already compare against: CleanRL's)
+UPDATE_TAGS = {
+    "learning_rate": "charts/learning_rate",
+    "clip_range": "charts/clip_range",
+    "SPS": "charts/SPS",
+    "policy_loss": "losses/policy_loss",
+    "value_loss": "losses/value_loss",
+    "entropy": "losses/entropy",
+    "approx_kl": "losses/approx_kl",
+    "old_approx_kl": "losses/old_approx_kl",
+    "approxkl_ppo2": "losses/approxkl_ppo2",
+    "clipfrac": "losses/clipfrac",
+    "explained_variance": "losses/explained_variance",
+    "epochs": "losses/epochs",
+}
+UPDATE_COLUMNS = ("global_step", "update", *UPDATE_TAGS)
+
+
+def _truncate_csv(path: Path, columns: tuple[str, ...], last_step: int) -> None:
+    """Keep the header and the rows up to ``last_step``: a resumed run rewrites what came after its checkpoint."""
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["global_step"]) <= last_step]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, start_step: int, total_steps: int, quiet: bool):
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only when a run starts
+
+        self.run_dir = Path(run_dir)
+        self.tb = SummaryWriter(str(self.run_dir), purge_step=start_step or None)
+        for name, columns in (("episodes.csv", EPISODE_COLUMNS), ("updates.csv", UPDATE_COLUMNS)):
+            _truncate_csv(self.run_dir / name, columns, start_step)
+        self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
+        self._updates_file = open(self.run_dir / "updates.csv", "a", newline="")
+        self._episodes = csv.writer(self._episodes_file)
+        self._updates = csv.DictWriter(self._updates_file, UPDATE_COLUMNS)
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True, disable=quiet,
+                        dynamic_ncols=True, smoothing=0.1)
+        self._step = start_step
+
+    def episodes(self, episodes: list[tuple[int, float, int]]) -> None:
+        for global_step, ret, length in episodes:
+            self.tb.add_scalar("charts/episodic_return", ret, global_step)
+            self.tb.add_scalar("charts/episodic_length", length, global_step)
+            self._episodes.writerow((global_step, ret, length))
+            self.recent_returns.append(ret)
+
+    def update(self, global_step: int, update: int, scalars: dict[str, float]) -> None:
+        for name, value in scalars.items():
+            self.tb.add_scalar(UPDATE_TAGS[name], value, global_step)
+        self._updates.writerow({"global_step": global_step, "update": update, **scalars})
+        self._episodes_file.flush()
+        self._updates_file.flush()
+        postfix = {"SPS": f"{scalars['SPS']:.0f}"}
+        if self.recent_returns:
+            postfix["return"] = f"{sum(self.recent_returns) / len(self.recent_returns):.1f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(global_step - self._step)
+        self._step = global_step
+
+    def write(self, message: str) -> None:
+        if not self.bar.disable:
+            self.bar.write(message)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.tb.close()
+        self._episodes_file.close()
+        self._updates_file.close()

@@ -1,0 +1,78 @@
+"""Learning curves from run directories: episodic return against steps, seeds aggregated."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .config import preset as preset_config, PRESETS
+from .errors import UserError
+
+
+def read_run(run_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    run_dir = Path(run_dir)
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        with open(run_dir / "episodes.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, ValueError) as e:
+        raise UserError(f"'{run_dir}' is not a readable run directory ({e})") from None
+    steps = np.array([int(r["global_step"]) for r in rows], dtype=np.int64)
+    returns = np.array([float(r["episodic_return"]) for r in rows])
+    return cfg, steps, returns
+
+
+def run_label(cfg: dict) -> str:
+    """Runs with the same label are seeds of one experiment: env, preset, and details switched from the preset."""
+    label = f"{cfg['env_id']} ({cfg['preset']})"
+    if cfg["preset"] in PRESETS:
+        defaults = preset_config(cfg["preset"]).details
+        changed = [f"{'on' if v else 'off'} {k}" for k, v in sorted(cfg["details"].items()) if defaults.get(k) != v]
+        if changed:
+            label += " " + ", ".join(changed)
+    return label
+
+
+def smoothed_curve(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray, window: int = 20) -> np.ndarray:
+    """Mean return of the last ``window`` episodes, read at each grid step (NaN before the first episode)."""
+    kernel_sums = np.cumsum(np.insert(returns, 0, 0.0))
+    ends = np.arange(1, len(returns) + 1)
+    means = (kernel_sums[ends] - kernel_sums[np.maximum(ends - window, 0)]) / np.minimum(ends, window)
+    idx = np.searchsorted(steps, grid, side="right") - 1
+    return np.where(idx >= 0, means[np.maximum(idx, 0)], np.nan)
+
+
+def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str, int]:
+    """Write the figure; returns the number of seeds per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list] = defaultdict(list)
+    for run_dir in run_dirs:
+        cfg, steps, returns = read_run(run_dir)
+        if len(steps) == 0:
+            raise UserError(f"run '{run_dir}' has no finished episodes to plot")
+        groups[run_label(cfg)].append((steps, returns))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in groups.items():
+        grid = np.linspace(0, min(s[-1] for s, _ in runs), points)
+        curves = np.stack([smoothed_curve(s, r, grid) for s, r in runs])
+        mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)
+        (line,) = ax.plot(grid, mean, label=f"{label}, {len(runs)} seed{'s' if len(runs) > 1 else ''}")
+        if len(runs) > 1:
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return (mean of last 20 episodes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return {label: len(runs) for label, runs in groups.items()}

@@ -1,0 +1,178 @@
+"""The training loop and the trainer state: everything that must survive a restart lives in ``TrainerState``."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .advantages import gae
+from .config import Config, validate
+from .envs import VecEnv, make_envs
+from .errors import UserError
+from .logs import RunLogger
+from .policy import ActorCritic, make_policy
+from .rollout import Rollout, collect_rollout
+from .update import clip_range, explained_variance, learning_rate, make_optimizer, ppo_update
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class TrainerState:
+    cfg: Config
+    policy: ActorCritic
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # action sampling and minibatch shuffling
+    rollout: Rollout  # its next_obs / next_start carry over between iterations
+    update: int = 0  # updates completed
+    global_step: int = 0
+    # environment-side statistics that belong to training (observation/reward normalization), as tensors
+    normalizer: dict = field(default_factory=dict)
+
+    def checkpoint(self, envs: VecEnv) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "update": self.update,
+            "global_step": self.global_step,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "next_obs": self.rollout.next_obs.cpu(),
+            "next_start": self.rollout.next_start.cpu(),
+            "normalizer": self.normalizer,
+            "env": envs.get_state(),
+        }
+
+
+def new_state(cfg: Config, envs: VecEnv, device: torch.device) -> TrainerState:
+    """A fresh trainer state; the envs are reset with the run's seed."""
+    torch.manual_seed(cfg.seed)
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg).to(device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed)
+    obs_shape = envs.single_observation_space.shape
+    rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, obs_shape, device)
+    rollout.next_obs = torch.as_tensor(envs.reset(seed=cfg.seed), dtype=torch.float32, device=device)
+    return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, rollout)
+
+
+def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
+    """Load a checkpoint into a freshly built state. Returns whether the envs continue exactly (their state
+    was captured); if not they have been reset and every env starts a new episode."""
+    device = state.rollout.obs.device
+    state.policy.load_state_dict(payload["policy"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.generator.set_state(payload["generator"])
+    state.update, state.global_step = payload["update"], payload["global_step"]
+    state.normalizer = payload["normalizer"]
+    if payload["env"] is not None:
+        envs.set_state(payload["env"])
+        state.rollout.next_obs = payload["next_obs"].to(device)
+        state.rollout.next_start = payload["next_start"].to(device)
+        return True
+    obs = envs.reset(seed=state.cfg.seed + state.update)
+    state.rollout.next_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+    state.rollout.next_start = torch.ones_like(state.rollout.next_start)
+    return False
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.env_id.replace('/', '-')}__{cfg.preset}__{cfg.seed}__{stamp}"
+
+
+def summary(cfg: Config, device: torch.device) -> str:
+    return (f"{cfg.env_id} | preset {cfg.preset} | seed {cfg.seed} | device {device} | batch {cfg.batch_size} "
+            f"({cfg.num_envs} envs x {cfg.num_steps} steps) | minibatch {cfg.minibatch_size} "
+            f"({cfg.minibatches_per_epoch} per epoch, {cfg.update_epochs} epochs) | {cfg.num_updates} updates")
+
+
+def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False, quiet: bool = False,
+          max_updates: int | None = None, device: str | None = None) -> TrainerState:
+    """Train, writing everything to ``run_dir``. With ``resume``, continue the run in ``run_dir`` from its newest
+    checkpoint with the run's own config. ``max_updates`` stops (with a checkpoint) after that many updates of
+    this call, as if the run were killed there."""
+    payload = None
+    if resume:
+        payload = checkpoint.load(checkpoint.latest(run_dir))
+        cfg = Config.from_dict(payload["config"])
+        if device is not None:
+            cfg.device = device
+    validate(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    dev = resolve_device(cfg.device)
+    envs = make_envs(cfg.env_id, cfg.num_envs)
+    try:
+        state = new_state(cfg, envs, dev)
+        exact = restore_state(state, payload, envs) if payload is not None else True
+        logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size, quiet)
+        if not quiet:
+            logger.write(summary(cfg, dev))
+            logger.write(f"run directory: {run_dir}")
+            if payload is not None:
+                logger.write(f"resumed at update {state.update} (step {state.global_step})"
+                             + ("" if exact else "; the envs' state could not be captured, so every env starts a "
+                                                 "new episode and the run will differ from an uninterrupted one"))
+        try:
+            _loop(state, envs, logger, run_dir, max_updates)
+        finally:
+            logger.close()
+    finally:
+        envs.close()
+    return state
+
+
+def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None) -> None:
+    cfg, buf = state.cfg, state.rollout
+    start_step, start_time = state.global_step, time.perf_counter()
+    lam = cfg.gae_lambda if cfg.on("core.gae") else 1.0  # core.gae off: bootstrapped Monte-Carlo returns
+    first = state.update + 1
+    for update in range(first, cfg.num_updates + 1):
+        lr = learning_rate(cfg, update)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        clip = clip_range(cfg, update)
+
+        state.global_step, episodes = collect_rollout(envs, state.policy, buf, state.generator, state.global_step,
+                                                      cfg.on("opt.truncation_bootstrap"))
+        advantages, returns = gae(buf.rewards, buf.values, buf.starts, buf.final_values, buf.next_value,
+                                  buf.next_start, cfg.gamma, lam)
+        batch = {
+            "obs": buf.obs.flatten(0, 1),
+            "actions": buf.actions.flatten(0, 1),
+            "logprobs": buf.logprobs.flatten(0, 1),
+            "values": buf.values.flatten(0, 1),
+            "advantages": advantages.flatten(0, 1),
+            "returns": returns.flatten(0, 1),
+        }
+        stats = ppo_update(state.policy, state.optimizer, batch, cfg, clip, state.generator)
+        state.update = update
+
+        sps = (state.global_step - start_step) / (time.perf_counter() - start_time)
+        logger.episodes(episodes)
+        logger.update(state.global_step, update, {
+            "learning_rate": lr, "clip_range": clip, "SPS": sps, **stats,
+            "explained_variance": explained_variance(batch["values"], batch["returns"]),
+        })
+        last = update == cfg.num_updates or (max_updates is not None and update - first + 1 >= max_updates)
+        if last or (cfg.checkpoint_every and update % cfg.checkpoint_every == 0):
+            checkpoint.save(state.checkpoint(envs), checkpoint.checkpoint_path(run_dir, update))
+        if last:
+            break

@@ -1,0 +1,128 @@
+"""The PPO update: schedules, the loss, and the epoch/minibatch loop."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import Config
+
+STAT_NAMES = ("policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl", "approxkl_ppo2", "clipfrac")
+
+
+def learning_rate(cfg: Config, update: int) -> float:
+    """core.lr_annealing: lr0 * (1 - (i - 1) / U) at update i (1-based); the last update uses lr0 / U."""
+    if not cfg.on("core.lr_annealing"):
+        return cfg.learning_rate
+    return cfg.learning_rate * (1.0 - (update - 1.0) / cfg.num_updates)
+
+
+def clip_range(cfg: Config, update: int) -> float:
+    """aux.clip_annealing: eps0 * (1 - (i - 1) / U), else the constant clip_coef."""
+    if not cfg.on("aux.clip_annealing"):
+        return cfg.clip_coef
+    return cfg.clip_coef * (1.0 - (update - 1.0) / cfg.num_updates)
+
+
+def make_optimizer(policy: nn.Module, cfg: Config) -> torch.optim.Adam:
+    """One Adam over all parameters; core.adam_eps: eps 1e-5 (PyTorch's default 1e-8 when off)."""
+    eps = cfg.adam_eps if cfg.on("core.adam_eps") else 1e-8
+    return torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=eps)
+
+
+def minibatch_indices(batch_size: int, num_minibatches: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """core.minibatches: a fresh random permutation of the batch split into equal minibatches."""
+    perm = torch.randperm(batch_size, generator=generator, device=generator.device)
+    return perm.split(batch_size // num_minibatches)
+
+
+def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
+    """core.adv_norm: per minibatch, population std (ddof 0) as numpy's in the reference."""
+    return (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
+
+
+def ppo_loss(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns, clip: float,
+             cfg: Config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The total loss of one minibatch and its debug statistics (core.debug_stats).
+
+    ``advantages`` are used as given: normalization happens before (``normalize_advantages``).
+    """
+    logratio = new_logprob - old_logprob
+    ratio = logratio.exp()
+
+    # core.clipped_objective
+    pg_unclipped = -advantages * ratio
+    if cfg.on("core.clipped_objective"):
+        policy_loss = torch.max(pg_unclipped, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+    else:
+        policy_loss = pg_unclipped.mean()
+
+    # core.value_clipping: the value may move at most `clip` from its rollout-time estimate
+    v_loss_unclipped = (new_value - returns) ** 2
+    if cfg.on("core.value_clipping"):
+        v_clipped = old_value + (new_value - old_value).clamp(-clip, clip)
+        value_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - returns) ** 2).mean()
+    else:
+        value_loss = 0.5 * v_loss_unclipped.mean()
+
+    # core.entropy_bonus: one loss, one optimizer
+    entropy_mean = entropy.mean()
+    ent_coef = cfg.ent_coef if cfg.on("core.entropy_bonus") else 0.0
+    loss = policy_loss - ent_coef * entropy_mean + cfg.vf_coef * value_loss
+
+    with torch.no_grad():
+        stats = {
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "entropy": entropy_mean.detach(),
+            "approx_kl": ((ratio - 1.0) - logratio).mean(),
+            "old_approx_kl": (-logratio).mean(),
+            "approxkl_ppo2": 0.5 * (logratio**2).mean(),
+            "clipfrac": ((ratio - 1.0).abs() > clip).float().mean(),
+        }
+    return loss, stats
+
+
+def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg: Config,
+               clip: float, generator: torch.Generator) -> dict[str, float]:
+    """``update_epochs`` passes over the flattened batch; returns the debug statistics averaged over every
+    minibatch that ran, plus the number of epochs run (fewer with aux.target_kl)."""
+    batch_size = batch["advantages"].shape[0]
+    device = batch["advantages"].device
+    totals = torch.zeros(len(STAT_NAMES), device=device)
+    minibatches_run = 0
+    epochs_run = 0
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for _ in range(cfg.update_epochs):
+        epoch_kl = torch.zeros((), device=device)
+        indices = minibatch_indices(batch_size, cfg.minibatches_per_epoch, generator)
+        for mb in indices:
+            new_logprob, entropy, new_value = policy.evaluate(batch["obs"][mb], batch["actions"][mb])
+            advantages = batch["advantages"][mb]
+            if cfg.on("core.adv_norm"):
+                advantages = normalize_advantages(advantages)
+            loss, stats = ppo_loss(new_logprob, batch["logprobs"][mb], entropy, new_value, batch["values"][mb],
+                                   advantages, batch["returns"][mb], clip, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.on("core.grad_clip"):
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            totals += torch.stack([stats[name] for name in STAT_NAMES])
+            epoch_kl += stats["approx_kl"]
+            minibatches_run += 1
+        epochs_run += 1
+        # aux.target_kl: stop after the epoch whose mean approx_kl exceeds the target
+        if cfg.on("aux.target_kl") and epoch_kl.item() / len(indices) > cfg.target_kl:
+            break
+    result = dict(zip(STAT_NAMES, (totals / minibatches_run).tolist()))
+    result["epochs"] = epochs_run
+    return result
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 - Var[R - V] / Var[R]; NaN when the returns do not vary."""
+    var_returns = returns.var(unbiased=False)
+    if var_returns == 0:
+        return float("nan")
+    return float(1.0 - (returns - values).var(unbiased=False) / var_returns)
