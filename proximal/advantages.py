@@ -27,3 +27,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, starts: torch.Tensor, final
         last = delta + gamma * lam * nonterminal * last
         advantages[t] = last
     return advantages, advantages + values
+
+
+def compute_advantages(rollout, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE of a filled rollout with the config's gamma and lambda; core.gae off gives lambda 1 (bootstrapped
+    Monte-Carlo returns)."""
+    lam = cfg.gae_lambda if cfg.on("core.gae") else 1.0
+    return gae(rollout.rewards, rollout.values, rollout.starts, rollout.final_values, rollout.next_value,
+               rollout.next_start, cfg.gamma, lam)

@@ -17,6 +17,10 @@ from .errors import UserError
 
 FORMAT = 1
 _NAME = re.compile(r"update_(\d+)\.pt$")
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# what the trainer's TrainerState.checkpoint writes and what resume and eval read
+KEYS = ("config", "update", "global_step", "policy", "optimizer", "generator", "next_obs", "next_start",
+        "normalizer", "env")
 
 
 def checkpoint_path(run_dir: Path, update: int) -> Path:
@@ -47,10 +51,22 @@ def load(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, or a pickle that is not weights-only
+        # torch names the refused class only in its message; naming it tells an unsafe file from a damaged one
+        refused = _REFUSED_GLOBAL.search(str(e))
+        if refused:
+            raise UserError(f"checkpoint '{path}' holds a pickled {refused.group(1)}, which weights-only loading "
+                            "refuses: a proximal checkpoint holds only tensors and plain values, and loading "
+                            "other objects could run code from the file") from None
         raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is corrupt or not a "
-                        "proximal checkpoint: use an earlier one from the run's checkpoints/ directory") from None
+                        "proximal checkpoint: evaluate an earlier one from the run's checkpoints/ directory, or "
+                        "move this one away before --resume") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a proximal checkpoint of format {FORMAT}")
+    # a KeyError deep in resume or eval would be a traceback instead of this message
+    missing = sorted(set(KEYS) - set(payload))
+    if missing:
+        raise UserError(f"checkpoint '{path}' lacks {', '.join(missing)}; it was not written by this version of "
+                        "proximal")
     return payload
 
 

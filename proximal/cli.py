@@ -94,10 +94,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .trainer import train
 
     if args.resume is not None:
-        given = sorted(f.name for f in fields(Config) if f.name in vars(args) and f.name != "device")
+        # preset is always in args (it has a default); it is checked against "classic" below
+        given = sorted(f.name for f in fields(Config)
+                       if f.name in vars(args) and f.name not in _NOT_FLAGS and f.name != "device")
         if given or args.off or args.on or args.run_dir or args.preset != "classic":
             raise UserError("--resume continues a run with its own config; drop the other options "
                             "(only --quiet and --device may be given)")
+        if args.resume.is_file():
+            # the trainer writes into the directory it resumes, so it needs the run directory itself
+            raise UserError(f"--resume takes a run directory, not the file '{args.resume}'; it continues from the "
+                            "newest checkpoint in RUN_DIR/checkpoints (move newer ones away to resume from an "
+                            "earlier one)")
         train(None, args.resume, resume=True, quiet=args.quiet, device=vars(args).get("device"))
         return
     train(config_from_args(args), args.run_dir, quiet=args.quiet)

@@ -39,11 +39,11 @@ DETAILS: tuple[Detail, ...] = (
     _d("core.lr_annealing", "learning-rate annealing", True,
        "proximal/update.py:learning_rate", "tests/test_update.py::test_core_lr_annealing_schedule"),
     _d("core.gae", "generalized advantage estimation", True,
-       "proximal/advantages.py:gae", "tests/test_advantages.py::test_core_gae_matches_loop"),
+       "proximal/advantages.py:compute_advantages", "tests/test_advantages.py::test_core_gae_lambda_from_config"),
     _d("core.minibatches", "mini-batch updates", True,
        "proximal/update.py:minibatch_indices", "tests/test_update.py::test_core_minibatches_cover_batch_once_per_epoch"),
     _d("core.adv_norm", "advantage normalization per minibatch", True,
-       "proximal/update.py:normalize_advantages", "tests/test_update.py::test_core_adv_norm_per_minibatch_population_std"),
+       "proximal/update.py:ppo_loss", "tests/test_update.py::test_core_adv_norm_per_minibatch_population_std"),
     _d("core.clipped_objective", "clipped surrogate objective", True,
        "proximal/update.py:ppo_loss", "tests/test_update.py::test_core_clipped_objective_hand_numbers"),
     _d("core.value_clipping", "value-function loss clipping", True,
@@ -51,7 +51,7 @@ DETAILS: tuple[Detail, ...] = (
     _d("core.entropy_bonus", "overall loss with entropy bonus", True,
        "proximal/update.py:ppo_loss", "tests/test_update.py::test_core_entropy_bonus_loss_composition"),
     _d("core.grad_clip", "global gradient clipping", True,
-       "proximal/update.py:ppo_update", "tests/test_update.py::test_core_grad_clip_global_norm"),
+       "proximal/update.py:clip_gradients", "tests/test_update.py::test_core_grad_clip_global_norm"),
     _d("core.debug_stats", "debug variables", False,
        "proximal/update.py:ppo_update", "tests/test_update.py::test_core_debug_stats_known_ratios"),
     _d("core.separate_networks", "separate actor and critic networks (classic preset)", True,
@@ -93,7 +93,7 @@ DETAILS: tuple[Detail, ...] = (
     _d("aux.parallel_gradients", "parallelized gradient update", True),
     # proximal's own options
     _d("opt.truncation_bootstrap", "bootstrap truncated episodes from V(final observation)", True,
-       "proximal/rollout.py:collect_rollout", "tests/test_advantages.py::test_opt_truncation_bootstrap_hand_numbers"),
+       "proximal/rollout.py:collect_rollout", "tests/test_rollout.py::test_opt_truncation_bootstrap_stores_final_value"),
 )
 
 BY_ID: dict[str, Detail] = {d.id: d for d in DETAILS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str
     for label, runs in groups.items():
         grid = np.linspace(0, min(s[-1] for s, _ in runs), points)
         curves = np.stack([smoothed_curve(s, r, grid) for s, r in runs])
-        mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)
+        with warnings.catch_warnings():
+            # grid points before every seed's first episode are all-NaN on purpose (no line drawn there)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)
         (line,) = ax.plot(grid, mean, label=f"{label}, {len(runs)} seed{'s' if len(runs) > 1 else ''}")
         if len(runs) > 1:
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -73,6 +77,10 @@ def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str
     ax.legend(fontsize=8)
     fig.tight_layout()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(output, dpi=120)
+    except ValueError as e:  # matplotlib's message lists the formats it can write
+        raise UserError(f"cannot write '{output}': {e}") from None
+    finally:
+        plt.close(fig)
     return {label: len(runs) for label, runs in groups.items()}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .advantages import gae
+from .advantages import compute_advantages
 from .config import Config, validate
 from .envs import VecEnv, make_envs
 from .errors import UserError
@@ -142,7 +142,6 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
 def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None) -> None:
     cfg, buf = state.cfg, state.rollout
     start_step, start_time = state.global_step, time.perf_counter()
-    lam = cfg.gae_lambda if cfg.on("core.gae") else 1.0  # core.gae off: bootstrapped Monte-Carlo returns
     first = state.update + 1
     for update in range(first, cfg.num_updates + 1):
         lr = learning_rate(cfg, update)
@@ -152,8 +151,7 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
 
         state.global_step, episodes = collect_rollout(envs, state.policy, buf, state.generator, state.global_step,
                                                       cfg.on("opt.truncation_bootstrap"))
-        advantages, returns = gae(buf.rewards, buf.values, buf.starts, buf.final_values, buf.next_value,
-                                  buf.next_start, cfg.gamma, lam)
+        advantages, returns = compute_advantages(buf, cfg)
         batch = {
             "obs": buf.obs.flatten(0, 1),
             "actions": buf.actions.flatten(0, 1),

@@ -41,12 +41,17 @@ def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
     return (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
 
 
+def clip_gradients(params: list[torch.Tensor], cfg: Config) -> None:
+    """core.grad_clip: rescale all gradients together so that their global L2 norm is at most max_grad_norm."""
+    if cfg.on("core.grad_clip"):
+        nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+
+
 def ppo_loss(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns, clip: float,
              cfg: Config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The total loss of one minibatch and its debug statistics (core.debug_stats).
-
-    ``advantages`` are used as given: normalization happens before (``normalize_advantages``).
-    """
+    """The total loss of one minibatch and its debug statistics (core.debug_stats)."""
+    if cfg.on("core.adv_norm"):
+        advantages = normalize_advantages(advantages)
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
 
@@ -98,15 +103,11 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
         indices = minibatch_indices(batch_size, cfg.minibatches_per_epoch, generator)
         for mb in indices:
             new_logprob, entropy, new_value = policy.evaluate(batch["obs"][mb], batch["actions"][mb])
-            advantages = batch["advantages"][mb]
-            if cfg.on("core.adv_norm"):
-                advantages = normalize_advantages(advantages)
             loss, stats = ppo_loss(new_logprob, batch["logprobs"][mb], entropy, new_value, batch["values"][mb],
-                                   advantages, batch["returns"][mb], clip, cfg)
+                                   batch["advantages"][mb], batch["returns"][mb], clip, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.on("core.grad_clip"):
-                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            clip_gradients(params, cfg)
             optimizer.step()
             totals += torch.stack([stats[name] for name in STAT_NAMES])
             epoch_kl += stats["approx_kl"]

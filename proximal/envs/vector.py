@@ -58,7 +58,8 @@ class GymVectorEnv:
                             "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
 
         def make_one():
-            env = gym.make(env_id, disable_env_checker=True, render_mode=render_mode)
+            kwargs = {"render_mode": render_mode} if render_mode else {}
+            env = gym.make(env_id, disable_env_checker=True, **kwargs)
             return gym.wrappers.RecordEpisodeStatistics(env)
 
         try:

@@ -1,0 +1,154 @@
+"""CartPole-v1 learning benchmark: the classic preset over several seeds, with truncated episodes bootstrapped
+(proximal's default) and treated as terminations (--off opt.truncation_bootstrap, as the reference), next to the
+published result of ppo2-faithful PPO.
+
+    python benchmarks/learning.py [--seeds 1 2 3] [--steps 500000] [--jobs 2]
+
+Writes one run directory per mode and seed under --out, the curves of both modes in one figure (--plot) and a
+markdown summary (--summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from proximal.config import Config, preset, set_detail, validate
+from proximal.errors import UserError
+from proximal.plot import plot_runs, read_run
+
+ENV_ID = "CartPole-v1"
+LAST_EPISODES = 100
+# mode name -> opt.truncation_bootstrap; the name is also the directory the mode's runs go to
+MODES = {"default": True, "off-truncation_bootstrap": False}
+# ppo2-faithful PPO on CartPole-v1 after 500k steps, mean ± std over seeds; it treats truncation as termination,
+# so it is to be compared with the off mode
+PUBLISHED = (490.0, 6.0)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_config(seed: int, steps: int, truncation_bootstrap: bool) -> Config:
+    cfg = preset("classic")
+    cfg.env_id, cfg.seed, cfg.total_steps = ENV_ID, seed, steps
+    # the preset's "auto" would pick a GPU where there is one: a tiny MLP trains no faster there, and a CPU run
+    # gives the same numbers for a seed on every machine
+    cfg.device = "cpu"
+    set_detail(cfg, "opt.truncation_bootstrap", truncation_bootstrap)
+    return cfg
+
+
+def train_run(cfg: Config, run_dir: Path) -> float:
+    """Train one run (in a worker process); returns the seconds it took."""
+    from proximal.trainer import train
+
+    start = time.perf_counter()
+    train(cfg, run_dir, quiet=True)
+    return time.perf_counter() - start
+
+
+def final_return(run_dir: Path) -> float:
+    """The statistic compared: mean episodic return of the run's last LAST_EPISODES training episodes."""
+    _, _, returns = read_run(run_dir)
+    return float(np.mean(returns[-LAST_EPISODES:]))
+
+
+def mean_std(values: list[float]) -> str:
+    # population std (ddof 0): with 3 seeds the choice matters, and the summary names it
+    return f"{statistics.fmean(values):.1f} ± {statistics.pstdev(values):.1f}"
+
+
+def write_summary(path: Path, cfg: Config, seeds: list[int], finals: dict[str, dict[int, float]],
+                  plot: Path) -> None:
+    seed_cols = " | ".join(f"seed {s}" for s in seeds)
+    rows = [f"| {mode} | " + " | ".join(f"{finals[mode][s]:.1f}" for s in seeds)
+            + f" | {mean_std(list(finals[mode].values()))} |" for mode in MODES]
+    blank = " | ".join("" for _ in seeds)
+    lines = [
+        f"# {ENV_ID} learning benchmark",
+        "",
+        f"- env: {ENV_ID}, preset classic, {cfg.num_updates * cfg.batch_size} env steps per run "
+        f"({cfg.num_updates} updates of {cfg.batch_size} steps), device {cfg.device}",
+        f"- seeds: {' '.join(map(str, seeds))}",
+        f"- statistic: mean episodic return of the last {LAST_EPISODES} training episodes of each run "
+        "(episodes.csv); across seeds mean ± population std (ddof 0)",
+        "- modes: `default` bootstraps truncated episodes from V(final observation) (opt.truncation_bootstrap on); "
+        "`off-truncation_bootstrap` treats truncation as termination, as the reference does",
+        "- published: ppo2-faithful PPO at 500k steps, truncation as termination: compare with "
+        "`off-truncation_bootstrap`",
+        f"- curves: {os.path.relpath(plot, path.parent)}",
+        f"- generated {date.today().isoformat()} by `python benchmarks/learning.py {' '.join(sys.argv[1:])}`",
+        "",
+        f"| mode | {seed_cols} | mean ± std |",
+        "|---" * (len(seeds) + 2) + "|",
+        *rows,
+        f"| published ppo2-faithful PPO | {blank} | {PUBLISHED[0]:.0f} ± {PUBLISHED[1]:.0f} |",
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default: 1 2 3)")
+    parser.add_argument("--steps", type=int, default=500_000, help="env steps per run (default: 500000)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each (default: 1)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "learning",
+                        help="directory of the run directories (default: benchmarks/results/learning)")
+    parser.add_argument("--plot", type=Path, default=RESULTS / "cartpole_curves.png",
+                        help="curve figure (default: benchmarks/results/cartpole_curves.png)")
+    parser.add_argument("--summary", type=Path, default=RESULTS / "cartpole_learning.md",
+                        help="markdown summary (default: benchmarks/results/cartpole_learning.md)")
+    args = parser.parse_args()
+    if args.jobs <= 0 or len(set(args.seeds)) != len(args.seeds):
+        parser.error("--jobs must be positive and --seeds distinct")
+
+    runs = {(mode, seed): (run_config(seed, args.steps, bootstrap), args.out / mode / f"seed{seed}")
+            for seed in args.seeds for mode, bootstrap in MODES.items()}
+    cfg = next(iter(runs.values()))[0]
+    try:
+        validate(cfg)
+    except UserError as e:
+        parser.error(str(e))
+    # train() would write into an old run's directory and leave its checkpoints and events mixed with the new run's
+    taken = [str(d) for _, d in runs.values() if d.exists()]
+    if taken:
+        parser.error(f"run directories already exist: {', '.join(taken)}; remove them or choose another --out")
+
+    print(f"{ENV_ID}, classic preset, {cfg.num_updates * cfg.batch_size} steps per run, seeds {args.seeds}, "
+          f"{len(runs)} runs, {args.jobs} at a time; runs under {args.out}", flush=True)
+    finals: dict[str, dict[int, float]] = {mode: {} for mode in MODES}
+    # spawn: a fresh interpreter per worker, so no torch state is inherited through fork
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_run, c, d): key for key, (c, d) in runs.items()}
+        for future in as_completed(futures):
+            mode, seed = futures[future]
+            seconds = future.result()
+            finals[mode][seed] = final_return(runs[mode, seed][1])
+            print(f"  {mode:<24} seed {seed}: {finals[mode][seed]:6.1f}  ({seconds:.0f} s)", flush=True)
+
+    print(f"\nmean return of the last {LAST_EPISODES} episodes")
+    print(f"{'seed':>6}  " + "  ".join(f"{mode:>24}" for mode in MODES))
+    for seed in args.seeds:
+        print(f"{seed:>6}  " + "  ".join(f"{finals[mode][seed]:>24.1f}" for mode in MODES))
+    print(f"{'mean':>6}  " + "  ".join(f"{mean_std(list(finals[mode].values())):>24}" for mode in MODES))
+    print(f"published ppo2-faithful PPO (truncation as termination, compare with off-truncation_bootstrap): "
+          f"{PUBLISHED[0]:.0f} ± {PUBLISHED[1]:.0f}")
+
+    groups = plot_runs([d for _, d in runs.values()], args.plot)
+    print(f"\nwrote {args.plot}: " + "; ".join(f"{label} ({n} seeds)" for label, n in groups.items()))
+    write_summary(args.summary, cfg, args.seeds, finals, args.plot)
+    print(f"wrote {args.summary}")
+
+
+if __name__ == "__main__":
+    main()

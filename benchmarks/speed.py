@@ -1,0 +1,160 @@
+"""Training speed of proximal against Stable-Baselines3's PPO on one workload: the classic preset.
+
+Each training runs in a fresh Python process, and the two libraries alternate (their order swapped every round)
+so that a change of machine load hits both alike. The clock covers env creation, model creation and training,
+on both sides; process start and imports are left out.
+
+    python benchmarks/speed.py --rounds 3 --steps 100000 [--json speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+LIBRARIES = ("proximal", "sb3")
+
+
+def workload(env_id: str, steps: int, seed: int, threads: int):
+    """The classic preset with the benchmark's env, length, seed and threads: the one source of the
+    hyperparameters both libraries are given."""
+    from proximal.config import preset
+
+    cfg = preset("classic")
+    cfg.env_id, cfg.total_steps, cfg.seed, cfg.torch_threads = env_id, steps, seed, threads
+    cfg.device = "cpu"
+    # only the final checkpoint: SB3 saves nothing during learn(), so the periodic ones would be extra work
+    cfg.checkpoint_every = 0
+    return cfg
+
+
+def time_proximal(cfg) -> tuple[float, int]:
+    import tempfile
+    import time
+
+    # train() imports the TensorBoard writer lazily, while SB3 imports it with its own modules: import it now so
+    # that neither clock holds an import
+    import torch.utils.tensorboard  # noqa: F401
+    from proximal.trainer import train
+
+    with tempfile.TemporaryDirectory(prefix="proximal-speed-") as run_dir:
+        start = time.perf_counter()
+        state = train(cfg, run_dir, quiet=True)
+        elapsed = time.perf_counter() - start
+    return elapsed, state.global_step
+
+
+def time_sb3(cfg) -> tuple[float, int]:
+    import time
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    from torch import nn
+
+    lr0 = cfg.learning_rate
+    start = time.perf_counter()
+    envs = make_vec_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv)
+    model = PPO(
+        "MlpPolicy", envs, learning_rate=lambda progress_remaining: lr0 * progress_remaining,
+        n_steps=cfg.num_steps, batch_size=cfg.minibatch_size, n_epochs=cfg.update_epochs, gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_coef,
+        # proximal clips the value loss too (core.value_clipping); SB3 does only when given a range
+        clip_range_vf=cfg.clip_coef,
+        ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+        policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.hidden_sizes)),
+                           activation_fn=nn.Tanh, ortho_init=True),
+        seed=cfg.seed, device="cpu", verbose=0,
+    )
+    model.learn(total_timesteps=cfg.total_steps)
+    envs.close()
+    return time.perf_counter() - start, model.num_timesteps
+
+
+def worker(library: str, env_id: str, steps: int, seed: int, threads: int) -> None:
+    """One timed training in this process; prints its result as the last line of stdout."""
+    import gymnasium as gym
+    import torch
+
+    torch.set_num_threads(threads)
+    # the first gym.make imports the env's module; pay that outside the clock, for both libraries
+    gym.make(env_id).close()
+    cfg = workload(env_id, steps, seed, threads)
+    elapsed, done = (time_proximal if library == "proximal" else time_sb3)(cfg)
+    print(json.dumps({"seconds": elapsed, "steps": done, "sps": done / elapsed}))
+
+
+def run_worker(library: str, env_id: str, steps: int, seed: int, threads: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, "--env", env_id,
+           "--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{library} run failed (exit {result.returncode}):\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100_000,
+                        help="env steps per training, rounded down to whole batches (default: 100000)")
+    parser.add_argument("--rounds", type=int, default=3, help="trainings of each library (default: 3)")
+    parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (default: CartPole-v1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in both (default: 1)")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results to this JSON file")
+    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        worker(args.worker, args.env, args.steps, args.seed, args.threads)
+        return
+
+    batch = workload(args.env, args.steps, 1, args.threads).batch_size
+    # whole batches, so that both run the same number of updates (SB3 would finish the last batch, proximal drop it)
+    steps = args.steps - args.steps % batch
+    if steps <= 0 or args.rounds <= 0 or args.threads <= 0:
+        parser.error(f"--steps must be at least one batch ({batch}); --rounds and --threads must be positive")
+
+    print("=" * 78)
+    print("THE MACHINE MUST BE IDLE while this runs: no tests, no training, no other benchmark.")
+    print("Any other load slows both libraries unevenly and makes the numbers meaningless.")
+    print("=" * 78)
+    print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (should be near 0)")
+    print(f"{args.env}, classic preset, {steps} steps per training, {args.rounds} round(s), "
+          f"{args.threads} torch thread(s); proximal {version('proximal')}, "
+          f"stable-baselines3 {version('stable-baselines3')}, torch {version('torch')}\n")
+
+    sps = {lib: [] for lib in LIBRARIES}
+    print(f"{'round':>6}  {'proximal SPS':>12}  {'SB3 SPS':>9}  {'ratio':>6}")
+    for r in range(args.rounds):
+        # a new seed every round, the same for both libraries
+        order = LIBRARIES if r % 2 == 0 else LIBRARIES[::-1]
+        for lib in order:
+            sps[lib].append(run_worker(lib, args.env, steps, r + 1, args.threads)["sps"])
+        p, s = sps["proximal"][-1], sps["sb3"][-1]
+        print(f"{r + 1:>6}  {p:>12.0f}  {s:>9.0f}  {p / s:>6.2f}", flush=True)
+    medians = {lib: statistics.median(values) for lib, values in sps.items()}
+    ratio = medians["proximal"] / medians["sb3"]
+    print(f"{'median':>6}  {medians['proximal']:>12.0f}  {medians['sb3']:>9.0f}  {ratio:>6.2f}")
+    print(f"\nproximal / SB3 (ratio of medians): {ratio:.2f}")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "env": args.env, "preset": "classic", "steps": steps, "rounds": args.rounds, "threads": args.threads,
+            "sps": sps, "median_sps": medians, "ratio_proximal_over_sb3": ratio,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "versions": {name: version(name) for name in ("proximal", "stable-baselines3", "torch", "gymnasium")},
+        }, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

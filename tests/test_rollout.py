@@ -1,0 +1,92 @@
+"""Rollout collection: carry-over between iterations (core.vector_envs), the autoreset contract, and the
+truncation bootstrap (opt.truncation_bootstrap)."""
+
+import torch
+
+from proximal.envs import make_envs
+from proximal.rollout import collect_rollout
+from proximal.trainer import new_state
+
+
+def collected(cfg, env_id, iterations=1, num_steps=24, bootstrap=True):
+    cfg.env_id, cfg.num_envs, cfg.num_steps = env_id, 3, num_steps
+    envs = make_envs(env_id, cfg.num_envs)
+    state = new_state(cfg, envs, torch.device("cpu"))
+    snapshots, step = [], 0
+    for _ in range(iterations):
+        step, episodes = collect_rollout(envs, state.policy, state.rollout, state.generator, step, bootstrap)
+        buf = state.rollout
+        snapshots.append({k: v.clone() for k, v in vars(buf).items()} | {"episodes": episodes, "step": step})
+    envs.close()
+    return state.policy, snapshots
+
+
+def test_core_vector_envs_carry_over_between_iterations(cfg):
+    _, (first, second) = collected(cfg, "proximal-test/Counter-v0", iterations=2)
+    assert first["step"] == 3 * 24 and second["step"] == 2 * 3 * 24
+    # the second rollout starts where the first stopped: same observation, same done flags, no reset
+    assert torch.equal(second["obs"][0], first["next_obs"])
+    assert torch.equal(second["starts"][0], first["next_start"])
+    assert (second["obs"][0, :, 0] > 0).all(), "episode counters continue: the envs were not reset"
+
+
+def test_autoreset_no_stored_transition_crosses_an_episode_boundary(cfg):
+    _, (buf,) = collected(cfg, "proximal-test/Counter-v0", num_steps=40)
+    obs, starts = buf["obs"], buf["starts"]
+    next_obs = torch.cat([obs[1:], buf["next_obs"][None]])
+    next_start = torch.cat([starts[1:], buf["next_start"][None]])
+    # every stored step is a real transition: its reward is the one its action produced (next-step autoreset
+    # would store a reset step with reward 0 that ignored the action)
+    torch.testing.assert_close(buf["rewards"], 1.0 + buf["actions"].float())
+    within = next_start == 0
+    assert within.any() and (~within).any()
+    # within an episode the next stored observation is the successor; after a done it is a fresh episode's first
+    assert torch.equal(next_obs[within][:, 0], obs[within][:, 0])
+    assert torch.equal(next_obs[within][:, 1], obs[within][:, 1] + 1)
+    assert torch.equal(next_obs[~within][:, 0], obs[~within][:, 0] + 1)
+    assert (next_obs[~within][:, 1] == 0).all()
+    assert len(buf["episodes"]) == int((~within).sum())
+    for _, ret, length in buf["episodes"]:
+        assert 3 <= length <= 5 and length <= ret <= 2 * length
+
+
+def check_truncation_bootstrap(cfg, bootstrap=True):
+    # every 10th step of ForeverEnv is truncated, never terminated: V(final obs) is stored there, 0 elsewhere
+    policy, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30, bootstrap=bootstrap)
+    truncated = torch.zeros(30, 3, dtype=torch.bool)
+    truncated[9::10] = True
+    with torch.no_grad():
+        final_value = policy.value(torch.ones(1, 1)).item()
+    assert final_value != 0.0
+    torch.testing.assert_close(buf["final_values"][truncated], torch.full((9,), final_value))
+    assert (buf["final_values"][~truncated] == 0).all()
+
+
+def test_opt_truncation_bootstrap_stores_final_value(cfg):
+    check_truncation_bootstrap(cfg)
+
+
+def test_opt_truncation_bootstrap_uses_the_final_not_the_reset_observation(cfg):
+    policy, (buf,) = collected(cfg, "proximal-test/Counter-v0", num_steps=60)
+    obs, final_values = buf["obs"], buf["final_values"]
+    next_start = torch.cat([buf["starts"][1:], buf["next_start"][None]])
+    # Counter's time limit is 5: only a step from (episode, 4) can be truncated, to the final obs (episode, 5);
+    # episodes of length 3 or 4 terminate and are never bootstrapped
+    terminated_early = (next_start == 1) & (obs[..., 1] < 4)
+    assert terminated_early.any() and (final_values[terminated_early] == 0).all()
+    at_limit = (next_start == 1) & (obs[..., 1] == 4)
+    bootstrapped = 0
+    for t, e in at_limit.nonzero().tolist():
+        final = torch.tensor([[obs[t, e, 0], 5.0]])
+        with torch.no_grad():
+            expected = policy.value(final).item()
+        stored = final_values[t, e].item()
+        # 0 where the step was terminated and truncated at once
+        assert stored == 0.0 or abs(stored - expected) < 1e-6, (stored, expected)
+        bootstrapped += stored != 0.0
+    assert bootstrapped > 0
+
+
+def test_opt_truncation_bootstrap_off_stores_nothing(cfg):
+    _, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30, bootstrap=False)
+    assert (buf["final_values"] == 0).all()

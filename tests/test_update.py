@@ -1,0 +1,236 @@
+"""The PPO update: schedules, optimizer, minibatches, the loss terms, gradient clipping, debug statistics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import proximal.update as update_mod
+from proximal.config import validate
+from proximal.update import (clip_gradients, clip_range, learning_rate, make_optimizer, ppo_loss, ppo_update)
+
+T = torch.tensor
+
+
+class SpyPolicy(nn.Module):
+    """log pi(a|obs) = w * obs[:, 1]; value = w. Records obs[:, 0] (the sample index) of every minibatch."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.seen: list[list[int]] = []
+
+    def evaluate(self, obs, actions):
+        self.seen.append(obs[:, 0].long().tolist())
+        logprob = self.w * obs[:, 1]
+        return logprob, torch.zeros_like(logprob), self.w.expand(obs.shape[0])
+
+
+def spy_batch(size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(size, generator=g)
+    return {
+        "obs": torch.stack([torch.arange(size, dtype=torch.float32), x], 1),
+        "actions": torch.zeros(size, dtype=torch.long),
+        "logprobs": torch.zeros(size),
+        "values": torch.zeros(size),
+        "advantages": torch.randn(size, generator=g),
+        "returns": torch.randn(size, generator=g),
+    }
+
+
+def loss_inputs(ratio, advantages, new_value=None, old_value=None, returns=None, entropy=None):
+    n = len(ratio)
+    z = torch.zeros(n)
+    return dict(new_logprob=torch.log(T(ratio)), old_logprob=z, entropy=z if entropy is None else T(entropy),
+                new_value=z if new_value is None else T(new_value), old_value=z if old_value is None else T(old_value),
+                advantages=T(advantages), returns=z if returns is None else T(returns))
+
+
+# --- schedules and optimizer ---------------------------------------------------------------------------------
+def check_adam_eps(cfg):
+    opt = make_optimizer(nn.Linear(2, 2), cfg)
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.param_groups[0]["eps"] == 1e-5
+
+
+def test_core_adam_eps(cfg):
+    check_adam_eps(cfg)
+
+
+def check_lr_annealing(cfg):
+    cfg.total_steps = 10 * cfg.batch_size  # U = 10
+    lr0 = cfg.learning_rate
+    assert learning_rate(cfg, 1) == lr0
+    assert learning_rate(cfg, 2) == pytest.approx(lr0 * 0.9)
+    assert learning_rate(cfg, 10) == pytest.approx(lr0 / 10)
+
+
+def test_core_lr_annealing_schedule(cfg):
+    check_lr_annealing(cfg)
+
+
+def check_clip_annealing(cfg):
+    cfg.total_steps = 4 * cfg.batch_size
+    assert clip_range(cfg, 1) == cfg.clip_coef
+    assert clip_range(cfg, 2) == pytest.approx(cfg.clip_coef * 0.75)
+    assert clip_range(cfg, 4) == pytest.approx(cfg.clip_coef / 4)
+
+
+def test_aux_clip_annealing_schedule(cfg):
+    cfg.details["aux.clip_annealing"] = True
+    check_clip_annealing(cfg)
+    cfg.details["aux.clip_annealing"] = False  # the reference's default: constant
+    assert clip_range(cfg, 4) == cfg.clip_coef
+
+
+# --- minibatches -----------------------------------------------------------------------------------------------
+def check_minibatches(cfg):
+    cfg.num_envs, cfg.num_steps, cfg.num_minibatches, cfg.update_epochs = 2, 8, 4, 3
+    validate(cfg)
+    policy = SpyPolicy()
+    ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    assert len(policy.seen) == 4 * 3, "num_minibatches per epoch, update_epochs epochs"
+    epochs = [sum(policy.seen[e * 4:(e + 1) * 4], []) for e in range(3)]
+    for mb in policy.seen:
+        assert len(mb) == 4
+    for order in epochs:
+        assert sorted(order) == list(range(16)), "each epoch covers every sample exactly once"
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2], "a fresh permutation each epoch"
+    assert epochs[0] != list(range(16)), "shuffled, not in storage order"
+
+
+def test_core_minibatches_cover_batch_once_per_epoch(cfg):
+    check_minibatches(cfg)
+
+
+def test_core_minibatches_off_is_one_full_batch_step_per_epoch(cfg):
+    cfg.details["core.minibatches"] = False
+    cfg.num_envs, cfg.num_steps, cfg.update_epochs = 2, 8, 3
+    policy = SpyPolicy()
+    ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    assert [sorted(mb) for mb in policy.seen] == [list(range(16))] * 3
+
+
+# --- the loss --------------------------------------------------------------------------------------------------
+def check_adv_norm(cfg):
+    advantages = [1.0, 2.0, 6.0]  # 3 samples: a ddof-1 std or a batch-wide normalization gives other numbers
+    ratio = [1.0, 1.1, 0.95]
+    _, stats = ppo_loss(**loss_inputs(ratio, advantages), clip=0.2, cfg=cfg)
+    a = np.array(advantages)
+    normalized = (a - a.mean()) / (a.std(ddof=0) + 1e-8)
+    assert stats["policy_loss"].item() == pytest.approx(-(normalized * ratio).mean(), rel=1e-5)
+
+
+def test_core_adv_norm_per_minibatch_population_std(cfg):
+    check_adv_norm(cfg)
+
+
+def check_clipped_objective(cfg):
+    cfg.details["core.adv_norm"] = False
+    # A = 1, r = 1.5: max(-1.5, -1.2) = -1.2     A = -1, r = 1.5: max(1.5, 1.2) = 1.5
+    # A = 1, r = 0.5: max(-0.5, -0.8) = -0.5     A = -1, r = 0.5: max(0.5, 0.8) = 0.8      mean = 0.15
+    _, stats = ppo_loss(**loss_inputs([1.5, 1.5, 0.5, 0.5], [1.0, -1.0, 1.0, -1.0]), clip=0.2, cfg=cfg)
+    assert stats["policy_loss"].item() == pytest.approx(0.15, rel=1e-6)
+
+
+def test_core_clipped_objective_hand_numbers(cfg):
+    check_clipped_objective(cfg)
+    cfg.details["core.clipped_objective"] = False  # unclipped surrogate: mean(-A r) = 0 here
+    _, stats = ppo_loss(**loss_inputs([1.5, 1.5, 0.5, 0.5], [1.0, -1.0, 1.0, -1.0]), clip=0.2, cfg=cfg)
+    assert stats["policy_loss"].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def check_value_clipping(cfg):
+    # V_old 0, eps 0.2: V 0.5 -> clipped 0.2: max(.25, .64) = .64;  V -0.1 (inside): 1.21;  V 0.3 -> 0.2: max(1.69, 1.44)
+    inputs = loss_inputs([1.0] * 3, [0.0] * 3, new_value=[0.5, -0.1, 0.3], returns=[1.0, 1.0, -1.0])
+    _, stats = ppo_loss(**inputs, clip=0.2, cfg=cfg)
+    assert stats["value_loss"].item() == pytest.approx(0.5 * (0.64 + 1.21 + 1.69) / 3, rel=1e-6)
+
+
+def test_core_value_clipping_hand_numbers(cfg):
+    check_value_clipping(cfg)
+    cfg.details["core.value_clipping"] = False
+    inputs = loss_inputs([1.0] * 3, [0.0] * 3, new_value=[0.5, -0.1, 0.3], returns=[1.0, 1.0, -1.0])
+    _, stats = ppo_loss(**inputs, clip=0.2, cfg=cfg)
+    assert stats["value_loss"].item() == pytest.approx(0.5 * (0.25 + 1.21 + 1.69) / 3, rel=1e-6)
+
+
+def check_entropy_bonus(cfg):
+    cfg.details["core.adv_norm"] = False
+    inputs = loss_inputs([1.2, 0.9], [1.0, -2.0], new_value=[0.3, 0.1], returns=[1.0, 0.0], entropy=[0.6, 0.4])
+    loss, stats = ppo_loss(**inputs, clip=0.2, cfg=cfg)
+    expected = stats["policy_loss"] - 0.01 * 0.5 + 0.5 * stats["value_loss"]
+    assert stats["entropy"].item() == pytest.approx(0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_core_entropy_bonus_loss_composition(cfg):
+    check_entropy_bonus(cfg)
+
+
+# --- gradient clipping -----------------------------------------------------------------------------------------
+def check_grad_clip(cfg):
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+    a.grad, b.grad = T([3.0, 0.0, 4.0]), T([0.0, 0.0])  # global norm 5 -> scaled by 0.5 / 5
+    clip_gradients([a, b], cfg)
+    np.testing.assert_allclose(a.grad.numpy(), [0.3, 0.0, 0.4], rtol=1e-5)
+    assert b.grad.tolist() == [0.0, 0.0]
+    a.grad, b.grad = T([0.1, 0.2, 0.0]), T([0.2, 0.0])  # norm 0.3: unchanged
+    clip_gradients([a, b], cfg)
+    assert a.grad.tolist() == pytest.approx([0.1, 0.2, 0.0]) and b.grad.tolist() == pytest.approx([0.2, 0.0])
+    total = math.sqrt(sum(float((p.grad**2).sum()) for p in (a, b)))
+    assert total <= 0.5
+
+
+def test_core_grad_clip_global_norm(cfg):
+    check_grad_clip(cfg)
+
+
+# --- debug statistics and early stopping -----------------------------------------------------------------------
+def test_core_debug_stats_known_ratios(cfg):
+    r = np.array([0.5, 1.0, 1.5, 1.25])
+    _, stats = ppo_loss(**loss_inputs(r.tolist(), [1.0, 0.0, -1.0, 2.0]), clip=0.2, cfg=cfg)
+    log_r = np.log(r)
+    assert stats["clipfrac"].item() == pytest.approx(0.75)
+    assert stats["approx_kl"].item() == pytest.approx(((r - 1) - log_r).mean(), rel=1e-5)
+    assert stats["old_approx_kl"].item() == pytest.approx((-log_r).mean(), rel=1e-5)
+    assert stats["approxkl_ppo2"].item() == pytest.approx(0.5 * (log_r**2).mean(), rel=1e-5)
+
+
+def test_core_debug_stats_averaged_over_all_minibatches(cfg, monkeypatch):
+    seen = []
+    real_loss = update_mod.ppo_loss
+
+    def recording_loss(*args, **kwargs):
+        loss, stats = real_loss(*args, **kwargs)
+        seen.append({k: v.item() for k, v in stats.items()})
+        return loss, stats
+
+    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    cfg.num_envs, cfg.num_steps, cfg.learning_rate = 2, 8, 0.1
+    policy = SpyPolicy()
+    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    assert len(seen) == 16
+    assert seen[0]["approx_kl"] == 0.0 and seen[-1]["approx_kl"] > 0.0
+    for name in update_mod.STAT_NAMES:
+        assert result[name] == pytest.approx(np.mean([s[name] for s in seen]), rel=1e-5, abs=1e-9), name
+
+
+def check_target_kl(cfg):
+    cfg.num_envs, cfg.num_steps, cfg.learning_rate, cfg.target_kl = 2, 32, 1.0, 0.015
+    policy = SpyPolicy()  # lr 1 moves w by about 1 per step: the KL after the first minibatch is far above 0.015
+    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(64), cfg, 0.2, torch.Generator().manual_seed(0))
+    assert result["epochs"] == 1
+    assert len(policy.seen) == cfg.num_minibatches
+
+
+def test_aux_target_kl_stops_after_epoch(cfg):
+    cfg.details["aux.target_kl"] = True
+    check_target_kl(cfg)
+    cfg.details["aux.target_kl"] = False  # off by default: every epoch runs
+    policy = SpyPolicy()
+    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(64), cfg, 0.2, torch.Generator().manual_seed(0))
+    assert result["epochs"] == cfg.update_epochs
