@@ -25,6 +25,7 @@ import numpy as np
 from proximal.config import Config, preset, set_detail, validate
 from proximal.errors import UserError
 from proximal.plot import plot_runs, read_run
+from proximal.trainer import train
 
 ENV_ID = "CartPole-v1"
 LAST_EPISODES = 100
@@ -39,8 +40,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def run_config(seed: int, steps: int, truncation_bootstrap: bool) -> Config:
     cfg = preset("classic")
     cfg.env_id, cfg.seed, cfg.total_steps = ENV_ID, seed, steps
-    # the preset's "auto" would pick a GPU where there is one: a tiny MLP trains no faster there, and a CPU run
-    # gives the same numbers for a seed on every machine
+    # the preset's "auto" would pick a GPU where there is one: a 64-64 MLP trains no faster there, and results
+    # that depend on which machine ran them would not be comparable run to run
     cfg.device = "cpu"
     set_detail(cfg, "opt.truncation_bootstrap", truncation_bootstrap)
     return cfg
@@ -48,8 +49,6 @@ def run_config(seed: int, steps: int, truncation_bootstrap: bool) -> Config:
 
 def train_run(cfg: Config, run_dir: Path) -> float:
     """Train one run (in a worker process); returns the seconds it took."""
-    from proximal.trainer import train
-
     start = time.perf_counter()
     train(cfg, run_dir, quiet=True)
     return time.perf_counter() - start
@@ -124,8 +123,9 @@ def main() -> None:
     if taken:
         parser.error(f"run directories already exist: {', '.join(taken)}; remove them or choose another --out")
 
-    print(f"{ENV_ID}, classic preset, {cfg.num_updates * cfg.batch_size} steps per run, seeds {args.seeds}, "
-          f"{len(runs)} runs, {args.jobs} at a time; runs under {args.out}", flush=True)
+    print(f"{ENV_ID}, classic preset, {cfg.num_updates * cfg.batch_size} steps per run, "
+          f"seeds {' '.join(map(str, args.seeds))}, {len(runs)} runs, {args.jobs} at a time; runs under {args.out}",
+          flush=True)
     finals: dict[str, dict[int, float]] = {mode: {} for mode in MODES}
     # spawn: a fresh interpreter per worker, so no torch state is inherited through fork
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -145,7 +145,8 @@ def main() -> None:
           f"{PUBLISHED[0]:.0f} ± {PUBLISHED[1]:.0f}")
 
     groups = plot_runs([d for _, d in runs.values()], args.plot)
-    print(f"\nwrote {args.plot}: " + "; ".join(f"{label} ({n} seeds)" for label, n in groups.items()))
+    print(f"\nwrote {args.plot}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
+                                              for label, n in groups.items()))
     write_summary(args.summary, cfg, args.seeds, finals, args.plot)
     print(f"wrote {args.summary}")
 

@@ -19,6 +19,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+# The libraries timed are imported inside the functions that use them, so each worker loads only its own.
 LIBRARIES = ("proximal", "sb3")
 
 
@@ -134,7 +135,7 @@ def main() -> None:
     sps = {lib: [] for lib in LIBRARIES}
     print(f"{'round':>6}  {'proximal SPS':>12}  {'SB3 SPS':>9}  {'ratio':>6}")
     for r in range(args.rounds):
-        # a new seed every round, the same for both libraries
+        # neither library always goes first (caches, drifting load); the seed changes per round, shared by both
         order = LIBRARIES if r % 2 == 0 else LIBRARIES[::-1]
         for lib in order:
             sps[lib].append(run_worker(lib, args.env, steps, r + 1, args.threads)["sps"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import Config
 from .envs import VecEnv
 
 
@@ -41,7 +42,7 @@ class Rollout:
 
 
 def collect_rollout(envs: VecEnv, policy, buf: Rollout, generator: torch.Generator, global_step: int,
-                    truncation_bootstrap: bool) -> tuple[int, list[tuple[int, float, int]]]:
+                    cfg: Config) -> tuple[int, list[tuple[int, float, int]]]:
     """Fill ``buf`` with ``num_steps`` steps of every env, starting from ``buf.next_obs``/``buf.next_start``.
 
     Returns the global step after the rollout and the episodes that ended, as (global_step, return, length).
@@ -51,6 +52,7 @@ def collect_rollout(envs: VecEnv, policy, buf: Rollout, generator: torch.Generat
     rewards = np.zeros((num_steps, num_envs), dtype=np.float32)
     dones = np.zeros((num_steps, num_envs), dtype=np.float32)
     episodes = []
+    truncation_bootstrap = cfg.on("opt.truncation_bootstrap")
     obs, start = buf.next_obs, buf.next_start
     for t in range(num_steps):
         buf.obs[t] = obs

@@ -149,8 +149,7 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
             group["lr"] = lr
         clip = clip_range(cfg, update)
 
-        state.global_step, episodes = collect_rollout(envs, state.policy, buf, state.generator, state.global_step,
-                                                      cfg.on("opt.truncation_bootstrap"))
+        state.global_step, episodes = collect_rollout(envs, state.policy, buf, state.generator, state.global_step, cfg)
         advantages, returns = compute_advantages(buf, cfg)
         batch = {
             "obs": buf.obs.flatten(0, 1),

@@ -56,7 +56,7 @@ def test_ratio_is_one_over_the_whole_batch(cfg, separate, monkeypatch):
     envs = make_envs(cfg.env_id, cfg.num_envs)
     state = new_state(cfg, envs, torch.device("cpu"))
     buf = state.rollout
-    collect_rollout(envs, state.policy, buf, state.generator, 0, True)
+    collect_rollout(envs, state.policy, buf, state.generator, 0, cfg)
     envs.close()
     assert buf.starts.sum() > 0, "the batch holds episode ends"
 

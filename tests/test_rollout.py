@@ -8,13 +8,13 @@ from proximal.rollout import collect_rollout
 from proximal.trainer import new_state
 
 
-def collected(cfg, env_id, iterations=1, num_steps=24, bootstrap=True):
+def collected(cfg, env_id, iterations=1, num_steps=24):
     cfg.env_id, cfg.num_envs, cfg.num_steps = env_id, 3, num_steps
     envs = make_envs(env_id, cfg.num_envs)
     state = new_state(cfg, envs, torch.device("cpu"))
     snapshots, step = [], 0
     for _ in range(iterations):
-        step, episodes = collect_rollout(envs, state.policy, state.rollout, state.generator, step, bootstrap)
+        step, episodes = collect_rollout(envs, state.policy, state.rollout, state.generator, step, cfg)
         buf = state.rollout
         snapshots.append({k: v.clone() for k, v in vars(buf).items()} | {"episodes": episodes, "step": step})
     envs.close()
@@ -50,9 +50,9 @@ def test_autoreset_no_stored_transition_crosses_an_episode_boundary(cfg):
         assert 3 <= length <= 5 and length <= ret <= 2 * length
 
 
-def check_truncation_bootstrap(cfg, bootstrap=True):
+def check_truncation_bootstrap(cfg):
     # every 10th step of ForeverEnv is truncated, never terminated: V(final obs) is stored there, 0 elsewhere
-    policy, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30, bootstrap=bootstrap)
+    policy, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30)
     truncated = torch.zeros(30, 3, dtype=torch.bool)
     truncated[9::10] = True
     with torch.no_grad():
@@ -88,5 +88,6 @@ def test_opt_truncation_bootstrap_uses_the_final_not_the_reset_observation(cfg):
 
 
 def test_opt_truncation_bootstrap_off_stores_nothing(cfg):
-    _, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30, bootstrap=False)
+    cfg.details["opt.truncation_bootstrap"] = False
+    _, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30)
     assert (buf["final_values"] == 0).all()
