@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, starts: torch.Tensor, final_values: torch.Tensor,
-        next_value: torch.Tensor, next_start: torch.Tensor, gamma: float, lam: float):
+def gae(rewards: np.ndarray, values: np.ndarray, starts: np.ndarray, final_values: np.ndarray,
+        next_value: np.ndarray, next_start: np.ndarray, gamma: float, lam: float):
     """Advantages and value targets for a (T, N) rollout.
 
     ``starts[t]`` is d_t (obs_t begins a new episode); ``next_start`` and ``next_value`` belong to the observation
@@ -15,8 +15,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, starts: torch.Tensor, final
     Returns (advantages, returns) with returns = advantages + values.
     """
     num_steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(next_value)
+    advantages = np.zeros_like(rewards)
+    last = np.zeros_like(next_value)
     for t in reversed(range(num_steps)):
         if t == num_steps - 1:
             nonterminal, following_value = 1.0 - next_start, next_value
@@ -29,7 +29,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, starts: torch.Tensor, final
     return advantages, advantages + values
 
 
-def compute_advantages(rollout, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_advantages(rollout, cfg) -> tuple[np.ndarray, np.ndarray]:
     """GAE of a filled rollout with the config's gamma and lambda; core.gae off gives lambda 1 (bootstrapped
     Monte-Carlo returns)."""
     lam = cfg.gae_lambda if cfg.on("core.gae") else 1.0

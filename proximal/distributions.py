@@ -1,12 +1,14 @@
 """Action distributions as plain functions of the head's output.
 
-The rollout calls ``sample`` and ``log_prob``; training calls ``log_prob`` and ``entropy``. They are written
-with raw tensor ops rather than ``torch.distributions`` because the per-step overhead of constructing a
-distribution object is larger than the tiny MLP's forward pass (tests check they agree with it).
+Sampling takes its noise from the caller (drawn from the run's numpy RNG), so the torch rollout path and the
+numpy fast path (``actors.NumpyMLPActor``) draw the same action from the same RNG state. The functions use raw
+tensor ops rather than ``torch.distributions``, whose per-call construction costs more than the tiny MLP's
+forward pass; tests check that they agree with it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -14,10 +16,13 @@ class Categorical:
     """Discrete actions: logits of shape (B, n)."""
 
     @staticmethod
-    def sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def noise(rng: np.random.Generator, logits_shape: tuple[int, ...]) -> np.ndarray:
+        return rng.gumbel(size=logits_shape)
+
+    @staticmethod
+    def sample(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         # Gumbel-max: argmax(logits + Gumbel noise) is an exact sample of softmax(logits)
-        u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-        return (logits - torch.log(-torch.log(u))).argmax(-1)
+        return (logits + noise).argmax(-1)
 
     @staticmethod
     def mode(logits: torch.Tensor) -> torch.Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import checkpoint
+from .actors import make_actor
 from .config import Config
 from .envs import make_envs
 from .policy import make_policy
@@ -29,17 +29,15 @@ def load_policy(path: Path, device: str = "cpu"):
 
 def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: bool = False) -> np.ndarray:
     """Returns of ``episodes`` full episodes, one env, seeded with ``seed``."""
-    device = next(policy.parameters()).device
+    actor = make_actor(policy, next(policy.parameters()).device)
+    rng = None if deterministic else np.random.default_rng(seed)
     envs = make_envs(env_id, 1)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
     returns = []
     try:
         obs = envs.reset(seed=seed)
         while len(returns) < episodes:
-            action, _, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device), generator,
-                                      deterministic)
-            step = envs.step(action.cpu().numpy())
+            action, _, _ = actor.act(obs, rng)
+            step = envs.step(action)
             returns += [ret for _, ret, _ in step.episodes]
             obs = step.obs
     finally:

@@ -48,10 +48,14 @@ class ActorCritic(nn.Module):
         return self.value_head(self.critic_trunk(obs)).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, generator: torch.Generator, deterministic: bool = False):
-        """Rollout path: (action, log-prob of that action, value)."""
+    def act(self, obs: torch.Tensor, rng: np.random.Generator | None):
+        """Rollout path: (action, log-prob of that action, value). ``rng`` None takes the most likely action."""
         logits, value = self._heads(obs)
-        action = self.dist.mode(logits) if deterministic else self.dist.sample(logits, generator)
+        if rng is None:
+            action = self.dist.mode(logits)
+        else:
+            noise = torch.from_numpy(self.dist.noise(rng, tuple(logits.shape))).to(logits.device)
+            action = self.dist.sample(logits, noise)
         return action, self.dist.log_prob(logits, action), value
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):

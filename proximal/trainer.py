@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import checkpoint
@@ -15,6 +16,7 @@ from .advantages import compute_advantages
 from .config import Config, validate
 from .envs import VecEnv, make_envs
 from .errors import UserError
+from .actors import make_actor
 from .logs import RunLogger
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, collect_rollout
@@ -34,7 +36,8 @@ class TrainerState:
     cfg: Config
     policy: ActorCritic
     optimizer: torch.optim.Optimizer
-    generator: torch.Generator  # action sampling and minibatch shuffling
+    generator: torch.Generator  # minibatch shuffling
+    rng: np.random.Generator  # sampling noise of the rollout
     rollout: Rollout  # its next_obs / next_start carry over between iterations
     update: int = 0  # updates completed
     global_step: int = 0
@@ -49,8 +52,9 @@ class TrainerState:
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-            "next_obs": self.rollout.next_obs.cpu(),
-            "next_start": self.rollout.next_start.cpu(),
+            "rng": self.rng.bit_generator.state,
+            "next_obs": torch.from_numpy(self.rollout.next_obs.copy()),
+            "next_start": torch.from_numpy(self.rollout.next_start.copy()),
             "normalizer": self.normalizer,
             "env": envs.get_state(),
         }
@@ -62,29 +66,27 @@ def new_state(cfg: Config, envs: VecEnv, device: torch.device) -> TrainerState:
     policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg).to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
-    obs_shape = envs.single_observation_space.shape
-    rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, obs_shape, device)
-    rollout.next_obs = torch.as_tensor(envs.reset(seed=cfg.seed), dtype=torch.float32, device=device)
-    return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, rollout)
+    rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape)
+    rollout.next_obs[:] = envs.reset(seed=cfg.seed)
+    return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout)
 
 
 def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
     """Load a checkpoint into a freshly built state. Returns whether the envs continue exactly (their state
     was captured); if not they have been reset and every env starts a new episode."""
-    device = state.rollout.obs.device
     state.policy.load_state_dict(payload["policy"])
     state.optimizer.load_state_dict(payload["optimizer"])
     state.generator.set_state(payload["generator"])
+    state.rng.bit_generator.state = payload["rng"]
     state.update, state.global_step = payload["update"], payload["global_step"]
     state.normalizer = payload["normalizer"]
     if payload["env"] is not None:
         envs.set_state(payload["env"])
-        state.rollout.next_obs = payload["next_obs"].to(device)
-        state.rollout.next_start = payload["next_start"].to(device)
+        state.rollout.next_obs[:] = payload["next_obs"].numpy()
+        state.rollout.next_start[:] = payload["next_start"].numpy()
         return True
-    obs = envs.reset(seed=state.cfg.seed + state.update)
-    state.rollout.next_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
-    state.rollout.next_start = torch.ones_like(state.rollout.next_start)
+    state.rollout.next_obs[:] = envs.reset(seed=state.cfg.seed + state.update)
+    state.rollout.next_start[:] = 1.0
     return False
 
 
@@ -96,7 +98,8 @@ def default_run_dir(cfg: Config) -> Path:
 def summary(cfg: Config, device: torch.device) -> str:
     return (f"{cfg.env_id} | preset {cfg.preset} | seed {cfg.seed} | device {device} | batch {cfg.batch_size} "
             f"({cfg.num_envs} envs x {cfg.num_steps} steps) | minibatch {cfg.minibatch_size} "
-            f"({cfg.minibatches_per_epoch} per epoch, {cfg.update_epochs} epochs) | {cfg.num_updates} updates")
+            f"({cfg.minibatches_per_epoch} per epoch, {cfg.update_epochs} epochs) | {cfg.num_updates} updates "
+            f"= {cfg.num_updates * cfg.batch_size} steps")
 
 
 def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False, quiet: bool = False,
@@ -112,6 +115,9 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
             cfg.device = device
     validate(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    if not resume and any((run_dir / "checkpoints").glob("*.pt")):
+        raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume {run_dir} "
+                        "or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
@@ -141,6 +147,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
 
 def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None) -> None:
     cfg, buf = state.cfg, state.rollout
+    device = next(state.policy.parameters()).device
+    actor = make_actor(state.policy, device)
     start_step, start_time = state.global_step, time.perf_counter()
     first = state.update + 1
     for update in range(first, cfg.num_updates + 1):
@@ -149,16 +157,9 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
             group["lr"] = lr
         clip = clip_range(cfg, update)
 
-        state.global_step, episodes = collect_rollout(envs, state.policy, buf, state.generator, state.global_step, cfg)
+        state.global_step, episodes = collect_rollout(envs, actor, buf, state.rng, state.global_step, cfg)
         advantages, returns = compute_advantages(buf, cfg)
-        batch = {
-            "obs": buf.obs.flatten(0, 1),
-            "actions": buf.actions.flatten(0, 1),
-            "logprobs": buf.logprobs.flatten(0, 1),
-            "values": buf.values.flatten(0, 1),
-            "advantages": advantages.flatten(0, 1),
-            "returns": returns.flatten(0, 1),
-        }
+        batch = buf.training_batch(advantages, returns, device)
         stats = ppo_update(state.policy, state.optimizer, batch, cfg, clip, state.generator)
         state.update = update
 

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 
 from proximal.advantages import compute_advantages, gae
 from proximal.rollout import Rollout
 
-T = torch.tensor
+T = np.array
 
 
 def explicit_gae(rewards, values, dones, final_values, next_value, gamma, lam):
@@ -52,7 +51,7 @@ def as_gae_inputs(rewards, values, dones, final_values, next_value):
     here; next_start = the last step's done."""
     starts = np.zeros_like(dones)
     starts[1:] = dones[:-1]
-    f = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    f = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     return f(rewards), f(values), f(starts), f(final_values), f(next_value), f(dones[-1])
 
 
@@ -65,8 +64,8 @@ def test_core_gae_matches_loop(lam):
     for env in range(rewards.shape[1]):
         expected = explicit_gae(rewards[:, env], values[:, env], dones[:, env], final_values[:, env],
                                 next_value[env], 0.99, lam)
-        np.testing.assert_allclose(advantages[:, env].numpy(), expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(returns.numpy(), advantages.numpy() + values)
+        np.testing.assert_allclose(advantages[:, env], expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(returns, advantages + values)
 
 
 @pytest.mark.parametrize("bootstrap", [True, False])
@@ -82,20 +81,19 @@ def test_core_gae_hand_numbers_termination_and_truncation(bootstrap):
     final_values = T([[0.0], [0.0], [2.0 if bootstrap else 0.0], [0.0]])
     advantages, returns = gae(rewards, values, starts, final_values, T([0.9]), T([0.0]), 0.9, 0.5)
     expected = [1.22, 0.4, 2.1 if bootstrap else 0.3, 1.01]
-    np.testing.assert_allclose(advantages[:, 0].numpy(), expected, rtol=1e-6)
-    np.testing.assert_allclose(returns[:, 0].numpy(), np.array(expected) + [0.5, 0.6, 0.7, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(advantages[:, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(returns[:, 0], np.array(expected) + [0.5, 0.6, 0.7, 0.8], rtol=1e-6)
 
 
 def test_core_gae_constant_value_analytic():
     # no episode end, reward r, V = c everywhere: delta = r + (gamma - 1) c, A_t = delta * sum_{k < T-t} (gamma lam)^k
     num_steps, r, c, gamma, lam = 10, 1.0, 3.0, 0.99, 0.95
-    ones = torch.ones(num_steps, 2, dtype=torch.float64)
-    advantages, _ = gae(r * ones, c * ones, 0 * ones, 0 * ones, c * torch.ones(2, dtype=torch.float64),
-                        torch.zeros(2, dtype=torch.float64), gamma, lam)
+    ones = np.ones((num_steps, 2))
+    advantages, _ = gae(r * ones, c * ones, 0 * ones, 0 * ones, c * np.ones(2), np.zeros(2), gamma, lam)
     delta = r + (gamma - 1) * c
     expected = [delta * (1 - (gamma * lam) ** (num_steps - t)) / (1 - gamma * lam) for t in range(num_steps)]
-    np.testing.assert_allclose(advantages[:, 0].numpy(), expected, rtol=1e-12)
-    np.testing.assert_allclose(advantages[:, 1].numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(advantages[:, 0], expected, rtol=1e-12)
+    np.testing.assert_allclose(advantages[:, 1], expected, rtol=1e-12)
 
 
 def check_gae_uses_lambda(cfg):
@@ -108,7 +106,7 @@ def check_gae_uses_lambda(cfg):
     advantages, _ = compute_advantages(buf, cfg)
     expected = [explicit_gae(rewards[:, e], values[:, e], dones[:, e], final_values[:, e], next_value[e],
                              cfg.gamma, 0.95) for e in range(2)]
-    np.testing.assert_allclose(advantages.numpy().T, expected, rtol=1e-10)
+    np.testing.assert_allclose(advantages.T, expected, rtol=1e-10)
 
 
 def test_core_gae_lambda_from_config(cfg):

@@ -1,22 +1,26 @@
 """Rollout collection: carry-over between iterations (core.vector_envs), the autoreset contract, and the
 truncation bootstrap (opt.truncation_bootstrap)."""
 
+import pytest
 import torch
 
+from proximal.actors import make_actor
 from proximal.envs import make_envs
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state
 
 
-def collected(cfg, env_id, iterations=1, num_steps=24):
+def collected(cfg, env_id, iterations=1, num_steps=24, fast=True):
+    """Rollout snapshots as torch tensors, collected through the numpy fast path or the plain torch path."""
     cfg.env_id, cfg.num_envs, cfg.num_steps = env_id, 3, num_steps
     envs = make_envs(env_id, cfg.num_envs)
     state = new_state(cfg, envs, torch.device("cpu"))
+    actor = make_actor(state.policy, torch.device("cpu"), fast=fast)
     snapshots, step = [], 0
     for _ in range(iterations):
-        step, episodes = collect_rollout(envs, state.policy, state.rollout, state.generator, step, cfg)
-        buf = state.rollout
-        snapshots.append({k: v.clone() for k, v in vars(buf).items()} | {"episodes": episodes, "step": step})
+        step, episodes = collect_rollout(envs, actor, state.rollout, state.rng, step, cfg)
+        arrays = {k: torch.from_numpy(v.copy()) for k, v in vars(state.rollout).items()}
+        snapshots.append(arrays | {"episodes": episodes, "step": step})
     envs.close()
     return state.policy, snapshots
 
@@ -30,8 +34,9 @@ def test_core_vector_envs_carry_over_between_iterations(cfg):
     assert (second["obs"][0, :, 0] > 0).all(), "episode counters continue: the envs were not reset"
 
 
-def test_autoreset_no_stored_transition_crosses_an_episode_boundary(cfg):
-    _, (buf,) = collected(cfg, "proximal-test/Counter-v0", num_steps=40)
+@pytest.mark.parametrize("fast", [True, False])
+def test_autoreset_no_stored_transition_crosses_an_episode_boundary(cfg, fast):
+    _, (buf,) = collected(cfg, "proximal-test/Counter-v0", num_steps=40, fast=fast)
     obs, starts = buf["obs"], buf["starts"]
     next_obs = torch.cat([obs[1:], buf["next_obs"][None]])
     next_start = torch.cat([starts[1:], buf["next_start"][None]])
@@ -58,7 +63,7 @@ def check_truncation_bootstrap(cfg):
     with torch.no_grad():
         final_value = policy.value(torch.ones(1, 1)).item()
     assert final_value != 0.0
-    torch.testing.assert_close(buf["final_values"][truncated], torch.full((9,), final_value))
+    torch.testing.assert_close(buf["final_values"][truncated], torch.full((9,), final_value), rtol=0, atol=1e-6)
     assert (buf["final_values"][~truncated] == 0).all()
 
 
@@ -91,3 +96,12 @@ def test_opt_truncation_bootstrap_off_stores_nothing(cfg):
     cfg.details["opt.truncation_bootstrap"] = False
     _, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30)
     assert (buf["final_values"] == 0).all()
+
+
+def test_fast_numpy_actor_matches_the_torch_path(cfg):
+    """The numpy fast path and the plain torch path, from the same seeds, collect the same rollout."""
+    _, (fast,) = collected(cfg, "proximal-test/Counter-v0", num_steps=40, fast=True)
+    _, (plain,) = collected(cfg, "proximal-test/Counter-v0", num_steps=40, fast=False)
+    assert torch.equal(fast["actions"], plain["actions"]) and torch.equal(fast["obs"], plain["obs"])
+    for key in ("logprobs", "values", "final_values", "next_value"):
+        torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=1e-5)

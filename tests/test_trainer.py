@@ -40,8 +40,7 @@ def test_same_seed_same_run_other_seed_other_run(cfg, tmp_path):
 
 def test_resumed_run_equals_uninterrupted_run(cfg, tmp_path):
     full = train(tiny(cfg), tmp_path / "full", quiet=True)
-    cfg.checkpoint_every = 2
-    stopped = train(tiny(cfg), tmp_path / "resumed", quiet=True, max_updates=3)
+    stopped = train(cfg, tmp_path / "resumed", quiet=True, max_updates=3)
     assert stopped.update == 3
     resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
     assert resumed.update == full.update == 6 and resumed.global_step == full.global_step
@@ -55,9 +54,9 @@ def test_resumed_run_equals_uninterrupted_run(cfg, tmp_path):
 
 def test_resume_from_a_periodic_checkpoint_after_a_kill(cfg, tmp_path):
     # checkpoints at updates 2 and 4; "killed" at update 5 (the update-5 checkpoint removed, logs ran ahead)
-    cfg.checkpoint_every = 2
-    full = train(tiny(cfg), tmp_path / "full", quiet=True)
-    train(tiny(cfg), tmp_path / "killed", quiet=True, max_updates=5)
+    tiny(cfg).checkpoint_every = 2
+    full = train(cfg, tmp_path / "full", quiet=True)
+    train(cfg, tmp_path / "killed", quiet=True, max_updates=5)
     (tmp_path / "killed" / "checkpoints" / "update_0000005.pt").unlink()
     resumed = train(None, tmp_path / "killed", resume=True, quiet=True)
     assert same(params(full), params(resumed))
@@ -88,7 +87,8 @@ def test_truncation_as_termination_underestimates_the_value(cfg, tmp_path):
 
 
 def test_cartpole_learns(cfg, tmp_path):
-    cfg.total_steps, cfg.checkpoint_every = 200_000, 0
-    train(cfg, tmp_path, quiet=True)
+    # the classic preset (500k steps, its learning-rate schedule) stopped after 200k steps
+    cfg.checkpoint_every = 0
+    train(cfg, tmp_path, quiet=True, max_updates=200_000 // cfg.batch_size)
     returns = [float(r["episodic_return"]) for r in rows(tmp_path / "episodes.csv")]
     assert sum(returns[-20:]) / 20 >= 450
