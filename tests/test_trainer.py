@@ -92,3 +92,13 @@ def test_cartpole_learns(cfg, tmp_path):
     train(cfg, tmp_path, quiet=True, max_updates=200_000 // cfg.batch_size)
     returns = [float(r["episodic_return"]) for r in rows(tmp_path / "episodes.csv")]
     assert sum(returns[-20:]) / 20 >= 450
+
+
+def test_resume_with_envs_that_cannot_be_captured_starts_new_episodes_and_says_so(cfg, tmp_path, capsys):
+    tiny(cfg, "proximal-test/Counter-v0", updates=4)  # a test env: outside the modules whose state is captured
+    train(cfg, tmp_path, quiet=True, max_updates=2)
+    capsys.readouterr()
+    state = train(None, tmp_path, resume=True)
+    out = capsys.readouterr()
+    assert "could not be captured" in out.out + out.err
+    assert state.update == 4
