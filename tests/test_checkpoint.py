@@ -1,0 +1,233 @@
+"""Checkpoints: atomic writes, weights-only loads, plain contents, the newest file of a run, what they hold."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from proximal import checkpoint
+from proximal.config import preset
+from proximal.envs import make_envs
+from proximal.errors import UserError
+from proximal.trainer import train
+
+# 8 updates of 4 envs x 64 steps; a checkpoint every 3 updates gives files at updates 3, 6 and the final 8
+UPDATES, BATCH = 8, 256
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    cfg = preset("classic")
+    cfg.total_steps, cfg.num_envs, cfg.num_steps, cfg.checkpoint_every = UPDATES * BATCH, 4, 64, 3
+    cfg.device = "cpu"
+    run_dir = tmp_path_factory.mktemp("ckpt_run")
+    threads = torch.get_num_threads()  # the trainer sets torch's global thread count; other tests keep theirs
+    try:
+        state = train(cfg, run_dir, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    return cfg, run_dir, state
+
+
+def test_checkpoint_every_n_updates_and_final(run):
+    _, run_dir, _ = run
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["update_0000003.pt", "update_0000006.pt", "update_0000008.pt"]
+    for update in (3, 6, 8):
+        payload = checkpoint.load(checkpoint.checkpoint_path(run_dir, update))
+        assert payload["update"] == update
+        assert payload["global_step"] == update * BATCH
+
+
+def test_checkpoint_holds_the_trainer_state(run):
+    cfg, run_dir, state = run
+    payload = checkpoint.load(checkpoint.latest(run_dir))
+    assert set(checkpoint.KEYS) <= set(payload)
+    assert payload["format"] == checkpoint.FORMAT
+    assert payload["config"] == cfg.to_dict()
+    assert payload["update"] == UPDATES and payload["global_step"] == UPDATES * BATCH
+
+    weights = state.policy.state_dict()
+    assert payload["policy"].keys() == weights.keys()
+    for name, tensor in weights.items():
+        assert torch.equal(payload["policy"][name], tensor), name
+
+    # Adam's moments for every parameter, and the annealed learning rate of the last update (lr / U)
+    optimizer = payload["optimizer"]
+    assert len(optimizer["state"]) == len(weights)
+    assert all({"exp_avg", "exp_avg_sq", "step"} <= set(s) for s in optimizer["state"].values())
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(cfg.learning_rate / UPDATES)
+
+    assert torch.equal(payload["generator"], state.generator.get_state())
+    assert payload["rng"] == state.rng.bit_generator.state
+    assert torch.equal(payload["next_obs"], torch.as_tensor(state.rollout.next_obs))
+    assert torch.equal(payload["next_start"], torch.as_tensor(state.rollout.next_start))
+    assert payload["next_obs"].shape == (cfg.num_envs, 4)
+
+
+def test_env_state_is_captured_at_the_same_moment_as_next_obs(run):
+    cfg, run_dir, _ = run
+    payload = checkpoint.load(checkpoint.latest(run_dir))
+    assert payload["env"] is not None, "CartPole's state is plain Python; a resumed run must continue it exactly"
+    assert len(payload["env"]["envs"]) == cfg.num_envs
+    # CartPole's physical state is the observation the next step starts from: restoring both must agree
+    for i, layers in enumerate(payload["env"]["envs"]):
+        kind, physical = layers[-1]["state"]
+        assert kind == "array"
+        torch.testing.assert_close(physical.float(), payload["next_obs"][i])
+
+    envs = make_envs(cfg.env_id, cfg.num_envs)
+    try:
+        envs.reset(seed=123)
+        envs.set_state(payload["env"])
+        restored = [torch.as_tensor(e.unwrapped.state, dtype=torch.float32) for e in envs.envs.envs]
+    finally:
+        envs.close()
+    torch.testing.assert_close(torch.stack(restored), payload["next_obs"])
+
+
+def _non_plain(value, where="checkpoint"):
+    """Paths inside ``value`` to anything that is not a tensor or a plain Python value."""
+    if isinstance(value, torch.Tensor) or value is None or type(value) in (bool, int, float, str):
+        return []
+    if isinstance(value, dict):
+        bad = [f"{where} key {k!r}" for k in value if type(k) not in (str, int)]
+        return bad + [p for k, v in value.items() for p in _non_plain(v, f"{where}[{k!r}]")]
+    if type(value) in (list, tuple):
+        return [p for i, v in enumerate(value) for p in _non_plain(v, f"{where}[{i}]")]
+    return [f"{where}: {type(value).__module__}.{type(value).__name__}"]
+
+
+def test_checkpoint_holds_only_tensors_and_plain_values(run):
+    _, run_dir, _ = run
+    # unrestricted load, so a numpy value would show up here by name instead of as a refused file
+    payload = torch.load(checkpoint.latest(run_dir), weights_only=False)
+    assert _non_plain(payload) == []
+
+
+def test_non_plain_walk_finds_numpy_values():
+    import numpy as np
+
+    assert _non_plain({"a": [1, {"b": np.float32(1.0)}], "c": torch.zeros(2)}) == ["checkpoint['a'][1]['b']: "
+                                                                                    "numpy.float32"]
+
+
+def test_latest_picks_highest_update_number(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    # "update_9" sorts after "update_10" as text; a stray temporary file and other files are no checkpoints
+    for name in ("update_9.pt", "update_10.pt", "update_0000002.pt", ".tmp_abc.pt", "update_99.pt.bak", "notes.txt"):
+        (ckpts / name).write_bytes(b"")
+    assert checkpoint.latest(tmp_path) == ckpts / "update_10.pt"
+
+
+def test_latest_of_a_file_is_the_file_and_errors_name_the_path(tmp_path):
+    f = tmp_path / "some.pt"
+    f.write_bytes(b"")
+    assert checkpoint.latest(f) == f
+    with pytest.raises(UserError, match="no checkpoints"):
+        checkpoint.latest(tmp_path)
+    with pytest.raises(UserError, match="missing"):
+        checkpoint.latest(tmp_path / "missing")
+
+
+def test_save_then_load_round_trip(tmp_path):
+    payload = {k: i for i, k in enumerate(checkpoint.KEYS)} | {"policy": {"w": torch.arange(3.0)}}
+    path = tmp_path / "deep" / "er" / "update_0000001.pt"
+    checkpoint.save(payload, path)
+    loaded = checkpoint.load(path)
+    assert torch.equal(loaded.pop("policy")["w"], torch.arange(3.0))
+    assert loaded == {"format": checkpoint.FORMAT, **{k: v for k, v in payload.items() if k != "policy"}}
+    assert os.listdir(path.parent) == [path.name]
+
+
+def test_failed_save_leaves_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "update_0000001.pt"
+    old = {k: 0 for k in checkpoint.KEYS} | {"policy": {"w": torch.ones(4)}}
+    checkpoint.save(old, path)
+    before = path.read_bytes()
+
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f, *args, **kwargs):
+        # write real bytes first, as a crash in the middle of a write would
+        real_save({"partial": torch.zeros(1000)}, f)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save({k: 1 for k in checkpoint.KEYS}, path)
+    monkeypatch.undo()
+
+    assert path.read_bytes() == before
+    assert torch.equal(checkpoint.load(path)["policy"]["w"], torch.ones(4))
+    assert os.listdir(tmp_path) == [path.name]
+
+
+LOADED_UNSAFELY = []
+
+
+def _record_unsafe_load():
+    LOADED_UNSAFELY.append(True)
+    return "pwned"
+
+
+class CodeOnLoad:
+    """Unpickling this calls a function: what an untrusted checkpoint could do with a full pickle load."""
+
+    def __reduce__(self):
+        return (_record_unsafe_load, ())
+
+
+def test_load_refuses_pickled_objects_without_running_them(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, **{k: 0 for k in checkpoint.KEYS}, "extra": CodeOnLoad()}, path)
+    LOADED_UNSAFELY.clear()
+    with pytest.raises(UserError, match="weights-only") as err:
+        checkpoint.load(path)
+    assert "_record_unsafe_load" in str(err.value)  # the refused object is named
+    assert LOADED_UNSAFELY == []
+
+
+def test_load_refuses_numpy_values(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "numpy.pt"
+    torch.save({"format": checkpoint.FORMAT, **{k: 0 for k in checkpoint.KEYS}, "update": np.int64(3)}, path)
+    with pytest.raises(UserError, match="numpy"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_load_of_damaged_file_is_a_user_error(run, tmp_path, damage):
+    _, run_dir, _ = run
+    good = checkpoint.latest(run_dir).read_bytes()
+    content = {"garbage": bytes(range(256)) * 20, "truncated": good[: len(good) // 2], "empty": b""}[damage]
+    path = tmp_path / "update_0000001.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="corrupt") as err:
+        checkpoint.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_load_refuses_files_that_are_not_proximal_checkpoints(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(UserError, match="does not exist"):
+        checkpoint.load(missing)
+
+    other = tmp_path / "list.pt"
+    torch.save([1, 2, 3], other)
+    with pytest.raises(UserError, match="not a proximal checkpoint"):
+        checkpoint.load(other)
+
+    old_format = tmp_path / "old.pt"
+    torch.save({"format": checkpoint.FORMAT + 1, **{k: 0 for k in checkpoint.KEYS}}, old_format)
+    with pytest.raises(UserError, match="format"):
+        checkpoint.load(old_format)
+
+    incomplete = tmp_path / "incomplete.pt"
+    torch.save({"format": checkpoint.FORMAT, "config": {}}, incomplete)
+    with pytest.raises(UserError, match="lacks .*policy"):
+        checkpoint.load(incomplete)
