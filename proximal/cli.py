@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from dataclasses import fields
@@ -15,6 +16,17 @@ from .errors import UserError
 # fields with a flag of their own (the issue's names) rather than the generic --field-name
 _RENAMED = {"env_id": "--env"}
 _NOT_FLAGS = {"details", "preset"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes get the same one-line error as any other bad input (subparsers inherit this class).
+    No abbreviated flags: a typo such as --num-env must not silently set --num-envs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parse_sizes(text: str) -> tuple[int, ...]:
@@ -42,12 +54,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="proximal", description="PPO with every implementation detail of the "
+    parser = _Parser(prog="proximal", description="PPO with every implementation detail of the "
                                      "reference (OpenAI baselines ppo2), each switchable for ablation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a policy", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--preset", default="classic", help=f"starting values: {', '.join(PRESETS)}")
+    train = sub.add_parser("train", help="train a policy")
+    train.add_argument("--preset", default="classic", help=f"starting values: {', '.join(PRESETS)} (default: classic)")
     train.add_argument("--run-dir", type=Path, help="run directory (default runs/<env>__<preset>__<seed>__<time>)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its newest checkpoint, with its own config")
@@ -60,17 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a trained policy: mean and std of episodic return")
     ev.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
-    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
     ev.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and sampling")
-    ev.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and sampling (default: 0)")
+    ev.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="(default: cpu)")
 
     plot = sub.add_parser("plot", help="learning curves of runs; seeds of the same env and preset aggregated")
     plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
-    plot.add_argument("-o", "--output", type=Path, default=Path("curves.png"))
+    plot.add_argument("-o", "--output", type=Path, default=Path("curves.png"),
+                      help="image file; its suffix picks the format: .png, .pdf, .svg (default: curves.png)")
 
     details = sub.add_parser("details", help="the implementation details: implemented, on in the preset, where, test")
-    details.add_argument("--preset", default="classic")
+    details.add_argument("--preset", default="classic", help=f"on/off as in this preset: {', '.join(PRESETS)}")
     details.add_argument("--json", action="store_true", help="print a JSON list of objects")
     return parser
 
@@ -138,13 +151,15 @@ def cmd_details(args: argparse.Namespace) -> None:
                          indent=2))
         return
     width = max(len(r["id"]) for r in rows)
-    print(f"{'detail':<{width}}  impl  {args.preset:<7}  where / test")
+    state_width = max(len(args.preset), 3)
+    indent = " " * (width + 2 + 4 + 2 + state_width + 2)
+    print(f"{'detail':<{width}}  impl  {args.preset:<{state_width}}  where / test")
     for r in rows:
         impl = "yes" if r["implemented"] else "no"
         on = "on" if r["enabled"] else "off"
-        print(f"{r['id']:<{width}}  {impl:<4}  {on:<7}  {r['where'] or r['title']}")
+        print(f"{r['id']:<{width}}  {impl:<4}  {on:<{state_width}}  {r['where'] or r['title']}")
         if r["test"]:
-            print(f"{'':<{width}}              {r['test']}")
+            print(indent + r["test"])
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "details": cmd_details}
@@ -154,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) has gone; silence the flush at exit too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UserError as e:
         print(f"proximal {args.command}: error: {e}", file=sys.stderr)
         return 2

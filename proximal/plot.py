@@ -38,6 +38,24 @@ def run_label(cfg: dict) -> str:
     return label
 
 
+# fields that do not change what is learned: runs that differ only in these are seeds of one experiment
+_NOT_EXPERIMENT = ("seed", "device", "torch_threads", "checkpoint_every")
+
+
+def experiment_labels(cfgs: list[dict]) -> list[str]:
+    """One label per run; runs share a label when their configs agree on everything but ``_NOT_EXPERIMENT``.
+    Hyperparameters are named in the label only where the plotted runs disagree on them."""
+    skip = set(_NOT_EXPERIMENT) | {"env_id", "preset", "details"}
+    varying = sorted(k for k in cfgs[0] if k not in skip and len({json.dumps(c.get(k)) for c in cfgs}) > 1)
+    labels = []
+    for cfg in cfgs:
+        label = run_label(cfg)
+        if varying:
+            label += " " + ", ".join(f"{k}={cfg.get(k)}" for k in varying)
+        labels.append(label)
+    return labels
+
+
 def smoothed_curve(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray, window: int = 20) -> np.ndarray:
     """Mean return of the last ``window`` episodes, read at each grid step (NaN before the first episode)."""
     kernel_sums = np.cumsum(np.insert(returns, 0, 0.0))
@@ -54,12 +72,12 @@ def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = [read_run(run_dir) for run_dir in run_dirs]
     groups: dict[str, list] = defaultdict(list)
-    for run_dir in run_dirs:
-        cfg, steps, returns = read_run(run_dir)
+    for run_dir, label, (_, steps, returns) in zip(run_dirs, experiment_labels([r[0] for r in runs]), runs):
         if len(steps) == 0:
             raise UserError(f"run '{run_dir}' has no finished episodes to plot")
-        groups[run_label(cfg)].append((steps, returns))
+        groups[label].append((steps, returns))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, runs in groups.items():
         grid = np.linspace(0, min(s[-1] for s, _ in runs), points)

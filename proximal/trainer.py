@@ -118,16 +118,21 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     if not resume and any((run_dir / "checkpoints").glob("*.pt")):
         raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume {run_dir} "
                         "or choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     dev = resolve_device(cfg.device)
+    # envs and policy first: an unknown env or unsupported space must fail before anything is written
     envs = make_envs(cfg.env_id, cfg.num_envs)
     try:
         state = new_state(cfg, envs, dev)
         exact = restore_state(state, payload, envs) if payload is not None else True
+        if state.update >= cfg.num_updates:
+            if not quiet:
+                print(f"the run in '{run_dir}' is already complete (update {state.update} of {cfg.num_updates}); "
+                      "nothing to do")
+            return state
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size, quiet)
         if not quiet:
             logger.write(summary(cfg, dev))

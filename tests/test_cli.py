@@ -46,6 +46,8 @@ def in_process(argv, capsys) -> tuple[int, str, str]:
     threads = torch.get_num_threads()  # train sets torch's global thread count; the other tests keep theirs
     try:
         code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's usage errors exit from inside parse_args
+        code = e.code
     finally:
         torch.set_num_threads(threads)
     out, err = capsys.readouterr()
@@ -123,6 +125,9 @@ IN_PROCESS_CASES = {
     "negative_steps": (["train", "--num-steps", "-8"], ["num_steps", "positive", "-8"]),
     "zero_minibatches": (["train", "--num-minibatches", "0"], ["num_minibatches", "positive"]),
     "negative_clip": (["train", "--clip-coef", "-0.1"], ["clip_coef", ">= 0"]),
+    "not_an_int": (["train", "--num-envs", "four"], ["--num-envs", "four", "--help"]),
+    "unknown_flag": (["train", "--num-env", "4"], ["--num-env", "--help"]),
+    "unknown_command": (["fly"], ["fly", "train"]),
     "eval_missing": (["eval", "{bad}/no_such_run"], ["no_such_run"]),
     "eval_missing_file": (["eval", "{bad}/no_such.pt"], ["no_such.pt"]),
     "eval_truncated": (["eval", "{bad}/truncated.pt"], ["truncated.pt", "corrupt"]),
@@ -148,6 +153,7 @@ def test_bad_input_exits_with_one_line_subprocess(case, bad_files, runs):
     result = proximal(*_fill(argv, bad_files, runs), cwd=bad_files)
     assert result.returncode == 2
     assert_one_line_error(result.returncode, result.stdout, result.stderr, *words)
+    assert not (bad_files / "env_run").exists() and not (bad_files / "runs").exists()
 
 
 @pytest.mark.parametrize("case", IN_PROCESS_CASES)
@@ -155,6 +161,7 @@ def test_bad_input_exits_with_one_line(case, bad_files, runs, capsys, monkeypatc
     monkeypatch.chdir(bad_files)  # a run that wrongly started would write runs/ here, not in the repository
     argv, words = IN_PROCESS_CASES[case]
     assert_one_line_error(*in_process(_fill(argv, bad_files, runs), capsys), *words)
+    assert not (bad_files / "runs").exists()
 
 
 @pytest.mark.parametrize("flag", ["--off", "--on"])
@@ -343,6 +350,11 @@ def test_resume_continues_an_interrupted_run(tmp_path, capsys):
     _, rows = read_csv(tmp_path / "updates.csv")
     assert [int(r["update"]) for r in rows] == list(range(1, UPDATES + 1))
 
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = in_process(["train", "--resume", tmp_path], capsys)
+    assert code == 0 and "already complete" in out and err == ""
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
 
 # --- eval ------------------------------------------------------------------------------------------------------
 
@@ -411,3 +423,15 @@ def test_plot_of_one_run_is_one_seed(runs, tmp_path, capsys):
     code, out, _ = in_process(["plot", runs["gae_off"], "-o", output], capsys)
     assert code == 0 and output.is_file()
     assert out.strip() == f"wrote {output}: CartPole-v1 (classic) off core.gae (1 seed)"
+
+
+def test_plot_names_the_hyperparameters_that_differ():
+    from proximal.config import preset
+    from proximal.plot import experiment_labels
+
+    base = preset("classic").to_dict()
+    seed2 = dict(base, seed=2, device="cuda")
+    other_lr = dict(base, learning_rate=1e-3)
+    labels = experiment_labels([base, seed2, other_lr])
+    assert labels[0] == labels[1] == "CartPole-v1 (classic) learning_rate=0.00025"
+    assert labels[2] == "CartPole-v1 (classic) learning_rate=0.001"
