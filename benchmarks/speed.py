@@ -85,6 +85,9 @@ def worker(library: str, env_id: str, steps: int, seed: int, threads: int) -> No
     import torch
 
     torch.set_num_threads(threads)
+    # the first torch.optim.Adam imports torch._dynamo (about 1 s here); both libraries build one inside the
+    # clock, so import it now, like every other import
+    import torch._dynamo  # noqa: F401
     # the first gym.make imports the env's module; pay that outside the clock, for both libraries
     gym.make(env_id).close()
     cfg = workload(env_id, steps, seed, threads)

@@ -36,6 +36,14 @@ def _parse_sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
 
 
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(Config)
     docs = field_docs()
@@ -46,7 +54,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         flag = _RENAMED.get(f.name, "--" + f.name.replace("_", "-"))
         kind = hints[f.name]
-        convert = _parse_sizes if kind == tuple[int, ...] else kind
+        convert = {tuple[int, ...]: _parse_sizes, bool: _parse_bool}.get(kind, kind)
         shown = getattr(defaults, f.name)
         shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
         group.add_argument(flag, dest=f.name, type=convert, default=argparse.SUPPRESS,

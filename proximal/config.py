@@ -57,6 +57,9 @@ class Config:
     """cpu, cuda, or auto (cuda when available)"""
     torch_threads: int = 1
     """CPU threads for torch (0 keeps torch's default); small MLPs are fastest on one"""
+    fast_paths: bool = True
+    """numpy rollout inference and update for MLP policies with discrete actions on the CPU, tested to agree with
+    the torch code; false trains with the torch code (do that when you change the loss)"""
     checkpoint_every: int = 50
     """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
     preset: str = "classic"
