@@ -24,7 +24,16 @@ UPDATE_TAGS = {
     "clipfrac": "losses/clipfrac",
     "explained_variance": "losses/explained_variance",
     "epochs": "losses/epochs",
+    # where the update's wall time went (the trainer measures them; they add up to the time since the previous
+    # update was measured, so the logging and checkpoint of the previous update count as this one's "other")
+    "env_seconds": "perf/env_seconds",
+    "inference_seconds": "perf/inference_seconds",
+    "learn_seconds": "perf/learn_seconds",
+    "other_seconds": "perf/other_seconds",
 }
+# the progress bar's breakdown: short name -> column
+PERF_SHARES = {"env": "env_seconds", "inf": "inference_seconds", "learn": "learn_seconds",
+               "other": "other_seconds"}
 UPDATE_COLUMNS = ("global_step", "update", *UPDATE_TAGS)
 
 
@@ -72,10 +81,14 @@ class RunLogger:
         self._updates.writerow({"global_step": global_step, "update": update, **scalars})
         self._episodes_file.flush()
         self._updates_file.flush()
-        postfix = {"SPS": f"{scalars['SPS']:.0f}"}
+        postfix = [f"SPS {scalars['SPS']:.0f}"]
         if self.recent_returns:
-            postfix["return"] = f"{sum(self.recent_returns) / len(self.recent_returns):.1f}"
-        self.bar.set_postfix(postfix, refresh=False)
+            postfix.append(f"return {sum(self.recent_returns) / len(self.recent_returns):.1f}")
+        seconds = {short: scalars.get(name, 0.0) for short, name in PERF_SHARES.items()}
+        total = sum(seconds.values())
+        if total > 0:
+            postfix.append(" ".join(f"{short} {100 * s / total:.0f}%" for short, s in seconds.items()))
+        self.bar.set_postfix_str(" | ".join(postfix), refresh=False)
         self.bar.update(global_step - self._step)
         self._step = global_step
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,32 +48,55 @@ class Rollout:
         return {k: torch.from_numpy(v.reshape(-1, *v.shape[2:])).to(device) for k, v in arrays.items()}
 
 
+@dataclass
+class RolloutTimes:
+    """Wall seconds a rollout spent in ``envs.step`` (env) and in the actor's ``act``/``value`` calls
+    (inference), added to by every ``collect_rollout`` it is passed to."""
+
+    env: float = 0.0
+    inference: float = 0.0
+
+
 def collect_rollout(envs: VecEnv, actor, buf: Rollout, rng: np.random.Generator, global_step: int,
-                    cfg: Config) -> tuple[int, list[tuple[int, float, int]]]:
+                    cfg: Config, times: RolloutTimes | None = None) -> tuple[int, list[tuple[int, float, int]]]:
     """Fill ``buf`` with ``num_steps`` steps of every env, starting from ``buf.next_obs``/``buf.next_start``.
 
     Returns the global step after the rollout and the episodes that ended, as (global_step, return, length).
+    With ``times``, the seconds spent stepping the envs and running the actor are added to it.
     """
     num_steps, num_envs = buf.actions.shape
     truncation_bootstrap = cfg.on("opt.truncation_bootstrap")
     episodes = []
     obs, start = buf.next_obs, buf.next_start
+    clock = time.perf_counter
+    env_seconds = inference_seconds = 0.0
     for t in range(num_steps):
         buf.obs[t] = obs
         buf.starts[t] = start
+        t0 = clock()
         action, buf.logprobs[t], buf.values[t] = actor.act(obs, rng)
-        buf.actions[t] = action
+        t1 = clock()
         step = envs.step(action)
+        t2 = clock()
+        inference_seconds += t1 - t0
+        env_seconds += t2 - t1
+        buf.actions[t] = action
         global_step += num_envs
         buf.rewards[t] = step.reward
         buf.final_values[t] = 0.0
         if truncation_bootstrap:  # opt.truncation_bootstrap: V(final obs) from the rollout-time network
             truncated = np.flatnonzero(step.truncated & ~step.terminated)
             if truncated.size:
+                t0 = clock()
                 buf.final_values[t, truncated] = actor.value(step.final_obs[truncated])
+                inference_seconds += clock() - t0
         obs, start = step.obs, (step.terminated | step.truncated).astype(np.float32)
         episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
     buf.next_obs[:] = obs
     buf.next_start[:] = start
+    t0 = clock()
     buf.next_value[:] = actor.value(obs)
+    if times is not None:
+        times.inference += inference_seconds + (clock() - t0)
+        times.env += env_seconds
     return global_step, episodes

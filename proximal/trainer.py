@@ -19,7 +19,7 @@ from .errors import UserError
 from .actors import make_actor
 from .logs import RunLogger
 from .policy import ActorCritic, make_policy
-from .rollout import Rollout, collect_rollout
+from .rollout import Rollout, RolloutTimes, collect_rollout
 from .update import clip_range, explained_variance, learning_rate, make_optimizer, ppo_update
 
 
@@ -154,7 +154,11 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
     cfg, buf = state.cfg, state.rollout
     device = next(state.policy.parameters()).device
     actor = make_actor(state.policy, device)
-    start_step, start_time = state.global_step, time.perf_counter()
+    clock = time.perf_counter
+    start_step, start_time = state.global_step, clock()
+    # the time accounted for by the updates so far: each update's seconds (env, inference, learn, other) add up
+    # to the wall time since the previous update's mark, so its "other" holds the logging and checkpoint before it
+    mark = start_time
     first = state.update + 1
     for update in range(first, cfg.num_updates + 1):
         lr = learning_rate(cfg, update)
@@ -162,18 +166,25 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
             group["lr"] = lr
         clip = clip_range(cfg, update)
 
-        state.global_step, episodes = collect_rollout(envs, actor, buf, state.rng, state.global_step, cfg)
+        times = RolloutTimes()
+        state.global_step, episodes = collect_rollout(envs, actor, buf, state.rng, state.global_step, cfg, times)
+        learn_start = clock()
         advantages, returns = compute_advantages(buf, cfg)
         batch = buf.training_batch(advantages, returns, device)
         stats = ppo_update(state.policy, state.optimizer, batch, cfg, clip, state.generator)
+        ev = explained_variance(batch["values"], batch["returns"])
+        now = clock()
+        learn = now - learn_start
         state.update = update
 
-        sps = (state.global_step - start_step) / (time.perf_counter() - start_time)
+        sps = (state.global_step - start_step) / (now - start_time)
         logger.episodes(episodes)
         logger.update(state.global_step, update, {
-            "learning_rate": lr, "clip_range": clip, "SPS": sps, **stats,
-            "explained_variance": explained_variance(batch["values"], batch["returns"]),
+            "learning_rate": lr, "clip_range": clip, "SPS": sps, **stats, "explained_variance": ev,
+            "env_seconds": times.env, "inference_seconds": times.inference, "learn_seconds": learn,
+            "other_seconds": (now - mark) - times.env - times.inference - learn,
         })
+        mark = now
         last = update == cfg.num_updates or (max_updates is not None and update - first + 1 >= max_updates)
         if last or (cfg.checkpoint_every and update % cfg.checkpoint_every == 0):
             checkpoint.save(state.checkpoint(envs), checkpoint.checkpoint_path(run_dir, update))

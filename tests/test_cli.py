@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -33,8 +34,18 @@ UPDATES, BATCH = 8, 256
 CORE_IDS = ["core.vector_envs", "core.orthogonal_init", "core.adam_eps", "core.lr_annealing", "core.gae",
             "core.minibatches", "core.adv_norm", "core.clipped_objective", "core.value_clipping",
             "core.entropy_bonus", "core.grad_clip", "core.debug_stats", "core.separate_networks"]
+PERF_SECONDS = ["env_seconds", "inference_seconds", "learn_seconds", "other_seconds"]
 UPDATE_SCALARS = ["learning_rate", "clip_range", "SPS", "policy_loss", "value_loss", "entropy", "approx_kl",
-                  "old_approx_kl", "approxkl_ppo2", "clipfrac", "explained_variance"]
+                  "old_approx_kl", "approxkl_ppo2", "clipfrac", "explained_variance", "epochs", *PERF_SECONDS]
+# CSV column -> TensorBoard tag, written out here so that a tag renamed or dropped in proximal/logs.py fails
+UPDATE_TAGS = {"learning_rate": "charts/learning_rate", "clip_range": "charts/clip_range", "SPS": "charts/SPS",
+               "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
+               "approx_kl": "losses/approx_kl", "old_approx_kl": "losses/old_approx_kl",
+               "approxkl_ppo2": "losses/approxkl_ppo2", "clipfrac": "losses/clipfrac",
+               "explained_variance": "losses/explained_variance", "epochs": "losses/epochs",
+               "env_seconds": "perf/env_seconds", "inference_seconds": "perf/inference_seconds",
+               "learn_seconds": "perf/learn_seconds", "other_seconds": "perf/other_seconds"}
+
 
 
 def proximal(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -64,14 +75,16 @@ def runs(tmp_path_factory):
                              stderr=subprocess.PIPE, text=True)
     threads = torch.get_num_threads()
     try:
+        started = time.perf_counter()
         assert main(["train", *TINY, "--seed", "2", "--run-dir", str(base / "seed2"), "--quiet"]) == 0
+        seed2_seconds = time.perf_counter() - started
         assert main(["train", *TINY, "--seed", "1", "--off", "core.gae", "--run-dir", str(base / "gae_off"),
                      "--quiet"]) == 0
     finally:
         torch.set_num_threads(threads)
         out, err = seed1.communicate(timeout=300)
     return {"base": base, "seed1": base / "seed1", "seed2": base / "seed2", "gae_off": base / "gae_off",
-            "seed1_result": (seed1.returncode, out, err)}
+            "seed1_result": (seed1.returncode, out, err), "seed2_seconds": seed2_seconds}
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +308,7 @@ def test_episodes_csv(runs):
 
 def test_updates_csv(runs):
     header, rows = read_csv(runs["seed1"] / "updates.csv")
-    assert header[0] == "global_step"
+    assert header == ["global_step", "update", *UPDATE_TAGS]
     assert set(UPDATE_SCALARS) <= set(header)
     assert [int(r["global_step"]) for r in rows] == [BATCH * u for u in range(1, UPDATES + 1)]
     for r in rows:
@@ -312,10 +325,7 @@ def test_tensorboard_events(runs):
     events = EventAccumulator(str(runs["seed1"]))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    expected = {"charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/clip_range",
-                "charts/SPS", "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
-                "losses/old_approx_kl", "losses/approxkl_ppo2", "losses/clipfrac", "losses/explained_variance"}
-    assert expected <= tags
+    assert tags == {"charts/episodic_return", "charts/episodic_length", *UPDATE_TAGS.values()}
     assert [e.step for e in events.Scalars("charts/SPS")] == [BATCH * u for u in range(1, UPDATES + 1)]
     _, rows = read_csv(runs["seed1"] / "episodes.csv")
     returns = events.Scalars("charts/episodic_return")
@@ -324,6 +334,19 @@ def test_tensorboard_events(runs):
     _, updates = read_csv(runs["seed1"] / "updates.csv")
     kl = [e.value for e in events.Scalars("losses/approxkl_ppo2")]
     assert kl == pytest.approx([float(r["approxkl_ppo2"]) for r in updates], rel=1e-6)
+
+
+def test_perf_seconds_add_up_to_the_wall_time(runs):
+    _, rows = read_csv(runs["seed2"] / "updates.csv")
+    elapsed = 0.0
+    for r in rows:
+        seconds = {name: float(r[name]) for name in PERF_SECONDS}
+        assert all(s > 0 for s in seconds.values()), seconds
+        # the seconds of the updates so far are the wall time SPS is computed from (the trainer's one clock)
+        elapsed += sum(seconds.values())
+        assert elapsed == pytest.approx(int(r["global_step"]) / float(r["SPS"]), rel=1e-9)
+    # and no more than the whole run took, by a clock of this test
+    assert elapsed < runs["seed2_seconds"]
 
 
 def test_final_checkpoint_written(runs):

@@ -1,12 +1,14 @@
 """Rollout collection: carry-over between iterations (core.vector_envs), the autoreset contract, and the
 truncation bootstrap (opt.truncation_bootstrap)."""
 
+import time
+
 import pytest
 import torch
 
 from proximal.actors import make_actor
 from proximal.envs import make_envs
-from proximal.rollout import collect_rollout
+from proximal.rollout import RolloutTimes, collect_rollout
 from proximal.trainer import new_state
 
 
@@ -105,3 +107,45 @@ def test_fast_numpy_actor_matches_the_torch_path(cfg):
     assert torch.equal(fast["actions"], plain["actions"]) and torch.equal(fast["obs"], plain["obs"])
     for key in ("logprobs", "values", "final_values", "next_value"):
         torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=1e-5)
+
+
+class Delayed:
+    """``inner`` whose given methods sleep a given number of seconds first; ``calls`` counts them by name."""
+
+    def __init__(self, inner, **delays):
+        self.inner, self.calls = inner, dict.fromkeys(delays, 0)
+        for name, seconds in delays.items():
+            setattr(self, name, self._delayed(name, getattr(inner, name), seconds))
+
+    def _delayed(self, name, method, seconds):
+        def call(*args, **kwargs):
+            self.calls[name] += 1
+            time.sleep(seconds)
+            return method(*args, **kwargs)
+        return call
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_collect_rollout_times_env_steps_and_inference(cfg):
+    """envs.step goes to env, the actor's act and value calls (V of truncated final observations included) to
+    inference, each rollout adds to the counters, and both together fit in the rollout's own time."""
+    cfg.env_id, cfg.num_envs, cfg.num_steps = "proximal-test/Forever-v0", 3, 20
+    envs = make_envs(cfg.env_id, cfg.num_envs)
+    state = new_state(cfg, envs, torch.device("cpu"))
+    slow_envs = Delayed(envs, step=0.003)
+    slow_actor = Delayed(make_actor(state.policy, torch.device("cpu")), act=0.001, value=0.004)
+    times = RolloutTimes()
+    elapsed = 0.0
+    for rollouts in (1, 2):
+        started = time.perf_counter()
+        collect_rollout(slow_envs, slow_actor, state.rollout, state.rng, 0, cfg, times)
+        elapsed += time.perf_counter() - started
+        # an act per step; a value at the two truncations (steps 10 and 20) and for the next observation
+        assert slow_envs.calls == {"step": 20 * rollouts}
+        assert slow_actor.calls == {"act": 20 * rollouts, "value": 3 * rollouts}
+        assert times.env >= 20 * rollouts * 0.003
+        assert times.inference >= rollouts * (20 * 0.001 + 3 * 0.004)
+        assert times.env + times.inference <= elapsed
+    envs.close()

@@ -23,7 +23,11 @@ def same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def rows(path, drop=("SPS",)):
+# wall-clock columns: they differ between two runs of the same seed
+TIMINGS = ("SPS", "env_seconds", "inference_seconds", "learn_seconds", "other_seconds")
+
+
+def rows(path, drop=TIMINGS):
     with open(path, newline="") as f:
         return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
 
