@@ -47,7 +47,6 @@ UPDATE_TAGS = {"learning_rate": "charts/learning_rate", "clip_range": "charts/cl
                "learn_seconds": "perf/learn_seconds", "other_seconds": "perf/other_seconds"}
 
 
-
 def proximal(*args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "proximal", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
@@ -319,21 +318,41 @@ def test_updates_csv(runs):
     assert all(float(r["clip_range"]) == pytest.approx(0.2) for r in rows)  # aux.clip_annealing off
 
 
-def test_tensorboard_events(runs):
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of every scalar tag, as TensorBoard shows them (events of purged steps dropped)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(runs["seed1"]))
+    events = EventAccumulator(str(run_dir))
     events.Reload()
-    tags = set(events.Tags()["scalars"])
-    assert tags == {"charts/episodic_return", "charts/episodic_length", *UPDATE_TAGS.values()}
-    assert [e.step for e in events.Scalars("charts/SPS")] == [BATCH * u for u in range(1, UPDATES + 1)]
-    _, rows = read_csv(runs["seed1"] / "episodes.csv")
-    returns = events.Scalars("charts/episodic_return")
-    assert [(e.step, e.value) for e in returns] == [(int(r["global_step"]), float(r["episodic_return"]))
-                                                    for r in rows]
-    _, updates = read_csv(runs["seed1"] / "updates.csv")
-    kl = [e.value for e in events.Scalars("losses/approxkl_ppo2")]
-    assert kl == pytest.approx([float(r["approxkl_ppo2"]) for r in updates], rel=1e-6)
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def age_event_files(run_dir: Path, seconds: int = 100) -> None:
+    """Move the event files' timestamps back. TensorBoard reads a run's files in name order; two files written by
+    one process in the same second are ordered by a per-process counter, as text (10 before 9)."""
+    for path in run_dir.glob("events.out.tfevents.*"):
+        stamp, rest = path.name.removeprefix("events.out.tfevents.").split(".", 1)
+        path.rename(path.with_name(f"events.out.tfevents.{int(stamp) - seconds:010d}.{rest}"))
+
+
+def assert_events_match_csvs(run_dir: Path, updates: int) -> None:
+    """Every scalar in TensorBoard equals its row in updates.csv / episodes.csv, step for step."""
+    scalars = tensorboard_scalars(run_dir)
+    assert set(scalars) == {"charts/episodic_return", "charts/episodic_length", *UPDATE_TAGS.values()}
+    _, rows = read_csv(run_dir / "updates.csv")
+    assert [int(r["global_step"]) for r in rows] == [BATCH * u for u in range(1, updates + 1)]
+    for column, tag in UPDATE_TAGS.items():
+        assert [s for s, _ in scalars[tag]] == [int(r["global_step"]) for r in rows], tag
+        # TensorBoard stores float32
+        assert [v for _, v in scalars[tag]] == pytest.approx([float(r[column]) for r in rows], rel=1e-6), tag
+    _, episodes = read_csv(run_dir / "episodes.csv")
+    assert len(episodes) >= 10
+    for column in ("episodic_return", "episodic_length"):
+        assert scalars[f"charts/{column}"] == [(int(r["global_step"]), float(r[column])) for r in episodes]
+
+
+def test_tensorboard_events(runs):
+    assert_events_match_csvs(runs["seed1"], UPDATES)
 
 
 def test_perf_seconds_add_up_to_the_wall_time(runs):
@@ -377,6 +396,29 @@ def test_resume_continues_an_interrupted_run(tmp_path, capsys):
     code, out, err = in_process(["train", "--resume", tmp_path], capsys)
     assert code == 0 and "already complete" in out and err == ""
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
+def test_resume_rewrites_tensorboard_events_after_the_checkpoint(tmp_path):
+    """Killed after logging update 3 but before its checkpoint: the resumed run writes update 3 again, and
+    TensorBoard shows each update once, the checkpoint's own update (2) included, with the rewritten values."""
+    cfg = preset("classic")
+    cfg.total_steps, cfg.num_envs, cfg.num_steps, cfg.device = UPDATES * BATCH, 4, 64, "cpu"
+    cfg.checkpoint_every = 2
+    threads = torch.get_num_threads()
+    try:
+        train(cfg, tmp_path, quiet=True, max_updates=3)
+        checkpoint.checkpoint_path(tmp_path, 3).unlink()
+        assert checkpoint.latest(tmp_path) == checkpoint.checkpoint_path(tmp_path, 2)
+        age_event_files(tmp_path)
+        before = tensorboard_scalars(tmp_path)
+        assert [s for s, _ in before["charts/SPS"]] == [BATCH, 2 * BATCH, 3 * BATCH]
+        train(None, tmp_path, resume=True, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    assert_events_match_csvs(tmp_path, UPDATES)
+    after = tensorboard_scalars(tmp_path)
+    assert after["charts/SPS"][:2] == before["charts/SPS"][:2]  # up to the checkpoint: kept, not rewritten
 
 
 # --- eval ------------------------------------------------------------------------------------------------------

@@ -1,10 +1,47 @@
-"""Run logging: the progress bar shows the time breakdown."""
+"""Run logging: what TensorBoard reads back is what was logged (several scalars per event), and the progress bar
+shows the time breakdown."""
+
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from proximal.logs import UPDATE_TAGS, RunLogger
 
 
+def scalars(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def age_event_files(run_dir: Path, seconds: int = 100) -> None:
+    """Move the event files' timestamps back. TensorBoard reads a run's files in name order; two files written by
+    one process in the same second are ordered by a per-process counter, as text (10 before 9)."""
+    for path in run_dir.glob("events.out.tfevents.*"):
+        stamp, rest = path.name.removeprefix("events.out.tfevents.").split(".", 1)
+        path.rename(path.with_name(f"events.out.tfevents.{int(stamp) - seconds:010d}.{rest}"))
+
+
 def update_scalars(**values):
     return {name: values.get(name, 0.5) for name in UPDATE_TAGS}
+
+
+def test_events_hold_every_scalar_and_episode(tmp_path):
+    logger = RunLogger(tmp_path, 0, 1000, quiet=True)
+    # two episodes end at step 100: each tag gets both points, in order (a tag appears once per event)
+    logger.episodes([(100, 21.5, 20), (100, 9.25, 12), (204, 3.0, 4)])
+    logger.update(256, 1, update_scalars(value_loss=1.5, learn_seconds=0.125))
+    logger.episodes([(300, -2.5, 7)])
+    logger.update(512, 2, update_scalars(value_loss=0.75, learn_seconds=0.25))
+    logger.close()
+    read = scalars(tmp_path)
+    assert set(read) == {"charts/episodic_return", "charts/episodic_length", *UPDATE_TAGS.values()}
+    assert read["charts/episodic_return"] == [(100, 21.5), (100, 9.25), (204, 3.0), (300, -2.5)]
+    assert read["charts/episodic_length"] == [(100, 20), (100, 12), (204, 4), (300, 7)]
+    assert read["losses/value_loss"] == [(256, 1.5), (512, 0.75)]
+    assert read["perf/learn_seconds"] == [(256, 0.125), (512, 0.25)]
+    assert read["charts/SPS"] == [(256, 0.5), (512, 0.5)]
 
 
 def test_progress_bar_shows_the_time_breakdown(tmp_path):
@@ -14,3 +51,19 @@ def test_progress_bar_shows_the_time_breakdown(tmp_path):
                                          learn_seconds=0.2, other_seconds=0.05))
     assert logger.bar.postfix == "SPS 1234 | return 20.0 | env 50% inf 25% learn 20% other 5%"
     logger.close()
+
+
+@pytest.mark.parametrize("start_step", [0, 512])
+def test_a_new_file_starts_a_session_after_its_start_step(tmp_path, start_step):
+    """Events of an earlier file after start_step are dropped (a resumed run writes them again); the ones at
+    start_step, the checkpoint's own, stay."""
+    first = RunLogger(tmp_path, 0, 1000, quiet=True)
+    for update in (1, 2, 3):
+        first.update(256 * update, update, update_scalars(value_loss=float(update)))
+    first.close()
+    age_event_files(tmp_path)
+    second = RunLogger(tmp_path, start_step, 1000, quiet=True)
+    second.update(start_step + 256, start_step // 256 + 1, update_scalars(value_loss=10.0))
+    second.close()
+    expected = [(s, float(s // 256)) for s in (256, 512) if s <= start_step] + [(start_step + 256, 10.0)]
+    assert scalars(tmp_path)["losses/value_loss"] == expected
