@@ -20,7 +20,8 @@ from .actors import make_actor
 from .logs import RunLogger
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
-from .update import clip_range, explained_variance, learning_rate, make_optimizer, ppo_update
+from .numpy_update import make_update
+from .update import clip_range, explained_variance, learning_rate, make_optimizer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -153,7 +154,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
 def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None) -> None:
     cfg, buf = state.cfg, state.rollout
     device = next(state.policy.parameters()).device
-    actor = make_actor(state.policy, device)
+    actor = make_actor(state.policy, device, cfg.fast_paths)
+    ppo_update = make_update(state.policy, state.optimizer, device, cfg.fast_paths)
     clock = time.perf_counter
     start_step, start_time = state.global_step, clock()
     # the time accounted for by the updates so far: each update's seconds (env, inference, learn, other) add up
