@@ -56,7 +56,7 @@ class Config:
     device: str = "auto"
     """cpu, cuda, or auto (cuda when available)"""
     torch_threads: int = 1
-    """CPU threads for torch (0 keeps torch's default); small MLPs are fastest on one"""
+    """CPU threads for torch and numpy's BLAS (0 keeps their defaults); small MLPs are fastest on one"""
     fast_paths: bool = True
     """numpy rollout inference and update for MLP policies with discrete actions on the CPU, tested to agree with
     the torch code; false trains with the torch code (do that when you change the loss)"""

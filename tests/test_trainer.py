@@ -106,3 +106,20 @@ def test_resume_with_envs_that_cannot_be_captured_starts_new_episodes_and_says_s
     out = capsys.readouterr()
     assert "could not be captured" in out.out + out.err
     assert state.update == 4
+
+
+def test_training_limits_blas_threads_to_torch_threads(cfg, tmp_path, monkeypatch):
+    """The numpy fast paths must not start a BLAS thread per core: side-by-side runs would oversubscribe."""
+    from threadpoolctl import threadpool_info
+
+    import proximal.trainer as trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "_loop", lambda *args: seen.extend(
+        pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"))
+    threads = torch.get_num_threads()
+    try:
+        train(tiny(cfg), tmp_path / "run", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen and set(seen) == {cfg.torch_threads}
