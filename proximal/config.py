@@ -12,9 +12,14 @@ from .details import BY_ID, switchable_ids
 from .errors import UserError
 
 
-def _default_details() -> dict[str, bool]:
-    # Every switchable detail of the reference on; the auxiliary ones off, as in the reference.
-    return {i: not i.startswith("aux.") for i in switchable_ids()}
+# the reference wraps only its MuJoCo envs in VecNormalize: these are on in the mujoco preset, off elsewhere
+MUJOCO_NORMALIZATION = ("cont.obs_norm", "cont.obs_clip", "cont.reward_scaling", "cont.reward_clip")
+
+
+def _default_details(on: tuple[str, ...] = ()) -> dict[str, bool]:
+    # Every switchable detail of the reference on, except the auxiliary ones and MuJoCo's normalization; ``on``
+    # adds some of those back.
+    return {i: (not i.startswith("aux.") and i not in MUJOCO_NORMALIZATION) or i in on for i in switchable_ids()}
 
 
 @dataclass
@@ -111,6 +116,10 @@ class Config:
 PRESETS: dict[str, Config] = {
     # CleanRL's ppo.py / the blog's classic-control settings; separate actor and critic (core.separate_networks)
     "classic": Config(),
+    # the reference's MuJoCo settings (ppo2's mujoco defaults): one env, long rollouts, VecNormalize
+    "mujoco": Config(env_id="HalfCheetah-v5", total_steps=1_000_000, num_envs=1, num_steps=2048, num_minibatches=32,
+                     update_epochs=10, learning_rate=3e-4, ent_coef=0.0,
+                     details=_default_details(on=MUJOCO_NORMALIZATION)),
 }
 
 
