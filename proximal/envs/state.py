@@ -1,8 +1,12 @@
-"""Capturing the state of pure-Python gymnasium envs as checkpoint-safe values.
+"""Capturing the state of gymnasium envs as checkpoint-safe values.
 
 A checkpoint loads with ``torch.load(weights_only=True)``, which refuses numpy values, so arrays become tensors
-and numpy scalars Python numbers. Only envs whose whole state lives in Python attributes can be captured this way
-(classic control, proximal's own envs); for the others ``capture`` returns None.
+and numpy scalars Python numbers. Envs whose whole state lives in Python attributes (classic control, proximal's
+own envs) are captured attribute by attribute, wrappers included (time-limit counters, episode statistics, the
+env's RNG). MuJoCo envs add the simulator's full integration state (``mj_getState`` with
+``mjSTATE_INTEGRATION``: positions, velocities, actuator activations, controls, warm-start accelerations, time,
+...): positions and velocities alone drift after a restore wherever there are contacts (Ant, Hopper).
+For other envs ``capture`` returns None.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "proximal.envs")
+CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.mujoco", "proximal.envs")
 
 
 def _layers(env):
@@ -23,14 +27,15 @@ def _layers(env):
 
 def _encode(value):
     """(kind, checkpoint-safe value) or None for values that are not state (spaces, render objects, queues)."""
+    if isinstance(value, np.generic):  # first: numpy's float64 is also a float
+        return ("plain", value.item())
     if value is None or isinstance(value, (bool, int, float, str)):
         return ("plain", value)
-    if isinstance(value, np.generic):
-        return ("plain", value.item())
     if isinstance(value, np.ndarray) and value.dtype != object:
         return ("array", torch.from_numpy(value.copy()))
     if isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value):
-        return ("tuple", list(value))
+        # numpy's float64 is a float: make every item a Python number
+        return ("tuple", [v.item() if isinstance(v, np.generic) else v for v in value])
     if isinstance(value, np.random.Generator):
         return ("rng", value.bit_generator.state)
     return None
@@ -47,11 +52,43 @@ def _decode(kind, value, current):
     return value
 
 
+def _is_mujoco(env) -> bool:
+    return type(env).__module__.startswith("gymnasium.envs.mujoco")
+
+
+# Body quantities that mj_step leaves one integration step behind the state (its forward pass runs before it
+# integrates) and that envs read before stepping: Ant-v5 takes its x/y velocity from xpos, Humanoid from xipos.
+# The integration state cannot give them back, so they are saved as they are.
+_MUJOCO_DERIVED = ("xpos", "xquat", "xmat", "xipos", "ximat", "subtree_com", "cinert", "cvel", "cacc", "cfrc_int",
+                   "cfrc_ext")
+
+
+def _mujoco_state(env) -> dict[str, torch.Tensor]:
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(env.model, spec))
+    mujoco.mj_getState(env.model, env.data, state, spec)
+    derived = {name: torch.from_numpy(getattr(env.data, name).copy()) for name in _MUJOCO_DERIVED}
+    return {"integration": torch.from_numpy(state), **derived}
+
+
+def _set_mujoco_state(env, state: dict[str, torch.Tensor]) -> None:
+    import mujoco
+
+    mujoco.mj_setState(env.model, env.data, state["integration"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+    for name in _MUJOCO_DERIVED:
+        getattr(env.data, name)[:] = state[name].numpy()
+
+
 def capture(envs) -> dict | None:
     if not all(type(e.unwrapped).__module__.startswith(CAPTURABLE_MODULES) for e in envs):
         return None
-    return {"envs": [[{k: list(enc) for k, v in vars(layer).items() if (enc := _encode(v)) is not None}
-                      for layer in _layers(env)] for env in envs]}
+    return {
+        "envs": [[{k: list(enc) for k, v in vars(layer).items() if (enc := _encode(v)) is not None}
+                  for layer in _layers(env)] for env in envs],
+        "mujoco": [_mujoco_state(e.unwrapped) if _is_mujoco(e.unwrapped) else None for e in envs],
+    }
 
 
 def restore(envs, state: dict) -> None:
@@ -59,3 +96,6 @@ def restore(envs, state: dict) -> None:
         for layer, attrs in zip(_layers(env), layers, strict=True):
             for name, (kind, value) in attrs.items():
                 setattr(layer, name, _decode(kind, value, getattr(layer, name, None)))
+    for env, sim in zip(envs, state.get("mujoco", [None] * len(envs)), strict=True):
+        if sim is not None:
+            _set_mujoco_state(env.unwrapped, sim)
