@@ -1,10 +1,12 @@
-"""Training speed of proximal against Stable-Baselines3's PPO on one workload: the classic preset.
+"""Training speed of proximal against Stable-Baselines3's PPO on one workload: a preset on one env (the classic
+preset on CartPole-v1 by default; the mujoco preset on HalfCheetah-v5 with --preset mujoco --env HalfCheetah-v5).
 
 Each training runs in a fresh Python process, and the two libraries alternate (their order swapped every round)
 so that a change of machine load hits both alike. The clock covers env creation, model creation and training,
 on both sides; process start and imports are left out.
 
     python benchmarks/speed.py --rounds 3 --steps 100000 [--json speed.json]
+    python benchmarks/speed.py --preset mujoco --env HalfCheetah-v5 --rounds 3 --steps 40960
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from pathlib import Path
 LIBRARIES = ("proximal", "sb3")
 
 
-def workload(env_id: str, steps: int, seed: int, threads: int):
-    """The classic preset with the benchmark's env, length, seed and threads: the one source of the
-    hyperparameters both libraries are given."""
+def workload(preset_name: str, env_id: str, steps: int, seed: int, threads: int):
+    """The preset with the benchmark's env, length, seed and threads: the one source of the hyperparameters both
+    libraries are given."""
     from proximal.config import preset
 
-    cfg = preset("classic")
+    cfg = preset(preset_name)
     cfg.env_id, cfg.total_steps, cfg.seed, cfg.torch_threads = env_id, steps, seed, threads
     cfg.device = "cpu"
     # only the final checkpoint: SB3 saves nothing during learn(), so the periodic ones would be extra work
@@ -57,12 +59,16 @@ def time_sb3(cfg) -> tuple[float, int]:
 
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
     from torch import nn
 
     lr0 = cfg.learning_rate
     start = time.perf_counter()
     envs = make_vec_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv)
+    if cfg.on("cont.obs_norm") or cfg.on("cont.reward_scaling"):
+        # the reference's VecNormalize, which SB3 ships: running statistics, clipping at 10
+        envs = VecNormalize(envs, norm_obs=cfg.on("cont.obs_norm"), norm_reward=cfg.on("cont.reward_scaling"),
+                            clip_obs=10.0, clip_reward=10.0, gamma=cfg.gamma)
     model = PPO(
         "MlpPolicy", envs, learning_rate=lambda progress_remaining: lr0 * progress_remaining,
         n_steps=cfg.num_steps, batch_size=cfg.minibatch_size, n_epochs=cfg.update_epochs, gamma=cfg.gamma,
@@ -79,7 +85,7 @@ def time_sb3(cfg) -> tuple[float, int]:
     return time.perf_counter() - start, model.num_timesteps
 
 
-def worker(library: str, env_id: str, steps: int, seed: int, threads: int) -> None:
+def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int) -> None:
     """One timed training in this process; prints its result as the last line of stdout."""
     import gymnasium as gym
     import torch
@@ -90,14 +96,14 @@ def worker(library: str, env_id: str, steps: int, seed: int, threads: int) -> No
     import torch._dynamo  # noqa: F401
     # the first gym.make imports the env's module; pay that outside the clock, for both libraries
     gym.make(env_id).close()
-    cfg = workload(env_id, steps, seed, threads)
+    cfg = workload(preset_name, env_id, steps, seed, threads)
     elapsed, done = (time_proximal if library == "proximal" else time_sb3)(cfg)
     print(json.dumps({"seconds": elapsed, "steps": done, "sps": done / elapsed}))
 
 
-def run_worker(library: str, env_id: str, steps: int, seed: int, threads: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, "--env", env_id,
-           "--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
+def run_worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, "--preset", preset_name,
+           "--env", env_id, "--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{library} run failed (exit {result.returncode}):\n{result.stderr}")
@@ -109,6 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000,
                         help="env steps per training, rounded down to whole batches (default: 100000)")
     parser.add_argument("--rounds", type=int, default=3, help="trainings of each library (default: 3)")
+    parser.add_argument("--preset", default="classic", help="proximal preset both run (default: classic)")
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (default: CartPole-v1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in both (default: 1)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results to this JSON file")
@@ -117,10 +124,10 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.worker:
-        worker(args.worker, args.env, args.steps, args.seed, args.threads)
+        worker(args.worker, args.preset, args.env, args.steps, args.seed, args.threads)
         return
 
-    batch = workload(args.env, args.steps, 1, args.threads).batch_size
+    batch = workload(args.preset, args.env, args.steps, 1, args.threads).batch_size
     # whole batches, so that both run the same number of updates (SB3 would finish the last batch, proximal drop it)
     steps = args.steps - args.steps % batch
     if steps <= 0 or args.rounds <= 0 or args.threads <= 0:
@@ -131,7 +138,7 @@ def main() -> None:
     print("Any other load slows both libraries unevenly and makes the numbers meaningless.")
     print("=" * 78)
     print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (should be near 0)")
-    print(f"{args.env}, classic preset, {steps} steps per training, {args.rounds} round(s), "
+    print(f"{args.env}, {args.preset} preset, {steps} steps per training, {args.rounds} round(s), "
           f"{args.threads} torch thread(s); proximal {version('proximal')}, "
           f"stable-baselines3 {version('stable-baselines3')}, torch {version('torch')}\n")
 
@@ -141,7 +148,7 @@ def main() -> None:
         # neither library always goes first (caches, drifting load); the seed changes per round, shared by both
         order = LIBRARIES if r % 2 == 0 else LIBRARIES[::-1]
         for lib in order:
-            sps[lib].append(run_worker(lib, args.env, steps, r + 1, args.threads)["sps"])
+            sps[lib].append(run_worker(lib, args.preset, args.env, steps, r + 1, args.threads)["sps"])
         p, s = sps["proximal"][-1], sps["sb3"][-1]
         print(f"{r + 1:>6}  {p:>12.0f}  {s:>9.0f}  {p / s:>6.2f}", flush=True)
     medians = {lib: statistics.median(values) for lib, values in sps.items()}
@@ -152,7 +159,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "env": args.env, "preset": "classic", "steps": steps, "rounds": args.rounds, "threads": args.threads,
+            "env": args.env, "preset": args.preset, "steps": steps, "rounds": args.rounds, "threads": args.threads,
             "sps": sps, "median_sps": medians, "ratio_proximal_over_sb3": ratio,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "versions": {name: version(name) for name in ("proximal", "stable-baselines3", "torch", "gymnasium")},
