@@ -1,8 +1,10 @@
-"""CartPole-v1 learning benchmark: the classic preset over several seeds, with truncated episodes bootstrapped
-(proximal's default) and treated as terminations (--off opt.truncation_bootstrap, as the reference), next to the
-published result of ppo2-faithful PPO.
+"""Learning benchmark: one env's preset over several seeds, with truncated episodes bootstrapped (proximal's
+default) and treated as terminations (--off opt.truncation_bootstrap, as the reference), next to the published
+result of ppo2-faithful PPO.
 
-    python benchmarks/learning.py [--seeds 1 2 3] [--steps 500000] [--jobs 2]
+    python benchmarks/learning.py [--env CartPole-v1] [--seeds 1 2 3] [--steps N] [--jobs 2]
+    python benchmarks/learning.py --env HalfCheetah-v4 --jobs 2
+    python benchmarks/learning.py --env Hopper-v4 --jobs 2
 
 Writes one run directory per mode and seed under --out, the curves of both modes in one figure (--plot) and a
 markdown summary (--summary).
@@ -27,19 +29,23 @@ from proximal.errors import UserError
 from proximal.plot import plot_runs, read_run
 from proximal.trainer import train
 
-ENV_ID = "CartPole-v1"
 LAST_EPISODES = 100
 # mode name -> opt.truncation_bootstrap; the name is also the directory the mode's runs go to
 MODES = {"default": True, "off-truncation_bootstrap": False}
-# ppo2-faithful PPO on CartPole-v1 after 500k steps, mean ± std over seeds; it treats truncation as termination,
-# so it is to be compared with the off mode
-PUBLISHED = (490.0, 6.0)
+# env -> (preset, steps, published mean, published std): ppo2-faithful PPO's final return, mean ± std over seeds
+# (CartPole-v1 at 500k steps; MuJoCo v4 envs at 1M steps). It treats truncation as termination, so it is to be
+# compared with the off mode.
+BENCHMARKS = {
+    "CartPole-v1": ("classic", 500_000, 490.0, 6.0),
+    "HalfCheetah-v4": ("mujoco", 1_000_000, 1442.0, 46.0),
+    "Hopper-v4": ("mujoco", 1_000_000, 2383.0, 272.0),
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_config(seed: int, steps: int, truncation_bootstrap: bool) -> Config:
-    cfg = preset("classic")
-    cfg.env_id, cfg.seed, cfg.total_steps = ENV_ID, seed, steps
+def run_config(env_id: str, seed: int, steps: int, truncation_bootstrap: bool) -> Config:
+    cfg = preset(BENCHMARKS[env_id][0])
+    cfg.env_id, cfg.seed, cfg.total_steps = env_id, seed, steps
     # the preset's "auto" would pick a GPU where there is one: a 64-64 MLP trains no faster there, and results
     # that depend on which machine ran them would not be comparable run to run
     cfg.device = "cpu"
@@ -66,15 +72,15 @@ def mean_std(values: list[float]) -> str:
 
 
 def write_summary(path: Path, cfg: Config, seeds: list[int], finals: dict[str, dict[int, float]],
-                  plot: Path) -> None:
+                  plot: Path, published: list[float]) -> None:
     seed_cols = " | ".join(f"seed {s}" for s in seeds)
     rows = [f"| {mode} | " + " | ".join(f"{finals[mode][s]:.1f}" for s in seeds)
             + f" | {mean_std(list(finals[mode].values()))} |" for mode in MODES]
     blank = " | ".join("" for _ in seeds)
     lines = [
-        f"# {ENV_ID} learning benchmark",
+        f"# {cfg.env_id} learning benchmark",
         "",
-        f"- env: {ENV_ID}, preset classic, {cfg.num_updates * cfg.batch_size} env steps per run "
+        f"- env: {cfg.env_id}, preset {cfg.preset}, {cfg.num_updates * cfg.batch_size} env steps per run "
         f"({cfg.num_updates} updates of {cfg.batch_size} steps), device {cfg.device}",
         f"- seeds: {' '.join(map(str, seeds))}",
         f"- statistic: mean episodic return of the last {LAST_EPISODES} training episodes of each run "
@@ -89,7 +95,7 @@ def write_summary(path: Path, cfg: Config, seeds: list[int], finals: dict[str, d
         f"| mode | {seed_cols} | mean ± std |",
         "|---" * (len(seeds) + 2) + "|",
         *rows,
-        f"| published ppo2-faithful PPO | {blank} | {PUBLISHED[0]:.0f} ± {PUBLISHED[1]:.0f} |",
+        f"| published ppo2-faithful PPO | {blank} | {published[0]:.0f} ± {published[1]:.0f} |",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,19 +105,26 @@ def write_summary(path: Path, cfg: Config, seeds: list[int], finals: dict[str, d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default: 1 2 3)")
-    parser.add_argument("--steps", type=int, default=500_000, help="env steps per run (default: 500000)")
+    parser.add_argument("--env", default="CartPole-v1", choices=BENCHMARKS, help="(default: CartPole-v1)")
+    parser.add_argument("--steps", type=int, help="env steps per run (default: the published results' count)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each (default: 1)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "learning",
-                        help="directory of the run directories (default: benchmarks/results/learning)")
-    parser.add_argument("--plot", type=Path, default=RESULTS / "cartpole_curves.png",
-                        help="curve figure (default: benchmarks/results/cartpole_curves.png)")
-    parser.add_argument("--summary", type=Path, default=RESULTS / "cartpole_learning.md",
-                        help="markdown summary (default: benchmarks/results/cartpole_learning.md)")
+    parser.add_argument("--out", type=Path,
+                        help="directory of the run directories (default: benchmarks/results/learning/<env>)")
+    parser.add_argument("--plot", type=Path,
+                        help="curve figure (default: benchmarks/results/<env>_curves.png)")
+    parser.add_argument("--summary", type=Path,
+                        help="markdown summary (default: benchmarks/results/<env>_learning.md)")
     args = parser.parse_args()
     if args.jobs <= 0 or len(set(args.seeds)) != len(args.seeds):
         parser.error("--jobs must be positive and --seeds distinct")
 
-    runs = {(mode, seed): (run_config(seed, args.steps, bootstrap), args.out / mode / f"seed{seed}")
+    preset_name, default_steps, *published = BENCHMARKS[args.env]
+    slug = args.env.split("-")[0].lower()
+    steps = args.steps or default_steps
+    args.out = args.out or RESULTS / "learning" / slug
+    args.plot = args.plot or RESULTS / f"{slug}_curves.png"
+    args.summary = args.summary or RESULTS / f"{slug}_learning.md"
+    runs = {(mode, seed): (run_config(args.env, seed, steps, bootstrap), args.out / mode / f"seed{seed}")
             for seed in args.seeds for mode, bootstrap in MODES.items()}
     cfg = next(iter(runs.values()))[0]
     try:
@@ -123,7 +136,7 @@ def main() -> None:
     if taken:
         parser.error(f"run directories already exist: {', '.join(taken)}; remove them or choose another --out")
 
-    print(f"{ENV_ID}, classic preset, {cfg.num_updates * cfg.batch_size} steps per run, "
+    print(f"{args.env}, {preset_name} preset, {cfg.num_updates * cfg.batch_size} steps per run, "
           f"seeds {' '.join(map(str, args.seeds))}, {len(runs)} runs, {args.jobs} at a time; runs under {args.out}",
           flush=True)
     finals: dict[str, dict[int, float]] = {mode: {} for mode in MODES}
@@ -142,12 +155,12 @@ def main() -> None:
         print(f"{seed:>6}  " + "  ".join(f"{finals[mode][seed]:>24.1f}" for mode in MODES))
     print(f"{'mean':>6}  " + "  ".join(f"{mean_std(list(finals[mode].values())):>24}" for mode in MODES))
     print(f"published ppo2-faithful PPO (truncation as termination, compare with off-truncation_bootstrap): "
-          f"{PUBLISHED[0]:.0f} ± {PUBLISHED[1]:.0f}")
+          f"{published[0]:.0f} ± {published[1]:.0f}")
 
     groups = plot_runs([d for _, d in runs.values()], args.plot)
     print(f"\nwrote {args.plot}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
                                               for label, n in groups.items()))
-    write_summary(args.summary, cfg, args.seeds, finals, args.plot)
+    write_summary(args.summary, cfg, args.seeds, finals, args.plot, published)
     print(f"wrote {args.summary}")
 
 
