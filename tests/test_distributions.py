@@ -1,9 +1,10 @@
-"""The categorical distribution's plain-tensor functions agree with torch.distributions."""
+"""The distributions' plain-tensor functions agree with torch.distributions; the tanh-squashed Gaussian's
+log-prob is a density (it integrates to one) and its entropy matches a Monte-Carlo estimate."""
 
 import numpy as np
 import torch
 
-from proximal.distributions import Categorical
+from proximal.distributions import Categorical, DiagGaussian, TanhDiagGaussian
 
 
 def test_categorical_log_prob_and_entropy_match_torch():
@@ -30,3 +31,59 @@ def test_categorical_sampling_is_seeded():
         return Categorical.sample(logits, torch.from_numpy(Categorical.noise(np.random.default_rng(seed), (1000, 3))))
 
     assert torch.equal(sample(7), sample(7)) and not torch.equal(sample(7), sample(8))
+
+
+def normal(params):
+    mean, log_std = params
+    return torch.distributions.Normal(mean, log_std.exp())
+
+
+def random_params(batch=64, dims=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, dims, generator=g) * 2, torch.randn(batch, dims, generator=g) * 0.7
+
+
+def test_diag_gaussian_log_prob_and_entropy_match_torch_normal():
+    params = random_params()
+    actions = torch.randn(64, 3) * 3
+    torch.testing.assert_close(DiagGaussian.log_prob(params, actions), normal(params).log_prob(actions).sum(-1))
+    torch.testing.assert_close(DiagGaussian.entropy(params), normal(params).entropy().sum(-1))
+
+
+def test_diag_gaussian_sample_is_mean_plus_std_times_standard_normal_noise():
+    params = random_params(batch=100_000, dims=2)
+    mean, log_std = params
+    noise = DiagGaussian.noise(np.random.default_rng(3), DiagGaussian.noise_shape(params))
+    assert noise.dtype == np.float32 and noise.shape == (100_000, 2)
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1.0) < 0.01
+    sample = DiagGaussian.sample(params, torch.from_numpy(noise))
+    torch.testing.assert_close(sample, mean + log_std.exp() * torch.from_numpy(noise))
+    torch.testing.assert_close(DiagGaussian.mode(params), mean)
+    again = DiagGaussian.noise(np.random.default_rng(3), (100_000, 2))
+    assert np.array_equal(noise, again) and not np.array_equal(noise, DiagGaussian.noise(np.random.default_rng(4),
+                                                                                          (100_000, 2)))
+
+
+LOW, HIGH = np.array([-1.0, 0.0, -3.0]), np.array([2.0, 0.5, -1.0])
+
+
+def test_tanh_squash_density_integrates_to_one():
+    dist = TanhDiagGaussian(np.array([-1.0]), np.array([3.0]))
+    params = (torch.tensor([[0.7]], dtype=torch.float64), torch.tensor([[0.4]], dtype=torch.float64))
+    # integrate p(a) over a in (-1, 3), through u = atanh((a - low) / half_range - 1)
+    a = torch.linspace(-1.0, 3.0, 400_001, dtype=torch.float64)[1:-1]
+    u = torch.atanh((a + 1.0) / 2.0 - 1.0)
+    density = dist.log_prob(params, u[:, None]).exp()
+    assert abs(torch.trapezoid(density, a).item() - 1.0) < 1e-4
+
+
+def test_tanh_squash_entropy_matches_monte_carlo():
+    dist = TanhDiagGaussian(LOW, HIGH)
+    mean = torch.tensor([[0.0, 1.5, -0.5], [2.0, -3.0, 0.2]], dtype=torch.float64)
+    log_std = torch.tensor([[0.0, -1.0, 1.2], [0.5, 0.3, -2.0]], dtype=torch.float64)
+    noise = torch.randn(400_000, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    u = mean + log_std.exp() * noise
+    monte_carlo = -dist.log_prob((mean.expand_as(u), log_std.expand_as(u)), u).mean(0)
+    torch.testing.assert_close(dist.entropy((mean, log_std)), monte_carlo, rtol=0, atol=0.01)
+    # and it differs from the Gaussian's entropy by the expected log-det
+    assert (dist.entropy((mean, log_std)) - DiagGaussian.entropy((mean, log_std))).abs().min() > 0.1
