@@ -58,13 +58,18 @@ class Config:
     """approx_kl above which an update stops after the current epoch; used only with aux.target_kl"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """hidden layer widths of the MLP trunks, comma separated"""
+    squash_actions: bool = False
+    """Box actions only: the env receives low + (tanh(u) + 1) / 2 * (high - low) of the Gaussian sample u (the
+    rollout stores u; the log-prob includes the tanh log-det), instead of the reference's clipping of u
+    (cont.action_clip); needs finite bounds"""
     device: str = "auto"
     """cpu, cuda, or auto (cuda when available)"""
     torch_threads: int = 1
     """CPU threads for torch and numpy's BLAS (0 keeps their defaults); small MLPs are fastest on one"""
     fast_paths: bool = True
-    """numpy rollout inference and update for MLP policies with discrete actions on the CPU, tested to agree with
-    the torch code; false trains with the torch code (do that when you change the loss)"""
+    """numpy rollout inference for MLP policies (discrete or Gaussian actions) and numpy update for those with
+    discrete actions, on the CPU, tested to agree with the torch code; false trains with the torch code (do that
+    when you change the loss)"""
     checkpoint_every: int = 50
     """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
     preset: str = "classic"

@@ -37,7 +37,7 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
         obs = envs.reset(seed=seed)
         while len(returns) < episodes:
             action, _, _ = actor.act(obs, rng)
-            step = envs.step(action)
+            step = envs.step(actor.env_action(action))  # clipped (or squashed) as in training: cont.action_clip
             returns += [ret for _, ret, _ in step.episodes]
             obs = step.obs
     finally:

@@ -1,10 +1,13 @@
 """Policy kinds: a trunk (or two), a policy head that parameterizes an action distribution, and a value head.
 
 ``act`` is the rollout path (sampling, no gradient); ``evaluate`` is the training path. The ratio-is-one test
-checks that they agree on the log-probabilities of stored actions.
+checks that they agree on the log-probabilities of stored actions. ``EnvAction`` turns the action the policy
+sampled (what the rollout stores and trains on) into the action the env receives.
 """
 
 from __future__ import annotations
+
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -12,34 +15,79 @@ import torch
 from torch import nn
 
 from .config import Config
-from .distributions import Categorical
+from .distributions import Categorical, DiagGaussian, TanhDiagGaussian
 from .errors import UserError
 from .nets import layer_init, mlp
 
+SUPPORTED = "observations: Box (any shape, flattened); actions: Discrete, or Box with a float dtype (any bounds)"
+
+
+def separate_networks_id(action_space: gym.Space) -> str:
+    """The detail that decides separate vs shared trunks: the reference shares one trunk for discrete actions
+    (core.separate_networks, which the classic preset switches on like CleanRL) and uses separate networks on
+    MuJoCo (cont.separate_networks, ``value_network='copy'``). So ``--off cont.separate_networks`` changes only
+    Box-action runs and ``--off core.separate_networks`` only discrete ones."""
+    return "cont.separate_networks" if isinstance(action_space, gym.spaces.Box) else "core.separate_networks"
+
 
 class ActorCritic(nn.Module):
-    """MLP actor-critic for flat observations and discrete actions.
+    """MLP actor-critic for flat observations, with Discrete or Box actions.
 
-    core.separate_networks on: separate 64-64 tanh trunks for actor and critic (CleanRL, the blog);
-    off: the reference's single shared trunk under both heads.
+    Separate 64-64 tanh trunks for actor and critic, or the reference's single shared trunk under both heads,
+    as ``separate_networks_id(action_space)`` says: core.separate_networks for discrete actions,
+    cont.separate_networks for Box actions.
+
+    Discrete: ``policy_head`` gives the logits of a ``Categorical`` (gain 0.01).
+    Box (cont.gaussian): ``policy_head`` gives the mean of a ``DiagGaussian`` (gain 0.01). Its log std is
+    - cont.state_independent_logstd on (the reference): ``log_std``, a learned vector with one entry per action
+      dimension, initialised to 0, that does not depend on the observation;
+    - off: ``log_std_head``, a Linear from the actor's features, initialised like the mean head (gain 0.01, zero
+      bias, under core.orthogonal_init), so the log std starts near 0 as in the reference and only its
+      dependence on the observation differs.
+    With ``cfg.squash_actions`` the distribution is ``TanhDiagGaussian`` (the env receives a squashed sample).
     """
 
-    def __init__(self, obs_size: int, num_actions: int, cfg: Config):
+    def __init__(self, obs_size: int, action_space: gym.Space | int, cfg: Config):
         super().__init__()
+        if isinstance(action_space, int):
+            action_space = gym.spaces.Discrete(action_space)
         ortho = cfg.on("core.orthogonal_init")
         self.actor_trunk = mlp(obs_size, cfg.hidden_sizes, ortho)
         # shared trunk: the critic reads the actor's features
-        self.critic_trunk = mlp(obs_size, cfg.hidden_sizes, ortho) if cfg.on("core.separate_networks") else None
+        separate = cfg.on(separate_networks_id(action_space))
+        self.critic_trunk = mlp(obs_size, cfg.hidden_sizes, ortho) if separate else None
         width = cfg.hidden_sizes[-1]
-        self.policy_head = layer_init(nn.Linear(width, num_actions), 0.01, ortho)
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if self.continuous:
+            act_dim = int(np.prod(action_space.shape))
+            self.policy_head = layer_init(nn.Linear(width, act_dim), 0.01, ortho)  # cont.gaussian: the mean
+            if cfg.on("cont.state_independent_logstd"):
+                self.log_std = nn.Parameter(torch.zeros(act_dim))
+                self.log_std_head = None
+            else:
+                self.register_parameter("log_std", None)
+                self.log_std_head = layer_init(nn.Linear(width, act_dim), 0.01, ortho)
+            self.dist = (TanhDiagGaussian(action_space.low, action_space.high) if cfg.squash_actions
+                         else DiagGaussian)
+        else:
+            self.policy_head = layer_init(nn.Linear(width, int(action_space.n)), 0.01, ortho)
+            self.dist = Categorical
         self.value_head = layer_init(nn.Linear(width, 1), 1.0, ortho)
-        self.dist = Categorical
+        self.env_action = EnvAction(action_space, cfg)
 
-    def _heads(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _policy_params(self, features: torch.Tensor):
+        """The distribution's parameters: logits, or (mean, log std) of the same shape."""
+        out = self.policy_head(features)
+        if not self.continuous:
+            return out
+        log_std = self.log_std.expand_as(out) if self.log_std_head is None else self.log_std_head(features)
+        return out, log_std
+
+    def _heads(self, obs: torch.Tensor):
         obs = obs.flatten(1)
         features = self.actor_trunk(obs)
         value_features = features if self.critic_trunk is None else self.critic_trunk(obs)
-        return self.policy_head(features), self.value_head(value_features).squeeze(-1)
+        return self._policy_params(features), self.value_head(value_features).squeeze(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         obs = obs.flatten(1)
@@ -49,24 +97,68 @@ class ActorCritic(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, rng: np.random.Generator | None):
-        """Rollout path: (action, log-prob of that action, value). ``rng`` None takes the most likely action."""
-        logits, value = self._heads(obs)
+        """Rollout path: (action, log-prob of that action, value). ``rng`` None takes the most likely action (the
+        mean for Box actions)."""
+        params, value = self._heads(obs)
         if rng is None:
-            action = self.dist.mode(logits)
+            action = self.dist.mode(params)
         else:
-            noise = torch.from_numpy(self.dist.noise(rng, tuple(logits.shape))).to(logits.device)
-            action = self.dist.sample(logits, noise)
-        return action, self.dist.log_prob(logits, action), value
+            noise = torch.from_numpy(self.dist.noise(rng, self.dist.noise_shape(params))).to(value.device)
+            action = self.dist.sample(params, noise)
+        return action, self.dist.log_prob(params, action), value
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
         """Training path: (log-prob of ``actions``, entropy, value)."""
-        logits, value = self._heads(obs)
-        return self.dist.log_prob(logits, actions), self.dist.entropy(logits), value
+        params, value = self._heads(obs)
+        return self.dist.log_prob(params, actions), self.dist.entropy(params), value
+
+
+class EnvAction:
+    """The action the env receives for the action the policy took: the one place where they differ.
+
+    The rollout stores the policy's action, and its log-prob, and trains on them; only ``envs.step`` sees the
+    result of this transform (``rollout.collect_rollout``, and evaluation). Discrete actions pass through. Box:
+
+    - cont.action_clip on (the reference's ClipActionsWrapper): ``np.nan_to_num`` (NaN -> 0, +-inf -> the
+      largest finite float), then clipped to the Box bounds; an infinite bound clips nothing. Off: the env
+      receives the raw sample.
+    - ``squash_actions``: the env receives low + (tanh(u) + 1) / 2 (high - low) of the sample u (the log-prob
+      correction is in ``distributions.TanhDiagGaussian``); cont.action_clip then only catches float rounding.
+
+    The flat (N, act_dim) action is reshaped to the space's shape and cast to its dtype.
+    """
+
+    def __init__(self, space: gym.Space, cfg: Config):
+        self.box = isinstance(space, gym.spaces.Box)
+        if self.box:
+            self.shape, self.dtype = space.shape, space.dtype
+            self.low = space.low.reshape(-1).astype(np.float64)
+            self.high = space.high.reshape(-1).astype(np.float64)
+            self.clip = cfg.on("cont.action_clip")
+            self.squash = bool(cfg.squash_actions)
+            if self.squash:
+                self.half_range = (self.high - self.low) / 2
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        if not self.box:
+            return action
+        if self.squash:
+            action = self.low + (np.tanh(action) + 1.0) * self.half_range
+        if self.clip:
+            action = np.clip(np.nan_to_num(action), self.low, self.high)
+        return action.reshape(len(action), *self.shape).astype(self.dtype, copy=False)
 
 
 def make_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Config) -> ActorCritic:
     if not isinstance(observation_space, gym.spaces.Box):
-        raise UserError(f"observation space {observation_space} is not supported yet: proximal needs a Box")
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise UserError(f"action space {action_space} is not supported yet: the classic preset needs Discrete actions")
-    return ActorCritic(int(np.prod(observation_space.shape)), int(action_space.n), cfg)
+        raise UserError(f"observation space {observation_space} is not supported yet; supported: {SUPPORTED}")
+    if isinstance(action_space, gym.spaces.Box):
+        if not np.issubdtype(action_space.dtype, np.floating):
+            raise UserError(f"action space {action_space} has an integer dtype, which is not supported yet; "
+                            f"supported: {SUPPORTED}")
+        if cfg.squash_actions and not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+            raise UserError(f"squash_actions needs finite action bounds, and {action_space} has infinite ones; "
+                            "train without --squash-actions (actions are then clipped where bounds are finite)")
+    elif not isinstance(action_space, gym.spaces.Discrete):
+        raise UserError(f"action space {action_space} is not supported yet; supported: {SUPPORTED}")
+    return ActorCritic(int(math.prod(observation_space.shape)), action_space, cfg)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -17,8 +19,9 @@ class Rollout:
     """Preallocated (T, N) numpy storage, written in place every iteration.
 
     Step t holds obs_t, a_t, log pi_old(a_t), V(obs_t), r_t, d_t ("obs_t starts an episode") and the value of the
-    final observation where step t was truncated. ``next_*`` belong to the observation the next rollout starts
-    from, which is carried over: envs are never reset between iterations.
+    final observation where step t was truncated. a_t is the action the policy took, before ``policy.EnvAction``
+    (for Box actions the unclipped sample, (T, N, act_dim) float32). ``next_*`` belong to the observation the next
+    rollout starts from, which is carried over: envs are never reset between iterations.
     """
 
     obs: np.ndarray
@@ -33,10 +36,17 @@ class Rollout:
     next_value: np.ndarray
 
     @classmethod
-    def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple, action_dtype=np.int64) -> "Rollout":
+    def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple,
+                 action_space: gym.Space | None = None) -> "Rollout":
+        """Storage for ``action_space``'s actions as the policy takes them: (T, N) int64 for Discrete (the
+        default), (T, N, act_dim) float32 for Box (the unclipped sample, cont.action_clip)."""
         def z(*shape, dtype=np.float32):
             return np.zeros(shape, dtype=dtype)
-        return cls(obs=z(num_steps, num_envs, *obs_shape), actions=z(num_steps, num_envs, dtype=action_dtype),
+        if isinstance(action_space, gym.spaces.Box):
+            actions = z(num_steps, num_envs, math.prod(action_space.shape))
+        else:
+            actions = z(num_steps, num_envs, dtype=np.int64)
+        return cls(obs=z(num_steps, num_envs, *obs_shape), actions=actions,
                    logprobs=z(num_steps, num_envs), values=z(num_steps, num_envs), rewards=z(num_steps, num_envs),
                    starts=z(num_steps, num_envs), final_values=z(num_steps, num_envs),
                    next_obs=z(num_envs, *obs_shape), next_start=z(num_envs), next_value=z(num_envs))
@@ -64,7 +74,7 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, rng: np.random.Generator,
     Returns the global step after the rollout and the episodes that ended, as (global_step, return, length).
     With ``times``, the seconds spent stepping the envs and running the actor are added to it.
     """
-    num_steps, num_envs = buf.actions.shape
+    num_steps, num_envs = buf.actions.shape[:2]
     truncation_bootstrap = cfg.on("opt.truncation_bootstrap")
     episodes = []
     obs, start = buf.next_obs, buf.next_start
@@ -76,7 +86,9 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, rng: np.random.Generator,
         t0 = clock()
         action, buf.logprobs[t], buf.values[t] = actor.act(obs, rng)
         t1 = clock()
-        step = envs.step(action)
+        # cont.action_clip: the env gets the clipped (or squashed) action, the rollout stores the policy's own;
+        # timed as env time, as the reference's ClipActionsWrapper is part of its env
+        step = envs.step(actor.env_action(action))
         t2 = clock()
         inference_seconds += t1 - t0
         env_seconds += t2 - t1

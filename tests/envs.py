@@ -47,7 +47,62 @@ class ForeverEnv(gym.Env):
         return np.ones(1, dtype=np.float32), 1.0, False, False, {}
 
 
+class BoxRecorderEnv(gym.Env):
+    """Box actions with narrow, per-dimension bounds, so that a Normal sample of std 1 is clipped most of the
+    time. Every action the env receives is appended to ``received``; the reward is the received action's
+    weighted sum (weights 1, 10, 100), so a stored reward tells what the env got. Observations of shape (2, 2)
+    (flattened by the policy); episodes terminate after 4 steps."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2, 2), np.float32)
+    action_space = gym.spaces.Box(np.array([-0.1, -0.2, 0.0], np.float32), np.array([0.3, 0.1, 0.5], np.float32))
+    weights = np.array([1.0, 10.0, 100.0])
+
+    def __init__(self):
+        self.received = []
+
+    def _obs(self):
+        return np.array([[self.t, self.episode], [np.sin(self.t), np.cos(self.episode)]], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode = getattr(self, "episode", -1) + 1
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.received.append(np.array(action, copy=True))
+        self.t += 1
+        return self._obs(), float(self.weights[: len(action)] @ action), self.t >= 4, False, {}
+
+
+class BoxUnboundedEnv(BoxRecorderEnv):
+    """``BoxRecorderEnv`` with two action dimensions and infinite bounds: nothing is clipped."""
+
+    action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+
+class TargetEnv(gym.Env):
+    """One-step episodes: the observation is a target in [-1, 1]^2, the reward -|a - target|^2. The best policy
+    puts its mean on the target and its std to 0; a random one (std 1) earns about -(2/3 + 2)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = self.np_random.uniform(-1.0, 1.0, 2).astype(np.float32)
+        return self.target, {}
+
+    def step(self, action):
+        reward = -float(((np.asarray(action) - self.target) ** 2).sum())
+        return self.target, reward, True, False, {}
+
+
 def register() -> None:
     if "proximal-test/Counter-v0" not in gym.registry:
         gym.register("proximal-test/Counter-v0", entry_point=CounterEnv, max_episode_steps=5)
         gym.register("proximal-test/Forever-v0", entry_point=ForeverEnv, max_episode_steps=10)
+    if "proximal-test/BoxRecorder-v0" not in gym.registry:
+        gym.register("proximal-test/BoxRecorder-v0", entry_point=BoxRecorderEnv)
+        gym.register("proximal-test/BoxUnbounded-v0", entry_point=BoxUnboundedEnv)
+        gym.register("proximal-test/Target-v0", entry_point=TargetEnv)

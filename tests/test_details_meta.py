@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import test_advantages
+import test_continuous
 import test_nets
 import test_policy
 import test_rollout
@@ -27,6 +28,9 @@ CHECKS = {
     "core.entropy_bonus": test_update.check_entropy_bonus,
     "core.grad_clip": test_update.check_grad_clip,
     "core.separate_networks": test_policy.check_separate_networks,
+    "cont.state_independent_logstd": test_continuous.check_state_independent_logstd,
+    "cont.separate_networks": test_continuous.check_cont_separate_networks,
+    "cont.action_clip": test_continuous.check_action_clip,
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,
     "opt.truncation_bootstrap": test_rollout.check_truncation_bootstrap,
