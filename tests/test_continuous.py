@@ -414,8 +414,7 @@ def test_ratio_is_one_over_the_whole_batch(cfg, variant, fast, monkeypatch):
 
     monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
     batch["advantages"], batch["returns"] = torch.randn(128), torch.randn(128)
-    update = make_update(state.policy, state.optimizer, torch.device("cpu"))
-    update(state.policy, state.optimizer, batch, cfg, 0.2, state.generator)
+    ppo_update(state.policy, state.optimizer, batch, cfg, 0.2, state.generator)
     assert abs(seen[0]["approx_kl"].item()) < 1e-6 and abs(seen[0]["old_approx_kl"].item()) < 1e-6
     assert seen[0]["clipfrac"].item() == 0.0
     assert max(abs(s["old_approx_kl"].item()) for s in seen[1:]) > 1e-5, "later minibatches see a moved policy"
