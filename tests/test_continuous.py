@@ -440,3 +440,16 @@ def test_gaussian_policy_learns_to_hit_a_target(cfg, tmp_path):
     assert returns[:500].mean() < -2.0, "a random policy"
     assert error < 0.1 and (std < 0.5).all(), (error, std)
     assert returns[-500:].mean() > -0.5
+
+
+def test_resumed_pendulum_run_equals_uninterrupted_run(cfg, tmp_path):
+    """A Box-action run (log std in the checkpoint, float actions, noise from the numpy RNG) resumes exactly."""
+    cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps = "Pendulum-v1", 2, 32, 2 * 32 * 6
+    full = train(cfg, tmp_path / "full", quiet=True)
+    train(cfg, tmp_path / "resumed", quiet=True, max_updates=3)
+    resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
+    assert resumed.update == full.update == 6
+    assert not torch.equal(full.policy.log_std, torch.zeros(1)), "the log std was trained"
+    for (name, a), b in zip(full.policy.named_parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b), name
+    np.testing.assert_array_equal(full.rollout.actions, resumed.rollout.actions)
