@@ -1,5 +1,5 @@
-"""The PPO update of ``update.ppo_update`` for an MLP policy with discrete actions, in numpy with the gradients
-written out by hand.
+"""The PPO update of ``update.ppo_update`` for an MLP policy with discrete actions or Gaussian continuous ones (with
+the reference's state-independent log std), in numpy with the gradients written out by hand.
 
 Why: on the CPU, a 64-64 MLP's minibatch step in torch costs about 1.3 ms, nearly all of it per-op dispatch and
 autograd bookkeeping (and torch's float32 tanh, ~7x numpy's); the same arithmetic in numpy takes a fraction of
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .distributions import Categorical, DiagGaussian
 from .update import STAT_NAMES, minibatch_indices
 
 
@@ -74,8 +75,48 @@ def _clamp_passes(x, low, high):
     return (x >= low) & (x <= high)
 
 
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _categorical_forward(logits, actions):
+    """(log pi(a), entropy, cache) of a Categorical, as distributions.Categorical."""
+    shifted = logits - logits.max(1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    probs = np.exp(logp)
+    entropy = -(probs * logp).sum(1)
+    return logp[np.arange(len(actions)), actions], entropy, (logp, probs, entropy, actions)
+
+
+def _categorical_backward(g_logprob, ent_coef, cache):
+    """d(loss)/d(logits) given d(loss)/d(log pi(a)) per sample; the entropy term is -ent_coef * mean(H)."""
+    logp, probs, entropy, actions = cache
+    d_logits = -probs * g_logprob[:, None]
+    d_logits[np.arange(len(actions)), actions] += g_logprob
+    d_logits += np.float32(ent_coef / len(actions)) * probs * (logp + entropy[:, None])
+    return d_logits, None
+
+
+def _gaussian_forward(mean, log_std, actions):
+    """(log pi(a), entropy, cache) of a DiagGaussian with a state-independent log std (cont.independent_dims:
+    sums over the action dimensions)."""
+    z = (actions - mean) * np.exp(-log_std)
+    logprob = (-0.5 * z * z - log_std - np.float32(_LOG_SQRT_2PI)).sum(1)
+    entropy = np.full(len(actions), (0.5 + _LOG_SQRT_2PI + log_std).sum(), dtype=np.float32)
+    return logprob, entropy, (z, log_std)
+
+
+def _gaussian_backward(g_logprob, ent_coef, cache):
+    """(d(loss)/d(mean), d(loss)/d(log std)): d log pi / d mean = z / std, d log pi / d log std = z^2 - 1,
+    d H / d log std = 1 per sample."""
+    z, log_std = cache
+    d_mean = (g_logprob[:, None] * z) * np.exp(-log_std)
+    d_log_std = (g_logprob[:, None] * (z * z - 1.0)).sum(0) - np.float32(ent_coef)
+    return d_mean, d_log_std
+
+
 class NumpyMLPUpdate:
-    """``update.ppo_update`` for ``policy.ActorCritic`` with a Categorical head, on the CPU."""
+    """``update.ppo_update`` for ``policy.ActorCritic`` with a Categorical or state-independent DiagGaussian
+    head, on the CPU."""
 
     def __init__(self, policy: nn.Module, optimizer: torch.optim.Adam):
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -83,6 +124,8 @@ class NumpyMLPUpdate:
         self.actor = _layers(policy.actor_trunk, index)
         self.critic = _layers(policy.critic_trunk, index) if policy.critic_trunk is not None else None
         self.policy_head = (index[id(policy.policy_head.weight)], index[id(policy.policy_head.bias)])
+        self.continuous = policy.dist is DiagGaussian
+        self.log_std = index[id(policy.log_std)] if self.continuous else None
         self.value_head = (index[id(policy.value_head.weight)], index[id(policy.value_head.bias)])
 
     # --- one minibatch: the loss of update.ppo_loss and its gradient -------------------------------------------
@@ -92,15 +135,13 @@ class NumpyMLPUpdate:
         critic_acts = _trunk_forward(self.critic, p, obs) if self.critic is not None else actor_acts
         pw, pb = self.policy_head
         vw, vb = self.value_head
-        logits = actor_acts[-1] @ p[pw].T + p[pb]
+        logits = actor_acts[-1] @ p[pw].T + p[pb]  # the mean for Box actions
         value = (critic_acts[-1] @ p[vw].T + p[vb])[:, 0]
 
-        shifted = logits - logits.max(1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-        probs = np.exp(logp)
-        rows = np.arange(n)
-        new_logprob = logp[rows, actions]
-        entropy = -(probs * logp).sum(1)
+        if self.continuous:
+            new_logprob, entropy, cache = _gaussian_forward(logits, p[self.log_std], actions)
+        else:
+            new_logprob, entropy, cache = _categorical_forward(logits, actions)
 
         if cfg.on("core.adv_norm"):  # population std, as update.normalize_advantages (np.std is slower)
             centered = advantages - advantages.mean()
@@ -132,11 +173,12 @@ class NumpyMLPUpdate:
             d_value = v_error
         ent_coef = cfg.ent_coef if cfg.on("core.entropy_bonus") else 0.0
 
-        # d(loss)/d(logits): policy term through log pi(a) = logits_a - logsumexp, entropy term -coef * H
-        d_logits = -probs * (d_ratio * ratio)[:, None]
-        d_logits[rows, actions] += d_ratio * ratio
-        d_logits += ent_coef * probs * (logp + entropy[:, None])
-        d_logits *= np.float32(1.0 / n)
+        # d(loss)/d(log pi(a)) per sample is d_ratio * ratio / n; then through the distribution to the head
+        g_logprob = (d_ratio * ratio) * np.float32(1.0 / n)
+        backward = _gaussian_backward if self.continuous else _categorical_backward
+        d_logits, d_log_std = backward(g_logprob, ent_coef, cache)
+        if d_log_std is not None:
+            g[self.log_std] += d_log_std
         d_value = (np.float32(cfg.vf_coef / n) * d_value)[:, None]
 
         g[pw] += d_logits.T @ actor_acts[-1]
@@ -215,15 +257,16 @@ class NumpyMLPUpdate:
 
 
 def make_update(policy: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, fast: bool = True):
-    """The numpy update where it applies (CPU, ``ActorCritic`` with a Categorical head, Adam), else
-    ``update.ppo_update``. Both are called as ``(policy, optimizer, batch, cfg, clip, generator)``."""
-    from .distributions import Categorical
+    """The numpy update where it applies (CPU, ``ActorCritic`` with a Categorical head or a DiagGaussian with a
+    state-independent log std, Adam), else ``update.ppo_update``. Both are called as
+    ``(policy, optimizer, batch, cfg, clip, generator)``."""
     from .policy import ActorCritic
     from .update import ppo_update
 
-    if (fast and device.type == "cpu" and type(policy) is ActorCritic and policy.dist is Categorical
+    group = optimizer.param_groups[0]
+    head_supported = policy.dist is Categorical or (policy.dist is DiagGaussian and policy.log_std is not None)
+    if (fast and device.type == "cpu" and type(policy) is ActorCritic and head_supported
             and isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
-            and not optimizer.param_groups[0]["amsgrad"] and not optimizer.param_groups[0]["maximize"]
-            and optimizer.param_groups[0]["weight_decay"] == 0):
+            and not group["amsgrad"] and not group["maximize"] and group["weight_decay"] == 0):
         return NumpyMLPUpdate(policy, optimizer)
     return ppo_update

@@ -16,7 +16,6 @@ from proximal.actors import NumpyMLPActor, TorchActor, make_actor
 from proximal.distributions import DiagGaussian, TanhDiagGaussian
 from proximal.envs import make_envs
 from proximal.errors import UserError
-from proximal.numpy_update import make_update
 from proximal.policy import EnvAction, make_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
@@ -380,12 +379,6 @@ def test_fast_numpy_actor_takes_the_torch_actors_actions(cfg, variant):
         for p in policy.parameters():
             p.add_(0.05)
     np.testing.assert_allclose(fast.act(obs, None)[0], plain.act(obs, None)[0], rtol=0, atol=2e-6)
-
-
-def test_make_update_returns_the_torch_update_for_gaussian_policies(cfg):
-    for variant in VARIANTS:
-        policy = make_policy(OBS, ACT, configure(cfg, variant))
-        assert make_update(policy, make_optimizer(policy, cfg), torch.device("cpu")) is ppo_update
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

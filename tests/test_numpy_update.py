@@ -1,6 +1,7 @@
 """The numpy update (the CPU fast path) against the torch update it stands in for: same parameters, Adam state,
 statistics and epochs, for every switch of the details the update implements; the ratio-is-one check on it."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,8 @@ from proximal.policy import ActorCritic
 from proximal.update import make_optimizer, ppo_update
 
 OBS, ACTIONS, BATCH = 5, 3, 256
+DISCRETE = gym.spaces.Discrete(ACTIONS)
+BOX = gym.spaces.Box(-1.0, 1.0, (ACTIONS,), np.float32)
 
 
 def batches(policy, seed, count):
@@ -19,7 +22,13 @@ def batches(policy, seed, count):
     rng = np.random.default_rng(seed)
     for _ in range(count):
         obs = torch.from_numpy(rng.normal(size=(BATCH, OBS)).astype(np.float32))
-        actions = torch.from_numpy(rng.integers(0, ACTIONS, BATCH))
+        if policy.continuous:  # samples of the policy's own Gaussian, so that ratios start at 1 and move
+            with torch.no_grad():
+                mean = policy.actor_trunk(obs) @ policy.policy_head.weight.T + policy.policy_head.bias
+            noise = rng.normal(size=mean.shape).astype(np.float32)
+            actions = mean + policy.log_std.detach().exp() * torch.from_numpy(noise)
+        else:
+            actions = torch.from_numpy(rng.integers(0, ACTIONS, BATCH))
         with torch.no_grad():
             logprobs, _, values = policy.evaluate(obs, actions)
         yield {"obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
@@ -27,10 +36,10 @@ def batches(policy, seed, count):
                "returns": torch.from_numpy(rng.normal(0.0, 3.0, BATCH).astype(np.float32))}
 
 
-def train(cfg, updates: list, lr: float = 3e-3):
+def train(cfg, updates: list, lr: float = 3e-3, space=DISCRETE):
     """Run the given update functions in turn (a factory per update) on fresh batches; the same seeds for all."""
     torch.manual_seed(0)
-    policy = ActorCritic(OBS, ACTIONS, cfg)
+    policy = ActorCritic(OBS, space, cfg)
     optimizer = make_optimizer(policy, cfg)
     generator = torch.Generator().manual_seed(1)
     stats = []
@@ -85,6 +94,23 @@ def test_numpy_update_equals_torch_update(off):
         assert reference[2][0]["approx_kl"] > 1e-4
 
 
+GAUSSIAN_SWITCHES = [None, "core.entropy_bonus", "cont.separate_networks", "core.clipped_objective"]
+
+
+@pytest.mark.parametrize("off", GAUSSIAN_SWITCHES)
+def test_numpy_update_equals_torch_update_for_gaussian_actions(off):
+    cfg = preset("mujoco")
+    cfg.ent_coef = 0.01  # the mujoco preset has none; the entropy gradient must be checked too
+    cfg.num_minibatches = 4
+    if off:
+        cfg.details[off] = False
+    reference = train(cfg, [torch_path] * 3, space=BOX)
+    assert reference[0].log_std.detach().abs().max() > 1e-3, "the log std must have moved"
+    assert_same_training(reference, train(cfg, [numpy_path] * 3, space=BOX))
+    if off is None:
+        assert max(s["clipfrac"] for s in reference[2]) > 0.05
+
+
 def test_numpy_update_equals_torch_update_with_early_stop():
     cfg = preset("classic")
     cfg.details["aux.target_kl"] = True
@@ -107,11 +133,12 @@ def test_paths_can_take_turns():
 
 
 @pytest.mark.parametrize("separate", [True, False])
-def test_ratio_is_one_on_the_first_minibatch(separate, monkeypatch):
+@pytest.mark.parametrize("space", [DISCRETE, BOX], ids=["discrete", "box"])
+def test_ratio_is_one_on_the_first_minibatch(separate, space, monkeypatch):
     cfg = preset("classic")
-    cfg.details["core.separate_networks"] = separate
+    cfg.details["core.separate_networks"] = cfg.details["cont.separate_networks"] = separate
     torch.manual_seed(0)
-    policy = ActorCritic(OBS, ACTIONS, cfg)
+    policy = ActorCritic(OBS, space, cfg)
     optimizer = make_optimizer(policy, cfg)
     update = NumpyMLPUpdate(policy, optimizer)
     seen = []
@@ -128,11 +155,21 @@ def test_ratio_is_one_on_the_first_minibatch(separate, monkeypatch):
 
 def test_make_update_picks_the_path():
     cfg = preset("classic")
-    policy = ActorCritic(OBS, ACTIONS, cfg)
-    optimizer = make_optimizer(policy, cfg)
-    assert isinstance(make_update(policy, optimizer, torch.device("cpu")), NumpyMLPUpdate)
-    assert make_update(policy, optimizer, torch.device("cpu"), fast=False) is ppo_update
-    assert make_update(policy, optimizer, torch.device("cuda")) is ppo_update
+    for space in (DISCRETE, BOX):
+        policy = ActorCritic(OBS, space, cfg)
+        optimizer = make_optimizer(policy, cfg)
+        assert isinstance(make_update(policy, optimizer, torch.device("cpu")), NumpyMLPUpdate)
+        assert make_update(policy, optimizer, torch.device("cpu"), fast=False) is ppo_update
+        assert make_update(policy, optimizer, torch.device("cuda")) is ppo_update
+    # the torch update where the numpy one has no gradient written out
+    for change in ("squash", "state_dependent_logstd"):
+        cfg = preset("mujoco")
+        if change == "squash":
+            cfg.squash_actions = True
+        else:
+            cfg.details["cont.state_independent_logstd"] = False
+        policy = ActorCritic(OBS, BOX, cfg)
+        assert make_update(policy, make_optimizer(policy, cfg), torch.device("cpu")) is ppo_update
 
 
 def test_fast_paths_switch_on_the_command_line():
