@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from . import checkpoint
 from .advantages import compute_advantages
 from .config import Config, validate
 from .envs import VecEnv, make_envs
+from .envs.normalize import Normalizer, normalize_envs
 from .errors import UserError
 from .actors import make_actor
 from .logs import RunLogger
@@ -44,8 +45,9 @@ class TrainerState:
     rollout: Rollout  # its next_obs / next_start carry over between iterations
     update: int = 0  # updates completed
     global_step: int = 0
-    # environment-side statistics that belong to training (observation/reward normalization), as tensors
-    normalizer: dict = field(default_factory=dict)
+    # observation/reward normalization statistics (cont.obs_norm, cont.reward_scaling); the envs' wrapper holds a
+    # reference to this object. None where both are off
+    normalizer: Normalizer | None = None
 
     def checkpoint(self, envs: VecEnv) -> dict:
         return {
@@ -58,13 +60,14 @@ class TrainerState:
             "rng": self.rng.bit_generator.state,
             "next_obs": torch.from_numpy(self.rollout.next_obs.copy()),
             "next_start": torch.from_numpy(self.rollout.next_start.copy()),
-            "normalizer": self.normalizer,
+            "normalizer": self.normalizer.state_dict() if self.normalizer is not None else {},
             "env": envs.get_state(),
         }
 
 
-def new_state(cfg: Config, envs: VecEnv, device: torch.device) -> TrainerState:
-    """A fresh trainer state; the envs are reset with the run's seed."""
+def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Normalizer | None = None) -> TrainerState:
+    """A fresh trainer state; the envs are reset with the run's seed. ``normalizer`` is the one ``envs`` normalize
+    with (``envs.normalize.normalize_envs``): its statistics become part of the state."""
     torch.manual_seed(cfg.seed)
     policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg).to(device)
     generator = torch.Generator(device=device)
@@ -72,7 +75,8 @@ def new_state(cfg: Config, envs: VecEnv, device: torch.device) -> TrainerState:
     rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape,
                                envs.single_action_space)
     rollout.next_obs[:] = envs.reset(seed=cfg.seed)
-    return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout)
+    return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout,
+                        normalizer=normalizer)
 
 
 def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
@@ -83,7 +87,8 @@ def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
     state.generator.set_state(payload["generator"])
     state.rng.bit_generator.state = payload["rng"]
     state.update, state.global_step = payload["update"], payload["global_step"]
-    state.normalizer = payload["normalizer"]
+    if state.normalizer is not None:  # in place: the envs' wrapper holds this object
+        state.normalizer.load_state_dict(payload["normalizer"])
     if payload["env"] is not None:
         envs.set_state(payload["env"])
         state.rollout.next_obs[:] = payload["next_obs"].numpy()
@@ -126,9 +131,9 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         torch.set_num_threads(cfg.torch_threads)
     dev = resolve_device(cfg.device)
     # envs and policy first: an unknown env or unsupported space must fail before anything is written
-    envs = make_envs(cfg.env_id, cfg.num_envs)
+    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs), cfg)
     try:
-        state = new_state(cfg, envs, dev)
+        state = new_state(cfg, envs, dev, normalizer)
         exact = restore_state(state, payload, envs) if payload is not None else True
         if state.update >= cfg.num_updates:
             if not quiet:

@@ -10,6 +10,7 @@ import pytest
 import test_advantages
 import test_continuous
 import test_nets
+import test_normalize
 import test_policy
 import test_rollout
 import test_update
@@ -31,6 +32,10 @@ CHECKS = {
     "cont.state_independent_logstd": test_continuous.check_state_independent_logstd,
     "cont.separate_networks": test_continuous.check_cont_separate_networks,
     "cont.action_clip": test_continuous.check_action_clip,
+    "cont.obs_norm": test_normalize.check_obs_norm,
+    "cont.obs_clip": test_normalize.check_obs_clip,
+    "cont.reward_scaling": test_normalize.check_reward_scaling,
+    "cont.reward_clip": test_normalize.check_reward_clip,
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,
     "opt.truncation_bootstrap": test_rollout.check_truncation_bootstrap,
