@@ -136,8 +136,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.episodes <= 0:
         raise UserError("--episodes must be positive")
-    policy, cfg = load_policy(args.path, args.device)
-    returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic)
+    policy, cfg, normalizer = load_policy(args.path, args.device)
+    returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic, normalizer)
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"{cfg.env_id}: {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes ({mode})")
 

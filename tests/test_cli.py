@@ -431,7 +431,7 @@ def test_eval_prints_mean_and_std_of_the_episodes(runs, capsys):
     assert code == 0
     match = EVAL_LINE.match(out.strip())
     assert match, out
-    policy, cfg = load_policy(runs["seed1"])
+    policy, cfg, _ = load_policy(runs["seed1"])
     returns = evaluate(policy, cfg.env_id, 3, seed=5)
     assert len(returns) == 3
     assert match.groups() == (f"{returns.mean():.2f}", f"{returns.std():.2f}", "stochastic")
@@ -447,7 +447,7 @@ def test_eval_deterministic_is_repeatable_and_greedy(runs, capsys):
     match = EVAL_LINE.match(outputs[0].strip())
     assert match and match.group(3) == "deterministic"
     # greedy episodes played here with gymnasium directly, so an ignored --deterministic cannot match them
-    policy, _ = load_policy(checkpoint.latest(runs["seed1"]))
+    policy, _, _ = load_policy(checkpoint.latest(runs["seed1"]))
     returns = greedy_returns(policy, episodes=3, seed=0)
     assert match.groups()[:2] == (f"{np.mean(returns):.2f}", f"{np.std(returns):.2f}")
 

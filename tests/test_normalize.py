@@ -1,7 +1,7 @@
 """Observation normalization and reward scaling (cont.obs_norm, cont.obs_clip, cont.reward_scaling,
 cont.reward_clip): the running statistics against numpy with the reference's prior, fed the exact sequence a
 vector env produces; the clips; reward scaling against hand numbers; the normalized final observation of the
-truncation bootstrap; statistics in checkpoints and restored on resume; ratio-is-one."""
+truncation bootstrap; statistics in checkpoints, restored on resume and frozen in evaluation; ratio-is-one."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+import proximal.evaluate as evaluate_mod
 import proximal.update as update_mod
 from proximal import checkpoint
 from proximal.actors import make_actor
+from proximal.cli import main
 from proximal.config import MUJOCO_NORMALIZATION, preset
 from proximal.envs import Step, make_envs
-from proximal.envs.normalize import RunningMeanStd, normalize_envs
+from proximal.envs.normalize import NormalizedVecEnv, RunningMeanStd, normalize_envs
+from proximal.evaluate import evaluate, load_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
 from proximal.update import ppo_update
@@ -395,6 +398,54 @@ def test_episode_statistics_stay_raw(normalized_runs):
     assert episodes, "episodes ended"
     # CartPole pays 1 per step: raw returns equal lengths, where scaled rewards would not
     assert all(float(r["episodic_return"]) == float(r["episodic_length"]) for r in episodes)
+
+
+def test_eval_normalizes_with_the_frozen_statistics(normalized_runs, monkeypatch):
+    root, full, _, _ = normalized_runs
+    policy, cfg, normalizer = load_policy(root / "full")
+    saved = checkpoint.load(checkpoint.latest(root / "full"))["normalizer"]
+    mean, var = saved["obs"]["mean"].numpy(), saved["obs"]["var"].numpy()
+    np.testing.assert_array_equal(normalizer.obs_rms.mean, mean)
+    np.testing.assert_array_equal(normalizer.obs_rms.var, var)
+
+    raws, seen = [], []
+    monkeypatch.setattr(evaluate_mod, "make_envs", lambda *a, **k: raws.append(Recorder(make_envs(*a, **k))) or raws[-1])
+    real_make_actor = evaluate_mod.make_actor
+
+    def recording_actor(*args, **kwargs):
+        actor = real_make_actor(*args, **kwargs)
+        act = actor.act
+        actor.act = lambda obs, rng: (seen.append(obs.copy()), act(obs, rng))[1]
+        return actor
+
+    monkeypatch.setattr(evaluate_mod, "make_actor", recording_actor)
+    returns = evaluate(policy, cfg.env_id, 3, seed=0, normalizer=normalizer)
+    raw = raws[0]
+    np.testing.assert_array_equal(normalizer.obs_rms.mean, mean)  # frozen: never updated
+    np.testing.assert_array_equal(normalizer.obs_rms.var, var)
+    assert normalizer.obs_rms.count == saved["obs"]["count"]
+    raw_obs = [raw.resets[0]] + [s.obs for s in raw.steps]
+    assert len(seen) == len(raw.steps)
+    for obs, raw_batch in zip(seen, raw_obs):
+        np.testing.assert_allclose(obs, normalized(raw_batch, mean, var, True), rtol=1e-6, atol=1e-6)
+    assert list(returns) == [ret for s in raw.steps for _, ret, _ in s.episodes][:3], "raw returns"
+
+
+def test_cli_eval_uses_the_checkpoints_statistics_frozen(normalized_runs, monkeypatch, capsys):
+    root, _, _, _ = normalized_runs
+    saved = checkpoint.load(checkpoint.latest(root / "full"))["normalizer"]
+    made = []
+
+    class Recording(NormalizedVecEnv):
+        def __init__(self, inner, normalizer, *, frozen=False):
+            made.append((normalizer.obs_rms.mean.copy(), frozen))
+            super().__init__(inner, normalizer, frozen=frozen)
+
+    monkeypatch.setattr(evaluate_mod, "NormalizedVecEnv", Recording)
+    assert main(["eval", str(root / "full"), "--episodes", "1"]) == 0
+    assert "over 1 episodes" in capsys.readouterr().out
+    assert len(made) == 1 and made[0][1] is True
+    np.testing.assert_array_equal(made[0][0], saved["obs"]["mean"].numpy())
 
 
 def test_ratio_is_one_over_the_whole_batch_with_normalization(cfg, monkeypatch):
