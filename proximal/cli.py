@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and sampling (default: 0)")
     ev.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="(default: cpu)")
+    ev.add_argument("--video", type=Path, metavar="OUT.mp4",
+                    help="record every evaluated frame to this file (rgb_array rendering; headless MuJoCo uses EGL "
+                         "unless MUJOCO_GL says otherwise)")
 
     plot = sub.add_parser("plot", help="learning curves of runs; seeds of the same env and preset aggregated")
     plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -136,10 +139,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.episodes <= 0:
         raise UserError("--episodes must be positive")
+    if args.video and "DISPLAY" not in os.environ:
+        # MuJoCo picks its GL backend when it is first imported, and its default (GLFW) needs a display
+        os.environ.setdefault("MUJOCO_GL", "egl")
     policy, cfg, normalizer = load_policy(args.path, args.device)
-    returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic, normalizer)
+    returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic, normalizer, args.video)
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"{cfg.env_id}: {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes ({mode})")
+    if args.video:
+        print(f"wrote {args.video}")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from .actors import make_actor
 from .config import Config
 from .envs import make_envs
 from .envs.normalize import NormalizedVecEnv, Normalizer
+from .errors import UserError
 from .policy import make_policy
 from .trainer import resolve_device
 
@@ -34,22 +36,56 @@ def load_policy(path: Path, device: str = "cpu"):
 
 
 def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: bool = False,
-             normalizer: Normalizer | None = None) -> np.ndarray:
+             normalizer: Normalizer | None = None, video: Path | None = None) -> np.ndarray:
     """Returns of ``episodes`` full episodes, one env, seeded with ``seed``. With ``normalizer``, the policy sees
-    observations normalized with its statistics, frozen (cont.obs_norm); returns are raw either way."""
+    observations normalized with its statistics, frozen (cont.obs_norm); returns are raw either way. With
+    ``video``, every frame (rgb_array rendering) is written to that file (.mp4, .gif, ...)."""
     actor = make_actor(policy, next(policy.parameters()).device)
     rng = None if deterministic else np.random.default_rng(seed)
-    envs = make_envs(env_id, 1)
+    envs = make_envs(env_id, 1, render_mode="rgb_array" if video else None)
     if normalizer is not None:
         envs = NormalizedVecEnv(envs, normalizer, frozen=True)
     returns = []
     try:
-        obs = envs.reset(seed=seed)
-        while len(returns) < episodes:
-            action, _, _ = actor.act(obs, rng)
-            step = envs.step(actor.env_action(action))  # clipped (or squashed) as in training: cont.action_clip
-            returns += [ret for _, ret, _ in step.episodes]
-            obs = step.obs
+        with VideoWriter(video, envs) if video else nullcontext() as writer:
+            obs = envs.reset(seed=seed)
+            while len(returns) < episodes:
+                if writer:
+                    writer.add(envs.render())
+                action, _, _ = actor.act(obs, rng)
+                step = envs.step(actor.env_action(action))  # clipped (or squashed) as in training: cont.action_clip
+                returns += [ret for _, ret, _ in step.episodes]
+                obs = step.obs
     finally:
         envs.close()
     return np.asarray(returns[:episodes])
+
+
+class VideoWriter:
+    """Frames to a video file through imageio (ffmpeg for .mp4, from the mujoco extra), streamed: long
+    evaluations do not hold every frame in memory."""
+
+    def __init__(self, path: Path, envs):
+        try:
+            import imageio.v2 as imageio
+        except ImportError:
+            raise UserError("--video needs imageio and imageio-ffmpeg: pip install -e '.[mujoco]'") from None
+        self.path, self.frames = Path(path), 0
+        fps = envs.metadata.get("render_fps") or 30
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = imageio.get_writer(self.path, fps=fps)
+        except (ValueError, RuntimeError, ImportError) as e:
+            raise UserError(f"cannot write the video '{path}': {e}") from None
+
+    def add(self, frame) -> None:
+        if frame is None or np.ndim(frame) != 3:
+            raise UserError("the env returned no rgb_array frame; it cannot be recorded with --video")
+        self._writer.append_data(np.asarray(frame))
+        self.frames += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._writer.close()

@@ -69,6 +69,7 @@ class GymVectorEnv:
         self.num_envs = num_envs
         self.single_observation_space = self.envs.single_observation_space
         self.single_action_space = self.envs.single_action_space
+        self.metadata = self.envs.envs[0].metadata  # render_fps for videos
         self._action_offset = getattr(self.single_action_space, "start", 0)
 
     def reset(self, seed: int) -> np.ndarray:
@@ -97,7 +98,12 @@ class GymVectorEnv:
         env_state.restore(self.envs.envs, state)
 
     def render(self):
-        return self.envs.envs[0].render()
+        """The first env's rgb_array frame (make the envs with render_mode="rgb_array")."""
+        try:
+            return self.envs.envs[0].render()
+        except Exception as e:  # noqa: BLE001 - GL and display errors come in many types; the message says which
+            raise UserError(f"rendering {self.env_id} failed ({type(e).__name__}: {e}); on a machine without a "
+                            "display, run with MUJOCO_GL=egl (or osmesa)") from None
 
     def close(self) -> None:
         self.envs.close()
