@@ -1,0 +1,398 @@
+"""The reference's Atari preprocessing (atari.*): each wrapper on a scripted ALE-like emulator (tests/fake_ale.py:
+known frames, rewards and lives), the frame stack on arrays, each switch off, and one real-ALE run on Breakout.
+
+``check_<detail>(details)`` asserts a detail's behaviour and fails with the detail off; the last parametrized
+test runs each with the detail on and off, as tests/test_details_meta.py does for the wired-in details."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from gymnasium.utils import seeding
+
+from fake_ale import REWARDS, FakeALE
+from proximal.envs import atari
+from proximal.envs.atari import FrameStack, make_atari_env, make_frame_stack, warp, wrap_atari
+
+ON = {detail_id: True for detail_id in atari.SWITCHES}
+
+
+def details(base=ON, **switches) -> dict[str, bool]:
+    """``base`` with ``atari.<name>`` set as given: details(noop_reset=False)."""
+    return {**base, **{f"atari.{name}": value for name, value in switches.items()}}
+
+
+def chain(d, **fake):
+    env = FakeALE(**fake)
+    return wrap_atari(env, d), env
+
+
+def pooled(fake: FakeALE, frame_id: int) -> np.ndarray:
+    """The warped max of raw frames frame_id - 1 and frame_id."""
+    return warp(np.maximum(fake.frame(frame_id - 1), fake.frame(frame_id)))
+
+
+def expected_noops(seed: int) -> int:
+    """The count the env's RNG gives right after reset(seed=seed) (gymnasium seeds np_random so)."""
+    return int(seeding.np_random(seed)[0].integers(1, 31))
+
+
+# ---------------------------------------------------------------- atari.noop_reset
+
+def check_noop_reset(d):
+    env, fake = chain(details(d, fire_reset=False), game_over_at=10**6)
+    counts = []
+    for seed in range(600):
+        env.reset(seed=seed)
+        actions = fake.actions_since_reset()
+        assert set(actions) <= {0}, "no-ops only"
+        counts.append(len(actions))
+        assert len(actions) == expected_noops(seed), "the count comes from the env's seeded RNG"
+    assert min(counts) == 1 and max(counts) == 30, "both ends of 1..30 are reached"
+    assert fake.resets == 600, "one emulator reset each"
+    env.reset(seed=11)
+    again = fake.actions_since_reset()
+    env.reset(seed=11)
+    assert fake.actions_since_reset() == again, "reproducible with the seed"
+    unseeded = set()
+    for _ in range(20):
+        env.reset()
+        unseeded.add(len(fake.actions_since_reset()))
+    assert len(unseeded) > 1, "an unseeded reset draws on from the RNG"
+
+
+def test_atari_noop_reset_count_in_1_to_30_from_the_seeded_rng():
+    check_noop_reset(ON)
+
+
+def test_atari_noop_reset_resets_the_game_again_when_it_ends_during_the_noops():
+    seed = next(s for s in range(100) if expected_noops(s) >= 10)
+    n = expected_noops(seed)
+    env, fake = chain(details(fire_reset=False), game_over_at=4)
+    obs, _ = env.reset(seed=seed)
+    assert sum(kind == "step" for kind, _, _ in fake.log) == n, "the count is not redrawn after the game ends"
+    assert fake.resets == 1 + n // 4, "the emulator is reset again each time the game ends"
+    np.testing.assert_array_equal(obs, warp(fake.frame(fake.frame_id)))  # the raw frame of the last call
+
+
+# ---------------------------------------------------------------- atari.frame_skip
+
+def check_frame_skip(d):
+    env, fake = chain(details(d, noop_reset=False, fire_reset=False, clip_reward=False),
+                      life_loss_at=(), game_over_at=6)
+    env.reset(seed=0)
+    obs1, r1, terminated, truncated, _ = env.step(2)
+    assert fake.actions_since_reset() == [2, 2, 2, 2], "the action is repeated for 4 raw frames"
+    np.testing.assert_array_equal(obs1, pooled(fake, fake.frame_id))  # max of the last two raw frames
+    assert not np.array_equal(obs1, warp(fake.frame(fake.frame_id)))
+    assert r1 == sum(REWARDS[t] for t in (1, 2, 3, 4)) and not (terminated or truncated)
+    obs2, r2, terminated, _, _ = env.step(3)
+    assert fake.actions_since_reset() == [2, 2, 2, 2, 3, 3], "stops early when the game ends"
+    assert r2 == REWARDS[5] + REWARDS[6] and terminated
+    # The reference's MaxAndSkipEnv (and gymnasium's copy) keeps its buffer across steps: after an early stop
+    # before raw frame 3 it still holds the previous step's two frames.
+    np.testing.assert_array_equal(obs2, obs1)
+
+
+def test_atari_frame_skip_max_of_last_two_frames_rewards_summed_early_stop():
+    check_frame_skip(ON)
+
+
+def test_atari_frame_skip_reset_returns_the_last_noop_frame():
+    env, fake = chain(details(fire_reset=False))
+    obs, _ = env.reset(seed=4)
+    assert len(fake.actions_since_reset()) == expected_noops(4)
+    np.testing.assert_array_equal(obs, warp(fake.frame(fake.frame_id)))
+
+
+# ---------------------------------------------------------------- atari.episodic_life
+
+def check_episodic_life(d):
+    env, fake = chain(details(d, noop_reset=False, fire_reset=False, clip_reward=False),
+                      life_loss_at=(10, 20), game_over_at=30, lives=3)
+    env.reset(seed=0)
+    for _ in range(2):
+        assert env.step(3)[2] is False
+    _, _, terminated, truncated, info = env.step(3)  # raw frames 9..12: the life lost at frame 10
+    assert terminated and not truncated and "episode" not in info, "a life loss is terminal for learning"
+    assert fake.lives == 2 and fake.resets == 1, "the emulator goes on"
+    obs, _ = env.reset()
+    assert fake.resets == 1, "the reset after a life loss is no emulator reset"
+    assert fake.actions_since_reset() == [3] * 12 + [0] * 4, "it is one no-op agent step"
+    np.testing.assert_array_equal(obs, pooled(fake, fake.frame_id))
+    _, _, terminated, _, _ = env.step(3)  # frames 17..20: the second life
+    assert terminated and fake.lives == 1 and fake.resets == 1
+    env.reset()
+    assert not env.step(3)[2]  # frames 25..28
+    _, _, terminated, _, info = env.step(3)  # frames 29, 30: game over
+    assert terminated and "episode" in info
+    env.reset()
+    assert fake.resets == 2, "the emulator is reset at game over"
+
+
+def test_atari_episodic_life_loss_is_terminal_without_emulator_reset():
+    check_episodic_life(ON)
+
+
+def test_atari_episodic_life_truncation_is_a_game_over():
+    env, fake = chain(details(noop_reset=False, fire_reset=False), life_loss_at=(), max_frames=14)
+    env.reset(seed=0)
+    for _ in range(3):
+        assert not any(env.step(2)[2:4])
+    _, _, terminated, truncated, info = env.step(2)  # frames 13, 14: the frame limit
+    assert truncated and not terminated and "episode" in info
+    calls = len(fake.log)
+    env.reset()
+    assert [kind for kind, _, _ in fake.log[calls:]] == ["reset"], "a real reset, no pseudo-reset step first"
+    assert fake.resets == 2
+
+
+# ---------------------------------------------------------------- atari.fire_reset
+
+def check_fire_reset(d):
+    env, fake = chain(details(d, noop_reset=False), life_loss_at=(10,), game_over_at=50)
+    env.reset(seed=0)
+    assert fake.actions_since_reset() == [1] * 4 + [2] * 4, "FIRE, then action 2, after the real reset"
+    assert env.step(3)[2], "frames 9..12: the life lost at frame 10"
+    env.reset()
+    assert fake.actions_since_reset() == [1] * 4 + [2] * 4 + [3] * 4 + [0] * 4 + [1] * 4 + [2] * 4, \
+        "no-op, FIRE, 2 after the pseudo-reset of a life loss"
+
+
+def test_atari_fire_reset_after_every_reset_real_and_pseudo():
+    check_fire_reset(ON)
+
+
+@pytest.mark.parametrize("meanings", [("NOOP", "UP", "RIGHT", "FIRE"), ("NOOP", "FIRE"), ("NOOP", "RIGHT", "LEFT")])
+def test_atari_fire_reset_never_where_action_1_is_not_fire_or_fewer_than_3_actions(meanings):
+    env, fake = chain(details(noop_reset=False), meanings=meanings)
+    env.reset(seed=0)
+    assert fake.actions_since_reset() == []
+    assert not atari.has_fire_reset(fake)
+
+
+def test_atari_fire_reset_resets_again_when_a_step_ends_the_game():
+    # the FIRE step ends the game: reset, then action 2 on the new game
+    env, fake = chain(details(noop_reset=False, frame_skip=False, episodic_life=False), game_over_at=1)
+    env.reset(seed=0)
+    assert [(kind, action) for kind, action, _ in fake.log] == \
+        [("reset", None), ("step", 1), ("reset", None), ("step", 2), ("reset", None)]
+    # action 2 loses a life: done at that level, so the inner reset is the pseudo-reset's no-op; the reference
+    # returns the action-2 step's observation all the same
+    env, fake = chain(details(noop_reset=False, frame_skip=False), life_loss_at=(2,))
+    obs, _ = env.reset(seed=0)
+    assert fake.actions_since_reset() == [1, 2, 0] and fake.resets == 1
+    np.testing.assert_array_equal(obs, warp(fake.frame(fake.frame_id - 1)))
+
+
+# ---------------------------------------------------------------- atari.warp_frame (structural)
+
+def test_atari_warp_frame_gray_area_resize_equals_opencv():
+    fake = FakeALE()
+    frame = fake.frame(5)  # ALE's 210 x 160 RGB
+    out = warp(frame)
+    assert out.dtype == np.uint8 and out.shape == (84, 84)
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    np.testing.assert_array_equal(out, cv2.resize(gray, (84, 84), interpolation=cv2.INTER_AREA))
+    assert (out != cv2.resize(gray, (84, 84), interpolation=cv2.INTER_LINEAR)).mean() > 0.5
+    # independently of OpenCV, on a 168 x 168 frame: luma weights of R, G, B (not B, G, R), 2 x 2 area means
+    square = np.random.default_rng(0).integers(0, 256, (168, 168, 3), dtype=np.uint8)
+    r, g, b = (square[..., i].astype(np.float64) for i in range(3))
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    gray = cv2.cvtColor(square, cv2.COLOR_RGB2GRAY)
+    assert np.abs(gray - luma).max() < 0.51  # OpenCV rounds fixed-point weights
+    blocks = gray.astype(np.int64).reshape(84, 2, 84, 2).sum(axis=(1, 3))
+    np.testing.assert_array_equal(warp(square), (blocks + 2) >> 2)
+    # the chain's observations are warped frames
+    env, fake = chain(details(noop_reset=False, fire_reset=False, frame_skip=False))
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == (84, 84) and env.observation_space.dtype == np.uint8
+    np.testing.assert_array_equal(obs, warp(fake.frame(fake.frame_id)))
+
+
+# ---------------------------------------------------------------- atari.clip_reward
+
+def check_clip_reward(d):
+    env, _ = chain(details(d, noop_reset=False, frame_skip=False, fire_reset=False), life_loss_at=())
+    env.reset(seed=0)
+    rewards = [env.step(2)[1] for _ in range(8)]
+    assert rewards == [np.sign(REWARDS[t % 8]) for t in range(1, 9)] == [1, -1, 1, 1, 1, -1, 1, 0]
+
+
+def test_atari_clip_reward_sign():
+    check_clip_reward(ON)
+
+
+# ---------------------------------------------------------------- episode statistics
+
+def test_atari_episode_statistics_are_full_game_raw_in_agent_steps():
+    env, fake = chain(ON, life_loss_at=(50, 80), game_over_at=110, lives=3)  # no life lost in the reset steps
+    env.reset(seed=3)
+    steps, life_losses, learner = 0, 0, []
+    for _ in range(100):
+        _, reward, terminated, truncated, info = env.step(steps % 4)
+        steps += 1
+        learner.append(reward)
+        if "episode" in info:
+            break
+        if terminated:
+            assert "episode" not in info
+            life_losses += 1
+            env.reset()
+    episode = info["episode"]
+    assert life_losses == 2 and fake.resets == 1
+    # every agent step of the game: the learner's, FIRE and 2 after the reset, no-op, FIRE, 2 after each life loss
+    assert episode["l"] == steps + 2 + 3 * life_losses
+    # every raw frame of the game across its lives, except the no-ops: the statistics sit above the no-op reset
+    raw = sum(fake.step_rewards[expected_noops(3):])
+    assert sum(fake.step_rewards[:expected_noops(3)]) != 0
+    assert episode["r"] == pytest.approx(raw)
+    assert episode["r"] != pytest.approx(sum(learner)), "the learner's rewards are clipped, the statistics not"
+
+
+# ---------------------------------------------------------------- atari.frame_stack
+
+def frames(value: int, num_envs: int = 2) -> np.ndarray:
+    """One 84 x 84 frame per env, env i filled with value + 100 i."""
+    return np.stack([np.full((84, 84), value + 100 * i, np.uint8) for i in range(num_envs)])
+
+
+def stack_values(obs: np.ndarray) -> list[list[int]]:
+    """Each env's stack as the values its frames are filled with (asserting they are uniform)."""
+    assert (obs == obs[..., :1, :1]).all()
+    return obs[:, :, 0, 0].tolist()
+
+
+def check_frame_stack(d):
+    stack = make_frame_stack(2, d)
+    obs = stack.reset(frames(1))
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+    assert stack_values(obs) == [[0, 0, 0, 1], [0, 0, 0, 101]]
+    obs, _ = stack.step(frames(2), np.array([False, False]))
+    obs, _ = stack.step(frames(3), np.array([False, False]))
+    assert stack_values(obs) == [[0, 1, 2, 3], [0, 101, 102, 103]], "the newest frame last"
+    obs, _ = stack.step(frames(4), np.array([False, False]))
+    obs, _ = stack.step(frames(5), np.array([False, True]))
+    assert stack_values(obs) == [[2, 3, 4, 5], [0, 0, 0, 105]], "zeroed on done, then the new frame"
+
+
+def test_atari_frame_stack_zeroed_on_done_newest_last():
+    check_frame_stack(ON)
+
+
+def test_atari_frame_stack_repeat_first_option_and_final_stacks():
+    stack = FrameStack(3, repeat_first=True)
+    assert stack_values(stack.reset(frames(1, 3))) == [[1] * 4, [101] * 4, [201] * 4]
+    obs, final = stack.step(frames(2, 3), np.array([False, False, False]), final_frames=frames(50, 3))
+    assert final is obs, "nothing ended: no copy"
+    buffer = obs
+    obs, final = stack.step(frames(3, 3), np.array([True, False, True]), final_frames=frames(30, 3))
+    assert obs is buffer, "updated in place"
+    assert stack_values(obs) == [[3] * 4, [101, 101, 102, 103], [203] * 4], "a new episode repeats its first frame"
+    assert stack_values(final[[0, 2]]) == [[1, 1, 2, 30], [201, 201, 202, 230]], \
+        "each done env's last stack: the episode's frames, its final frame newest"
+    zeroing = FrameStack(1)
+    zeroing.reset(frames(1, 1))
+    _, final = zeroing.step(frames(2, 1), np.array([True]), final_frames=frames(9, 1))
+    assert stack_values(final) == [[0, 0, 1, 9]]
+
+
+# ---------------------------------------------------------------- switches
+
+def test_atari_switches_off_give_the_off_means_behaviour():
+    off = {detail_id: False for detail_id in atari.SWITCHES}
+    env, fake = chain(off, life_loss_at=(2,), game_over_at=5)
+    obs, _ = env.reset(seed=0)
+    assert fake.actions_since_reset() == [], "no no-ops, no FIRE"
+    np.testing.assert_array_equal(obs, warp(fake.frame(fake.frame_id)))
+    rewards = []
+    for t in range(1, 6):
+        obs, reward, terminated, truncated, info = env.step(3)
+        assert len(fake.actions_since_reset()) == t, "frameskip 1"
+        np.testing.assert_array_equal(obs, warp(fake.frame(fake.frame_id)))  # the raw frame, no max
+        assert terminated == (t == 5), "the life lost at frame 2 is not terminal"
+        rewards.append(reward)
+    assert rewards == [REWARDS[t] for t in range(1, 6)], "raw rewards"
+    assert info["episode"]["l"] == 5
+    stack = make_frame_stack(2, off)
+    assert stack.reset(frames(1)).shape == (2, 1, 84, 84), "a stack of 1"
+    obs, _ = stack.step(frames(2), np.array([True, False]))
+    assert stack_values(obs) == [[2], [102]]
+    with pytest.raises(ValueError, match="unknown Atari detail"):
+        atari.is_on({"atari.noop_rest": False}, "atari.noop_reset")
+
+
+CHECKS = {
+    "atari.noop_reset": check_noop_reset,
+    "atari.frame_skip": check_frame_skip,
+    "atari.episodic_life": check_episodic_life,
+    "atari.fire_reset": check_fire_reset,
+    "atari.clip_reward": check_clip_reward,
+    "atari.frame_stack": check_frame_stack,
+}
+
+
+def test_atari_every_switch_has_a_check():
+    assert sorted(CHECKS) == sorted(atari.SWITCHES)
+
+
+@pytest.mark.parametrize("detail_id", sorted(CHECKS))
+def test_atari_check_passes_on_and_fails_off(detail_id):
+    CHECKS[detail_id](details(ON, **{detail_id.split(".")[1]: True}))
+    with pytest.raises(AssertionError):
+        CHECKS[detail_id](details(ON, **{detail_id.split(".")[1]: False}))
+
+
+# ---------------------------------------------------------------- the real emulator
+
+def test_atari_breakout_life_losses_are_dones_while_the_game_goes_on():
+    env = make_atari_env("BreakoutNoFrameskip-v4")
+    ale = env.unwrapped.ale
+    obs, _ = env.reset(seed=1)
+    assert obs.dtype == np.uint8 and obs.shape == (84, 84)
+    assert 1 + 8 <= ale.getEpisodeFrameNumber() <= 30 + 8, "1..30 no-op frames, then FIRE and 2 (4 frames each)"
+    rng = np.random.default_rng(0)
+    steps, life_losses, clipped, lives = 0, 0, 0.0, [ale.lives()]
+    for _ in range(3000):
+        obs, reward, terminated, truncated, info = env.step(int(rng.integers(4)))
+        steps += 1
+        clipped += reward
+        assert obs.dtype == np.uint8 and obs.shape == (84, 84) and reward in (-1.0, 0.0, 1.0)
+        if "episode" in info:
+            break
+        if terminated or truncated:
+            assert terminated and not truncated
+            life_losses += 1
+            assert 0 < ale.lives() < lives[-1], "a life-loss done, with lives left"
+            lives.append(ale.lives())
+            frame = ale.getEpisodeFrameNumber()
+            env.reset()
+            assert ale.getEpisodeFrameNumber() == frame + 12, "no-op, FIRE, 2 in the same game: no emulator reset"
+    assert life_losses == 4 and lives == [5, 4, 3, 2, 1], "Breakout: 5 lives, the last loss ends the game"
+    assert terminated and ale.lives() == 0
+    episode = info["episode"]
+    assert episode["l"] == steps + 2 + 3 * life_losses, "full-game length in agent steps"
+    assert episode["r"] >= clipped >= 0, "raw, full-game return"
+    env.reset()
+    assert ale.getEpisodeFrameNumber() <= 38, "game over resets the emulator"
+
+
+def test_atari_make_atari_env_settings_and_frame_limit():
+    env = make_atari_env("ALE/Breakout-v5")
+    raw = env.unwrapped
+    assert raw._frameskip == 1 and raw.ale.getFloat("repeat_action_probability") == 0.0
+    assert raw.ale.getInt("max_num_frames_per_episode") == 400_000  # ale-py's own cap is 108k
+    assert make_atari_env("ALE/Breakout-v5", repeat_action_probability=0.25).unwrapped.ale.getFloat(
+        "repeat_action_probability") == 0.25
+    assert make_atari_env("SpaceInvadersNoFrameskip-v4").unwrapped.ale.getInt("max_num_frames_per_episode") == 300_000
+    # no no-ops: FIRE and 2 take frames 1..8, then NOOPs; the first life is lost at frame 100
+    env = make_atari_env("BreakoutNoFrameskip-v4", {"atari.noop_reset": False}, max_frames=90)
+    env.reset(seed=0)
+    for _ in range(30):
+        _, _, terminated, truncated, info = env.step(0)
+        if terminated or truncated:
+            break
+    assert truncated and not terminated and "episode" in info and env.unwrapped.ale.getEpisodeFrameNumber() == 90
+    env.reset()
+    assert env.unwrapped.ale.getEpisodeFrameNumber() == 8, "a truncation is a game over: the emulator is reset"
