@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import proximal.evaluate as evaluate_mod
-import proximal.update as update_mod
 from proximal import checkpoint
 from proximal.actors import make_actor
 from proximal.cli import main
@@ -21,7 +20,7 @@ from proximal.envs.normalize import NormalizedVecEnv, RunningMeanStd, normalize_
 from proximal.evaluate import evaluate, load_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
-from proximal.update import ppo_update
+from ratio_check import assert_ratio_is_one
 from test_trainer import params, rows, same, tiny
 
 PRIOR_COUNT = 1e-4
@@ -458,24 +457,4 @@ def test_ratio_is_one_over_the_whole_batch_with_normalization(cfg, monkeypatch):
     assert buf.starts.sum() > 0, "the batch holds episode ends"
     assert normalizer.obs_rms.count > cfg.batch_size, "the statistics saw the rollout's observations"
 
-    batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
-    with torch.no_grad():
-        logprob, _, value = state.policy.evaluate(batch["obs"], batch["actions"])
-    ratio = (logprob - batch["logprobs"]).exp()
-    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-6)
-    torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-6)
-
-    seen = []
-    real_loss = update_mod.ppo_loss
-
-    def recording_loss(*args, **kwargs):
-        loss, stats = real_loss(*args, **kwargs)
-        seen.append(stats)
-        return loss, stats
-
-    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
-    n = batch["obs"].shape[0]
-    batch["advantages"], batch["returns"] = torch.randn(n), torch.randn(n)
-    ppo_update(state.policy, state.optimizer, batch, cfg, 0.2, state.generator)
-    assert abs(seen[0]["approx_kl"].item()) < 1e-7 and abs(seen[0]["old_approx_kl"].item()) < 1e-6
-    assert seen[0]["clipfrac"].item() == 0.0
+    assert_ratio_is_one(state, cfg, monkeypatch)

@@ -1,0 +1,38 @@
+"""DETAILS.md's ratio-is-one check, shared by every policy kind's tests."""
+
+import torch
+
+import proximal.update as update_mod
+from proximal.update import ppo_update
+
+
+def assert_ratio_is_one(state, cfg, monkeypatch, atol: float = 1e-6) -> dict:
+    """``state.rollout`` holds a batch collected by the rollout's act path. Before any gradient step, the training
+    path must give every stored action the stored log-prob (ratio 1) and value; inside the torch update, the first
+    minibatch of the first epoch must see approx_kl 0 and clipfrac 0, and later minibatches a moved policy.
+    Returns the training batch."""
+    buf = state.rollout
+    assert buf.starts.sum() > 0, "the batch holds episode ends"
+    batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
+    with torch.no_grad():
+        logprob, _, value = state.policy.evaluate(batch["obs"], batch["actions"])
+    ratio = (logprob - batch["logprobs"]).exp()
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=atol)
+    torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-6)
+
+    seen = []
+    real_loss = update_mod.ppo_loss
+
+    def recording_loss(*args, **kwargs):
+        loss, stats = real_loss(*args, **kwargs)
+        seen.append(stats)
+        return loss, stats
+
+    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    n = batch["obs"].shape[0]
+    batch["advantages"], batch["returns"] = torch.randn(n), torch.randn(n)
+    ppo_update(state.policy, state.optimizer, batch, cfg, 0.2, state.generator)
+    assert abs(seen[0]["approx_kl"].item()) < 1e-6 and abs(seen[0]["old_approx_kl"].item()) < 1e-6
+    assert seen[0]["clipfrac"].item() == 0.0
+    assert max(abs(s["old_approx_kl"].item()) for s in seen[1:]) > 1e-5, "later minibatches see a moved policy"
+    return batch
