@@ -25,6 +25,8 @@ class TorchActor:
         self.env_action = policy.env_action
 
     def _obs(self, obs: np.ndarray) -> torch.Tensor:
+        if obs.dtype == np.uint8:  # images stay uint8: the network scales them (atari.scale_obs)
+            return torch.as_tensor(obs, device=self.device)
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
 
     def act(self, obs: np.ndarray, rng: np.random.Generator | None):

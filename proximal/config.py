@@ -16,10 +16,16 @@ from .errors import UserError
 MUJOCO_NORMALIZATION = ("cont.obs_norm", "cont.obs_clip", "cont.reward_scaling", "cont.reward_clip")
 
 
-def _default_details(on: tuple[str, ...] = ()) -> dict[str, bool]:
-    # Every switchable detail of the reference on, except the auxiliary ones and MuJoCo's normalization; ``on``
-    # adds some of those back.
-    return {i: (not i.startswith("aux.") and i not in MUJOCO_NORMALIZATION) or i in on for i in switchable_ids()}
+def atari_details() -> tuple[str, ...]:
+    """The switchable atari.* details: on in the atari presets only."""
+    return tuple(i for i in switchable_ids() if i.startswith("atari."))
+
+
+def _default_details(on: tuple[str, ...] = (), off: tuple[str, ...] = ()) -> dict[str, bool]:
+    # Every switchable detail of the reference on, except the auxiliary ones, MuJoCo's normalization and the
+    # Atari preprocessing; ``on`` adds some of those back, ``off`` switches others off.
+    return {i: ((not i.startswith(("aux.", "atari.")) and i not in MUJOCO_NORMALIZATION) or i in on) and i not in off
+            for i in switchable_ids()}
 
 
 @dataclass
@@ -125,6 +131,18 @@ PRESETS: dict[str, Config] = {
     "mujoco": Config(env_id="HalfCheetah-v5", total_steps=1_000_000, num_envs=1, num_steps=2048, num_minibatches=32,
                      update_epochs=10, learning_rate=3e-4, ent_coef=0.0,
                      details=_default_details(on=MUJOCO_NORMALIZATION)),
+    # the reference's Atari settings (ppo2's atari defaults, the 2020 code: clip range 0.1 constant): the wrapper
+    # chain and frame stack, the shared Nature CNN (core.separate_networks off), uint8 frames scaled in the network
+    "atari": Config(env_id="BreakoutNoFrameskip-v4", total_steps=10_000_000, num_envs=8, num_steps=128,
+                    num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.1, ent_coef=0.01,
+                    vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
+                    details=_default_details(on=atari_details(), off=("core.separate_networks",))),
+    # the 2017 paper's Atari settings: the same with the clip range annealed with the learning rate
+    "atari-2017": Config(env_id="BreakoutNoFrameskip-v4", total_steps=10_000_000, num_envs=8, num_steps=128,
+                         num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.1, ent_coef=0.01,
+                         vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
+                         details=_default_details(on=(*atari_details(), "aux.clip_annealing"),
+                                                  off=("core.separate_networks",))),
 }
 
 

@@ -64,8 +64,10 @@ DETAILS: tuple[Detail, ...] = (
     _d("atari.warp_frame", "WarpFrame", False),
     _d("atari.clip_reward", "ClipRewardEnv", True),
     _d("atari.frame_stack", "FrameStack", True),
-    _d("atari.nature_cnn", "shared Nature CNN", False),
-    _d("atari.scale_obs", "scaling images to [0, 1]", True),
+    _d("atari.nature_cnn", "shared Nature CNN", False,
+       "proximal/nets.py:NatureCNN", "tests/test_nets.py::test_atari_nature_cnn_layer_shapes_and_gains"),
+    _d("atari.scale_obs", "scaling images to [0, 1]", True,
+       "proximal/nets.py:NatureCNN", "tests/test_nets.py::test_atari_scale_obs_divides_uint8_by_255"),
     # Continuous actions (9)
     _d("cont.gaussian", "continuous actions via normal distributions", False,
        "proximal/distributions.py:DiagGaussian",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 
-def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), orthogonal: bool = True) -> nn.Linear:
+def layer_init(layer: nn.Module, gain: float = math.sqrt(2), orthogonal: bool = True) -> nn.Module:
     """core.orthogonal_init: orthogonal weights scaled by ``gain`` and zero biases, as the reference's ``ortho_init``.
     With ``orthogonal=False`` the layer keeps PyTorch's default initialization (the detail switched off)."""
     if orthogonal:
@@ -24,3 +24,34 @@ def mlp(in_size: int, hidden_sizes: tuple[int, ...], orthogonal: bool) -> nn.Seq
         layers += [layer_init(nn.Linear(in_size, size), math.sqrt(2), orthogonal), nn.Tanh()]
         in_size = size
     return nn.Sequential(*layers)
+
+
+class NatureCNN(nn.Module):
+    """atari.nature_cnn: the reference's ``nature_cnn`` trunk, (N, C, 84, 84) images to 512 features.
+
+    conv 32x8x8 stride 4, conv 64x4x4 stride 2, conv 64x3x3 stride 1 (each followed by ReLU), flatten, linear
+    512, ReLU; every layer initialized with gain sqrt(2) (core.orthogonal_init). With ``scale`` (atari.scale_obs)
+    the input, stored as uint8, is divided by 255 inside the network; without it the network sees 0..255.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], orthogonal: bool = True, scale: bool = True):
+        super().__init__()
+        self.scale = scale  # atari.scale_obs
+        channels = obs_shape[0]
+        gain = math.sqrt(2)
+        self.convs = nn.Sequential(
+            layer_init(nn.Conv2d(channels, 32, 8, stride=4), gain, orthogonal), nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2), gain, orthogonal), nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1), gain, orthogonal), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(flat, 512), gain, orthogonal), nn.ReLU())
+        self.out_size = 512
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float()
+        if self.scale:
+            x = x / 255.0
+        return self.fc(self.convs(x))

@@ -17,9 +17,11 @@ from torch import nn
 from .config import Config
 from .distributions import Categorical, DiagGaussian, TanhDiagGaussian
 from .errors import UserError
-from .nets import layer_init, mlp
+from .nets import NatureCNN, layer_init, mlp
 
-SUPPORTED = "observations: Box (any shape, flattened); actions: Discrete, or Box with a float dtype (any bounds)"
+SUPPORTED = ("observations: Box (any shape, flattened), or uint8 images (C, H, W) with Discrete "
+             "actions for the Nature CNN; "
+             "actions: Discrete, or Box with a float dtype (any bounds)")
 
 
 def separate_networks_id(action_space: gym.Space) -> str:
@@ -113,6 +115,41 @@ class ActorCritic(nn.Module):
         return self.dist.log_prob(params, actions), self.dist.entropy(params), value
 
 
+class CNNActorCritic(ActorCritic):
+    """The reference's Atari policy (atari.nature_cnn): one shared ``NatureCNN`` trunk under the policy head
+    (logits of a ``Categorical``, gain 0.01) and the value head (gain 1). It takes (N, C, H, W) images, uint8 as
+    stored (the trunk divides by 255 with atari.scale_obs), and has ``ActorCritic``'s ``act``/``evaluate``, so
+    the rollout and the update use it unchanged. It is not an ``ActorCritic`` for the numpy fast paths
+    (``actors.make_actor`` and ``numpy_update.make_update`` test the exact type): it always runs in torch."""
+
+    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.spaces.Discrete, cfg: Config):
+        nn.Module.__init__(self)
+        ortho = cfg.on("core.orthogonal_init")
+        self.trunk = NatureCNN(tuple(obs_shape), ortho, scale=cfg.on("atari.scale_obs"))
+        self.continuous = False
+        self.critic_trunk = None
+        self.register_parameter("log_std", None)
+        self.log_std_head = None
+        self.policy_head = layer_init(nn.Linear(self.trunk.out_size, int(action_space.n)), 0.01, ortho)
+        self.value_head = layer_init(nn.Linear(self.trunk.out_size, 1), 1.0, ortho)
+        self.dist = Categorical
+        self.env_action = EnvAction(action_space, cfg)
+
+    def _heads(self, obs: torch.Tensor):
+        features = self.trunk(obs)
+        return self.policy_head(features), self.value_head(features).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.trunk(obs)).squeeze(-1)
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """uint8 (C, H, W) observations at least 36 x 36 (the smallest the Nature CNN takes): the Atari frame stack's
+    (4, 84, 84). With Discrete actions they are trained with the Nature CNN; anything else is flattened."""
+    return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+            and min(space.shape[1:]) >= 36)
+
+
 class EnvAction:
     """The action the env receives for the action the policy took: the one place where they differ.
 
@@ -161,4 +198,6 @@ def make_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Conf
                             "train without --squash-actions (actions are then clipped where bounds are finite)")
     elif not isinstance(action_space, gym.spaces.Discrete):
         raise UserError(f"action space {action_space} is not supported yet; supported: {SUPPORTED}")
+    if is_image_space(observation_space) and isinstance(action_space, gym.spaces.Discrete):
+        return CNNActorCritic(observation_space.shape, action_space, cfg)
     return ActorCritic(int(math.prod(observation_space.shape)), action_space, cfg)

@@ -37,19 +37,21 @@ class Rollout:
 
     @classmethod
     def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple,
-                 action_space: gym.Space | None = None) -> "Rollout":
+                 action_space: gym.Space | None = None, obs_dtype=np.float32) -> "Rollout":
         """Storage for ``action_space``'s actions as the policy takes them: (T, N) int64 for Discrete (the
-        default), (T, N, act_dim) float32 for Box (the unclipped sample, cont.action_clip)."""
+        default), (T, N, act_dim) float32 for Box (the unclipped sample, cont.action_clip). Observations are
+        stored as float32, or as uint8 where ``obs_dtype`` is uint8 (Atari frames: the network scales them)."""
+        obs_dtype = np.uint8 if np.dtype(obs_dtype) == np.uint8 else np.float32
         def z(*shape, dtype=np.float32):
             return np.zeros(shape, dtype=dtype)
         if isinstance(action_space, gym.spaces.Box):
             actions = z(num_steps, num_envs, math.prod(action_space.shape))
         else:
             actions = z(num_steps, num_envs, dtype=np.int64)
-        return cls(obs=z(num_steps, num_envs, *obs_shape), actions=actions,
+        return cls(obs=z(num_steps, num_envs, *obs_shape, dtype=obs_dtype), actions=actions,
                    logprobs=z(num_steps, num_envs), values=z(num_steps, num_envs), rewards=z(num_steps, num_envs),
                    starts=z(num_steps, num_envs), final_values=z(num_steps, num_envs),
-                   next_obs=z(num_envs, *obs_shape), next_start=z(num_envs), next_value=z(num_envs))
+                   next_obs=z(num_envs, *obs_shape, dtype=obs_dtype), next_start=z(num_envs), next_value=z(num_envs))
 
     def training_batch(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict:
         """The rollout flattened over (step, env) as torch tensors on ``device`` (no copy on the CPU)."""

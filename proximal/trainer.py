@@ -73,7 +73,7 @@ def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Norma
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
     rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape,
-                               envs.single_action_space)
+                               envs.single_action_space, envs.single_observation_space.dtype)
     rollout.next_obs[:] = envs.reset(seed=cfg.seed)
     return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout,
                         normalizer=normalizer)

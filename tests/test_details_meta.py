@@ -36,6 +36,7 @@ CHECKS = {
     "cont.obs_clip": test_normalize.check_obs_clip,
     "cont.reward_scaling": test_normalize.check_reward_scaling,
     "cont.reward_clip": test_normalize.check_reward_clip,
+    "atari.scale_obs": test_nets.check_scale_obs,
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,
     "opt.truncation_bootstrap": test_rollout.check_truncation_bootstrap,

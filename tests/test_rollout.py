@@ -3,12 +3,13 @@ truncation bootstrap (opt.truncation_bootstrap)."""
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from proximal.actors import make_actor
 from proximal.envs import make_envs
-from proximal.rollout import RolloutTimes, collect_rollout
+from proximal.rollout import Rollout, RolloutTimes, collect_rollout
 from proximal.trainer import new_state
 
 
@@ -149,3 +150,17 @@ def test_collect_rollout_times_env_steps_and_inference(cfg):
         assert times.inference >= rollouts * (20 * 0.001 + 3 * 0.004)
         assert times.env + times.inference <= elapsed
     envs.close()
+
+
+def test_uint8_observations_are_stored_as_uint8():
+    import gymnasium as gym
+
+    buf = Rollout.allocate(3, 2, (4, 84, 84), gym.spaces.Discrete(4), np.uint8)
+    assert buf.obs.dtype == np.uint8 and buf.next_obs.dtype == np.uint8 and buf.obs.shape == (3, 2, 4, 84, 84)
+    buf.obs[...] = 200
+    zeros = np.zeros((3, 2), np.float32)
+    batch = buf.training_batch(zeros, zeros, torch.device("cpu"))
+    assert batch["obs"].dtype == torch.uint8 and batch["obs"].shape == (6, 4, 84, 84)
+    assert int(batch["obs"].max()) == 200
+    assert Rollout.allocate(3, 2, (4,)).obs.dtype == np.float32
+    assert Rollout.allocate(3, 2, (4,), None, np.float64).obs.dtype == np.float32
