@@ -396,3 +396,98 @@ def test_atari_make_atari_env_settings_and_frame_limit():
     assert truncated and not terminated and "episode" in info and env.unwrapped.ale.getEpisodeFrameNumber() == 90
     env.reset()
     assert env.unwrapped.ale.getEpisodeFrameNumber() == 8, "a truncation is a game over: the emulator is reset"
+
+
+# ---------------------------------------------------------------- training on the Atari vector env
+
+def atari_cfg(**changes):
+    from proximal.config import preset
+
+    cfg = preset("atari")
+    cfg.num_envs, cfg.num_steps, cfg.num_minibatches, cfg.total_steps = 2, 32, 2, 128
+    for name, value in changes.items():
+        setattr(cfg, name, value)
+    return cfg
+
+
+def test_atari_vector_env_stacks_frames_zeroes_on_done_and_reports_full_games():
+    from proximal.envs import make_envs
+    from proximal.envs.atari_vector import AtariVectorEnv
+
+    envs = make_envs("BreakoutNoFrameskip-v4", 2, details=atari_cfg().details)
+    assert isinstance(envs, AtariVectorEnv) and envs.get_state() is None
+    assert envs.single_observation_space.shape == (4, 84, 84) and envs.single_observation_space.dtype == np.uint8
+    obs = envs.reset(seed=3)
+    assert obs.dtype == np.uint8 and (obs[:, :3] == 0).all() and obs[:, 3].any(), "zeroed stack, newest last"
+    rng = np.random.default_rng(0)
+    dones, episodes = 0, []
+    for _ in range(1500):
+        prev = obs.copy()
+        step = envs.step(rng.integers(4, size=2))
+        obs = step.obs
+        done = step.terminated | step.truncated
+        for i in range(2):
+            if done[i]:
+                dones += 1
+                assert (obs[i, :3] == 0).all(), "zeroed on every done, life losses included"
+                np.testing.assert_array_equal(step.final_obs[i, :3], prev[i, 1:])
+            else:
+                np.testing.assert_array_equal(obs[i, :3], prev[i, 1:])
+        episodes += step.episodes
+        if len(episodes) >= 2:
+            break
+    assert dones >= 5 * len(episodes), "5 lives: a done per life, an episode per game"
+    assert all(length > 100 for _, _, length in episodes), "full-game lengths in agent steps"
+    envs.close()
+    assert make_envs("ALE/Breakout-v5", 1, details=atari_cfg().details).single_observation_space.shape == (4, 84, 84)
+    off = dict(atari_cfg().details, **{"atari.frame_stack": False})
+    assert make_envs("BreakoutNoFrameskip-v4", 1, details=off).single_observation_space.shape == (1, 84, 84)
+
+
+def test_atari_ratio_is_one_over_a_collected_breakout_batch():
+    import torch
+
+    from proximal.actors import make_actor
+    from proximal.envs import make_envs
+    from proximal.rollout import collect_rollout
+    from proximal.trainer import new_state
+
+    cfg = atari_cfg()
+    envs = make_envs(cfg.env_id, cfg.num_envs, details=cfg.details)
+    state = new_state(cfg, envs, torch.device("cpu"))
+    buf = state.rollout
+    assert buf.obs.dtype == np.uint8
+    collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.rng, 0, cfg)
+    envs.close()
+    batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
+    assert batch["obs"].dtype == torch.uint8 and batch["obs"].shape == (64, 4, 84, 84)
+    with torch.no_grad():
+        logprob, _, value = state.policy.evaluate(batch["obs"], batch["actions"])
+    ratio = (logprob - batch["logprobs"]).exp()
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-5)
+    torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-5)
+
+
+def test_atari_preset_trains_on_breakout_with_uint8_storage(tmp_path):
+    import torch
+
+    from proximal.policy import CNNActorCritic
+    from proximal.trainer import train
+
+    cfg = atari_cfg()
+    state = train(cfg, tmp_path / "run", quiet=True)
+    assert state.update == 2 and state.global_step == 128
+    assert isinstance(state.policy, CNNActorCritic) and state.rollout.obs.dtype == np.uint8
+    assert state.rollout.obs.max() > 0
+    assert all(torch.isfinite(p).all() for p in state.policy.parameters())
+    assert (tmp_path / "run" / "updates.csv").is_file()
+
+
+def test_atari_cli_trains_the_atari_preset(tmp_path):
+    from proximal.cli import main
+
+    run_dir = tmp_path / "cli"
+    code = main(["train", "--preset", "atari", "--total-steps", "256", "--num-envs", "2", "--num-steps", "32",
+                 "--num-minibatches", "2", "--quiet", "--run-dir", str(run_dir)])
+    assert code in (0, None)
+    assert any((run_dir / "checkpoints").glob("*.pt"))

@@ -26,6 +26,8 @@ from proximal.config import Config, field_docs, preset
 from proximal.details import switchable_ids
 from proximal.evaluate import evaluate, load_policy
 from proximal.trainer import train
+from test_logs import age_event_files
+from test_logs import scalars as tensorboard_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 # 8 updates of 4 envs x 64 steps: the smallest run that still finishes episodes and writes every file
@@ -130,7 +132,7 @@ SUBPROCESS_CASES = {
 IN_PROCESS_CASES = {
     "unknown_preset": (["train", "--preset", "turbo"], ["turbo", "classic"]),
     "unknown_detail": (["train", "--off", "core.warp_drive"], ["core.warp_drive", "not a detail ID"]),
-    "unimplemented_detail": (["train", "--on", "atari.noop_reset"], ["atari.noop_reset", "not implemented"]),
+    "unimplemented_detail": (["train", "--on", "lstm.init"], ["lstm.init", "not implemented"]),
     "batch_not_divisible": (["train", "--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"],
                             ["15", "divisible", "num_minibatches"]),
     "zero_envs": (["train", "--num-envs", "0"], ["num_envs", "positive"]),
@@ -250,7 +252,8 @@ def test_details_table_follows_the_preset(capsys):
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:] if not line.startswith(" ")}
     assert lines["aux.target_kl"][1:3] == ["yes", "off"]
     assert lines["core.gae"][1:3] == ["yes", "on"]
-    assert lines["atari.noop_reset"][1:3] == ["no", "off"]
+    assert lines["lstm.init"][1:3] == ["no", "off"]
+    assert lines["atari.noop_reset"][1:3] == ["yes", "off"], "the Atari details are on only in the atari presets"
 
 
 # --- help ------------------------------------------------------------------------------------------------------
@@ -316,23 +319,6 @@ def test_updates_csv(runs):
     assert float(rows[0]["learning_rate"]) == pytest.approx(2.5e-4)
     assert float(rows[-1]["learning_rate"]) == pytest.approx(2.5e-4 / UPDATES)
     assert all(float(r["clip_range"]) == pytest.approx(0.2) for r in rows)  # aux.clip_annealing off
-
-
-def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) of every scalar tag, as TensorBoard shows them (events of purged steps dropped)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
-def age_event_files(run_dir: Path, seconds: int = 100) -> None:
-    """Move the event files' timestamps back. TensorBoard reads a run's files in name order; two files written by
-    one process in the same second are ordered by a per-process counter, as text (10 before 9)."""
-    for path in run_dir.glob("events.out.tfevents.*"):
-        stamp, rest = path.name.removeprefix("events.out.tfevents.").split(".", 1)
-        path.rename(path.with_name(f"events.out.tfevents.{int(stamp) - seconds:010d}.{rest}"))
 
 
 def assert_events_match_csvs(run_dir: Path, updates: int) -> None:

@@ -19,6 +19,7 @@ from proximal.policy import EnvAction, make_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
 from ratio_check import assert_ratio_is_one
+from test_distributions import normal, random_params
 
 from envs import BoxRecorderEnv
 
@@ -27,16 +28,6 @@ ACT = gym.spaces.Box(np.array([-1.0, -2.0, 0.0, -0.5], np.float32), np.array([1.
 RECORDER = "proximal-test/BoxRecorder-v0"  # bounds [-0.1, 0.3], [-0.2, 0.1], [0, 0.5]
 RECORDER_BOUNDS = (BoxRecorderEnv.action_space.low, BoxRecorderEnv.action_space.high)
 UNBOUNDED = "proximal-test/BoxUnbounded-v0"
-
-
-def normal(params):
-    mean, log_std = params
-    return torch.distributions.Normal(mean, log_std.exp())
-
-
-def random_params(batch=64, dims=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, dims, generator=g) * 2, torch.randn(batch, dims, generator=g) * 0.7
 
 
 def received(envs) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import test_advantages
+import test_atari
 import test_continuous
 import test_nets
 import test_normalize
@@ -36,6 +37,7 @@ CHECKS = {
     "cont.obs_clip": test_normalize.check_obs_clip,
     "cont.reward_scaling": test_normalize.check_reward_scaling,
     "cont.reward_clip": test_normalize.check_reward_clip,
+    **{i: (lambda cfg, i=i: test_atari.CHECKS[i]({**test_atari.ON, i: cfg.details[i]})) for i in test_atari.CHECKS},
     "atari.scale_obs": test_nets.check_scale_obs,
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,

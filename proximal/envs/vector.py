@@ -109,5 +109,21 @@ class GymVectorEnv:
         self.envs.close()
 
 
-def make_envs(env_id: str, num_envs: int, render_mode: str | None = None) -> VecEnv:
+def _is_atari(env_id: str) -> bool:
+    try:
+        return "ale_py" in str(gym.spec(env_id).entry_point)
+    except gym.error.Error:  # ale-py registers its ids when imported
+        from .atari import is_atari
+
+        return is_atari(env_id)
+
+
+def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, details: dict | None = None) -> VecEnv:
+    """The vector env for ``env_id``: the reference's Atari chain and frame stack (``atari_vector``) for ale-py
+    ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``), switched by ``details`` (``cfg.details``; None: every
+    Atari detail on); gymnasium's envs otherwise."""
+    if _is_atari(env_id):
+        from .atari_vector import AtariVectorEnv
+
+        return AtariVectorEnv(env_id, num_envs, details, render_mode)
     return GymVectorEnv(env_id, num_envs, render_mode)
