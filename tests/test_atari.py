@@ -491,3 +491,13 @@ def test_atari_cli_trains_the_atari_preset(tmp_path):
                  "--num-minibatches", "2", "--quiet", "--run-dir", str(run_dir)])
     assert code in (0, None)
     assert any((run_dir / "checkpoints").glob("*.pt"))
+
+
+def test_atari_resume_continues_the_learner_with_fresh_episodes(tmp_path, capsys):
+    from proximal.trainer import train
+
+    cfg = atari_cfg(total_steps=192)
+    train(cfg, tmp_path / "run", quiet=True, max_updates=1)
+    state = train(None, tmp_path / "run", resume=True)
+    assert state.update == 3 and state.global_step == 192
+    assert "every env starts a new episode" in capsys.readouterr().out
