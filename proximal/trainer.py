@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from . import checkpoint
 from .advantages import compute_advantages
 from .config import Config, validate
-from .envs import VecEnv, make_envs
+from .envs import VecEnv, is_atari_id, make_envs
 from .envs.normalize import Normalizer, normalize_envs
 from .errors import UserError
 from .actors import make_actor
@@ -123,6 +123,10 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         if device is not None:
             cfg.device = device
     validate(cfg)
+    if is_atari_id(cfg.env_id) and not cfg.preset.startswith("atari"):
+        # other presets switch every Atari detail off: raw 210x160 RGB frames, raw rewards, no frame skip
+        raise UserError(f"'{cfg.env_id}' is an Atari game: train it with --preset atari (or atari-2017), which "
+                        f"applies the reference's preprocessing; the '{cfg.preset}' preset has none of it")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     if not resume and any((run_dir / "checkpoints").glob("*.pt")):
         raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume {run_dir} "

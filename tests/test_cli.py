@@ -136,6 +136,8 @@ IN_PROCESS_CASES = {
     "batch_not_divisible": (["train", "--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"],
                             ["15", "divisible", "num_minibatches"]),
     "zero_envs": (["train", "--num-envs", "0"], ["num_envs", "positive"]),
+    "atari_without_atari_preset": (["train", "--env", "BreakoutNoFrameskip-v4"],
+                                   ["BreakoutNoFrameskip-v4", "--preset atari"]),
     "negative_steps": (["train", "--num-steps", "-8"], ["num_steps", "positive", "-8"]),
     "zero_minibatches": (["train", "--num-minibatches", "0"], ["num_minibatches", "positive"]),
     "negative_clip": (["train", "--clip-coef", "-0.1"], ["clip_coef", ">= 0"]),

@@ -1,5 +1,5 @@
 """Environments behind one vector-env contract (see ``vector.VecEnv``), whatever the backend."""
 
-from .vector import GymVectorEnv, Step, VecEnv, make_envs
+from .vector import GymVectorEnv, Step, VecEnv, is_atari_id, make_envs
 
-__all__ = ["GymVectorEnv", "Step", "VecEnv", "make_envs"]
+__all__ = ["GymVectorEnv", "Step", "VecEnv", "is_atari_id", "make_envs"]

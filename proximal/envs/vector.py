@@ -109,7 +109,7 @@ class GymVectorEnv:
         self.envs.close()
 
 
-def _is_atari(env_id: str) -> bool:
+def is_atari_id(env_id: str) -> bool:
     try:
         return "ale_py" in str(gym.spec(env_id).entry_point)
     except gym.error.Error:  # ale-py registers its ids when imported
@@ -122,7 +122,7 @@ def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, detail
     """The vector env for ``env_id``: the reference's Atari chain and frame stack (``atari_vector``) for ale-py
     ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``), switched by ``details`` (``cfg.details``; None: every
     Atari detail on); gymnasium's envs otherwise."""
-    if _is_atari(env_id):
+    if is_atari_id(env_id):
         from .atari_vector import AtariVectorEnv
 
         return AtariVectorEnv(env_id, num_envs, details, render_mode)
