@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from .atari import make_atari_env, make_frame_stack
-from .vector import Step
+from .vector import Step, unpack_same_step_info
 
 
 class AtariVectorEnv:
@@ -48,16 +48,7 @@ class AtariVectorEnv:
     def step(self, actions: np.ndarray) -> Step:
         frames, reward, terminated, truncated, info = self.envs.step(actions)
         dones = terminated | truncated
-        episodes = []
-        final_frames = None
-        if "_final_obs" in info:
-            final_frames = frames.copy()
-            for i in np.flatnonzero(info["_final_obs"]):
-                final_frames[i] = info["final_obs"][i]
-            episode = info["final_info"].get("episode")
-            if episode is not None:
-                for i in np.flatnonzero(episode["_r"]):
-                    episodes.append((int(i), float(episode["r"][i]), int(episode["l"][i])))
+        final_frames, episodes = unpack_same_step_info(frames, info)
         obs, final = self.stack.step(frames, dones, final_frames if final_frames is not None else frames)
         return Step(obs, reward.astype(np.float32), terminated, truncated, final, episodes)
 

@@ -80,16 +80,8 @@ class GymVectorEnv:
         if self._action_offset:
             actions = actions + self._action_offset
         obs, reward, terminated, truncated, info = self.envs.step(actions)
-        final_obs = obs.copy()
-        episodes = []
-        if "_final_obs" in info:
-            for i in np.flatnonzero(info["_final_obs"]):
-                final_obs[i] = info["final_obs"][i]
-            episode = info["final_info"].get("episode")
-            if episode is not None:
-                for i in np.flatnonzero(episode["_r"]):
-                    episodes.append((int(i), float(episode["r"][i]), int(episode["l"][i])))
-        return Step(obs, reward, terminated, truncated, final_obs, episodes)
+        final_obs, episodes = unpack_same_step_info(obs, info)
+        return Step(obs, reward, terminated, truncated, obs.copy() if final_obs is None else final_obs, episodes)
 
     def get_state(self) -> dict | None:
         return env_state.capture(self.envs.envs)
@@ -107,6 +99,23 @@ class GymVectorEnv:
 
     def close(self) -> None:
         self.envs.close()
+
+
+def unpack_same_step_info(obs: np.ndarray, info: dict) -> tuple[np.ndarray | None, list[tuple[int, float, int]]]:
+    """From a step of gymnasium's same-step-autoreset vector env: the final observations (``obs`` with the rows
+    of the envs whose episode ended replaced by their last observation; None when no episode ended) and the
+    ended episodes' (env index, return, length) from each env's RecordEpisodeStatistics."""
+    if "_final_obs" not in info:
+        return None, []
+    final_obs = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        final_obs[i] = info["final_obs"][i]
+    episodes = []
+    episode = info["final_info"].get("episode")
+    if episode is not None:
+        for i in np.flatnonzero(episode["_r"]):
+            episodes.append((int(i), float(episode["r"][i]), int(episode["l"][i])))
+    return final_obs, episodes
 
 
 def is_atari_id(env_id: str) -> bool:
