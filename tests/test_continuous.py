@@ -20,6 +20,7 @@ from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
 from ratio_check import assert_ratio_is_one
 from test_distributions import normal, random_params
+from test_policy import assert_separate_parameter_sets, assert_shared_trunk
 
 from envs import BoxRecorderEnv
 
@@ -176,21 +177,8 @@ def test_cont_independent_dims_log_prob_and_entropy_are_sums(cfg):
     torch.testing.assert_close(entropy, reference.entropy().sum(-1))
 
 
-def grads_of(policy, output):
-    policy.zero_grad(set_to_none=True)
-    output.sum().backward()
-    return {name for name, p in policy.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-
-
 def check_cont_separate_networks(cfg):
-    policy = make_policy(OBS, ACT, cfg)
-    obs = torch.randn(8, 3, 2)
-    value_params = grads_of(policy, policy.value(obs))
-    logprob, _, _ = policy.evaluate(obs, torch.randn(8, 4))
-    policy_params = grads_of(policy, logprob)
-    assert value_params and policy_params
-    assert not value_params & policy_params, "the critic shares no parameter with the actor"
-    assert all(n.startswith(("critic_trunk", "value_head")) for n in value_params)
+    assert_separate_parameter_sets(make_policy(OBS, ACT, cfg), torch.randn(8, 3, 2), torch.randn(8, 4))
 
 
 def test_cont_separate_networks_parameter_sets(cfg):
@@ -199,13 +187,7 @@ def test_cont_separate_networks_parameter_sets(cfg):
 
 def test_cont_separate_networks_off_shares_the_trunk(cfg):
     cfg.details["cont.separate_networks"] = False
-    policy = make_policy(OBS, ACT, cfg)
-    obs = torch.randn(8, 3, 2)
-    value_params = grads_of(policy, policy.value(obs))
-    assert any(n.startswith("actor_trunk") for n in value_params), "the value loss trains the shared trunk"
-    assert not any("critic" in n for n, _ in policy.named_parameters())
-    _, _, value = policy.evaluate(obs, torch.randn(8, 4))
-    torch.testing.assert_close(value, policy.value(obs))
+    assert_shared_trunk(make_policy(OBS, ACT, cfg), torch.randn(8, 3, 2), torch.randn(8, 4))
 
 
 def test_each_action_kind_reads_its_own_separate_networks_detail(cfg):

@@ -23,15 +23,27 @@ def grads_of(policy, output):
     return {name for name, p in policy.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
 
 
-def check_separate_networks(cfg):
-    policy = make_policy(OBS, ACT, cfg)
-    obs = torch.randn(8, 4)
+def assert_separate_parameter_sets(policy, obs, actions):
+    """The value and the log-prob are trained through disjoint parameter sets, the critic's own."""
     value_params = grads_of(policy, policy.value(obs))
-    logprob, _, _ = policy.evaluate(obs, torch.zeros(8, dtype=torch.long))
+    logprob, _, _ = policy.evaluate(obs, actions)
     policy_params = grads_of(policy, logprob)
     assert value_params and policy_params
     assert not value_params & policy_params, "the critic shares no parameter with the actor"
     assert all(n.startswith(("critic_trunk", "value_head")) for n in value_params)
+
+
+def assert_shared_trunk(policy, obs, actions):
+    """The value loss trains the actor's trunk, there is no critic trunk, and both paths give the same value."""
+    value_params = grads_of(policy, policy.value(obs))
+    assert any(n.startswith("actor_trunk") for n in value_params), "the value loss trains the shared trunk"
+    assert not any("critic" in n for n, _ in policy.named_parameters())
+    _, _, value = policy.evaluate(obs, actions)
+    torch.testing.assert_close(value, policy.value(obs))
+
+
+def check_separate_networks(cfg):
+    assert_separate_parameter_sets(make_policy(OBS, ACT, cfg), torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
 
 
 def test_core_separate_networks_parameter_sets(cfg):
@@ -40,14 +52,7 @@ def test_core_separate_networks_parameter_sets(cfg):
 
 def test_core_separate_networks_off_shares_the_trunk(cfg):
     cfg.details["core.separate_networks"] = False
-    policy = make_policy(OBS, ACT, cfg)
-    obs = torch.randn(8, 4)
-    value_params = grads_of(policy, policy.value(obs))
-    assert any(n.startswith("actor_trunk") for n in value_params), "the value loss trains the shared trunk"
-    assert not any("critic" in n for n, _ in policy.named_parameters())
-    # the training path and the value path give the same value
-    _, _, value = policy.evaluate(obs, torch.zeros(8, dtype=torch.long))
-    torch.testing.assert_close(value, policy.value(obs))
+    assert_shared_trunk(make_policy(OBS, ACT, cfg), torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
 
 
 @pytest.mark.parametrize("separate", [True, False])
