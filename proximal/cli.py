@@ -143,8 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         # MuJoCo picks its GL backend when it is first imported, and its default (GLFW) needs a display
         os.environ.setdefault("MUJOCO_GL", "egl")
     policy, cfg, normalizer = load_policy(args.path, args.device)
-    returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic, normalizer, args.video,
-                       cfg.details)
+    returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic, normalizer, args.video, cfg)
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"{cfg.env_id}: {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes ({mode})")
     if args.video:

@@ -72,6 +72,16 @@ class Config:
     """cpu, cuda, or auto (cuda when available)"""
     torch_threads: int = 1
     """CPU threads for torch and numpy's BLAS (0 keeps their defaults); small MLPs are fastest on one"""
+    env_workers: int = 1
+    """processes that step the envs, each a share of them (1: all in this process; 0: one per CPU core, at most
+    one per env); the same transitions either way"""
+    atari_repeat_first: bool = False
+    """Atari: a new episode's frame stack holds 4 copies of its first frame (CleanRL, gymnasium's
+    FrameStackObservation) instead of the reference's zeros and the frame (atari.frame_stack)"""
+    ale_options: str = ""
+    """Atari: emulator settings passed to the ale-py env, comma-separated key=value, e.g.
+    repeat_action_probability=0.25 for v5's sticky actions; by default v4 and v5 ids run as the reference's
+    NoFrameskip-v4 (frameskip 1 at the emulator, no sticky actions)"""
     fast_paths: bool = True
     """numpy rollout inference for MLP policies (discrete or Gaussian actions) and numpy update for those with
     discrete actions, on the CPU, tested to agree with the torch code; false trains with the torch code (do that
@@ -133,14 +143,16 @@ PRESETS: dict[str, Config] = {
                      details=_default_details(on=MUJOCO_NORMALIZATION)),
     # the reference's Atari settings (ppo2's atari defaults, the 2020 code: clip range 0.1 constant): the wrapper
     # chain and frame stack, the shared Nature CNN (core.separate_networks off), uint8 frames scaled in the network
+    # The CNN's update uses every core (torch_threads 0) and so do the emulators, in worker processes
+    # (env_workers 0), while the update waits.
     "atari": Config(env_id="BreakoutNoFrameskip-v4", total_steps=10_000_000, num_envs=8, num_steps=128,
                     num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.1, ent_coef=0.01,
-                    vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
+                    vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5, torch_threads=0, env_workers=0,
                     details=_default_details(on=atari_details(), off=("core.separate_networks",))),
     # the 2017 paper's Atari settings: the same with the clip range annealed with the learning rate
     "atari-2017": Config(env_id="BreakoutNoFrameskip-v4", total_steps=10_000_000, num_envs=8, num_steps=128,
                          num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.1, ent_coef=0.01,
-                         vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
+                         vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5, torch_threads=0, env_workers=0,
                          details=_default_details(on=(*atari_details(), "aux.clip_annealing"),
                                                   off=("core.separate_networks",))),
 }
@@ -187,10 +199,37 @@ def validate(cfg: Config) -> None:
         (cfg.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
         (cfg.torch_threads >= 0, "torch_threads must be >= 0"),
         (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        (cfg.env_workers >= 0, "env_workers must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    emulator = ale_options(cfg)
+    if emulator.get("frameskip", 1) != 1 and cfg.on("atari.frame_skip"):
+        raise UserError("ale_options frameskip skips frames in the emulator on top of atari.frame_skip's 4; "
+                        "add --off atari.frame_skip to let the emulator skip instead")
+    if "max_num_frames_per_episode" in emulator:
+        raise UserError("the Atari frame limit is the reference's (400k frames); ale_options cannot change it")
+
+
+def ale_options(cfg: Config) -> dict:
+    """``cfg.ale_options`` ("key=value,...") as keyword arguments; values are Python literals (numbers, True,
+    False) or else strings, and "true"/"false" are booleans."""
+    options = {}
+    for item in filter(None, (part.strip() for part in cfg.ale_options.split(","))):
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"ale_options takes key=value pairs separated by commas, got '{item}'")
+        text = text.strip()
+        booleans = {"true": True, "false": False}
+        if text.lower() in booleans:
+            options[key.strip()] = booleans[text.lower()]
+            continue
+        try:
+            options[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = text
+    return options
 
 
 def field_docs() -> dict[str, str]:

@@ -23,7 +23,7 @@ def load_policy(path: Path, device: str = "cpu"):
     the policy was trained on observations normalized with them, so evaluate with them."""
     payload = checkpoint.load(checkpoint.latest(path))
     cfg = Config.from_dict(payload["config"])
-    envs = make_envs(cfg.env_id, 1, details=cfg.details)
+    envs = make_envs(cfg.env_id, 1, cfg=cfg)
     try:
         policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg)
         normalizer = Normalizer.from_config(cfg, envs.single_observation_space.shape, cfg.num_envs)
@@ -37,15 +37,15 @@ def load_policy(path: Path, device: str = "cpu"):
 
 def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: bool = False,
              normalizer: Normalizer | None = None, video: Path | None = None,
-             details: dict | None = None) -> np.ndarray:
+             cfg: Config | None = None) -> np.ndarray:
     """Returns of ``episodes`` full episodes, one env, seeded with ``seed``. With ``normalizer``, the policy sees
     observations normalized with its statistics, frozen (cont.obs_norm); returns are raw either way. With
-    ``video``, every frame (rgb_array rendering) is written to that file (.mp4, .gif, ...). ``details`` (the run's
-    ``cfg.details``) switch the Atari preprocessing as in training; on Atari the returns are full-game and raw
+    ``video``, every frame (rgb_array rendering) is written to that file (.mp4, .gif, ...). ``cfg`` (the run's config)
+    sets up the Atari preprocessing as in training; on Atari the returns are full-game and raw
     (the episode statistics sit inside episodic life and reward clipping), with the reference's frame limit."""
     actor = make_actor(policy, next(policy.parameters()).device)
     rng = None if deterministic else np.random.default_rng(seed)
-    envs = make_envs(env_id, 1, render_mode="rgb_array" if video else None, details=details)
+    envs = make_envs(env_id, 1, render_mode="rgb_array" if video else None, cfg=cfg)
     if normalizer is not None:
         envs = NormalizedVecEnv(envs, normalizer, frozen=True)
     returns = []

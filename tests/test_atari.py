@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils import seeding
 
 from fake_ale import REWARDS, FakeALE
@@ -414,8 +415,8 @@ def test_atari_vector_env_stacks_frames_zeroes_on_done_and_reports_full_games():
     from proximal.envs import make_envs
     from proximal.envs.atari_vector import AtariVectorEnv
 
-    envs = make_envs("BreakoutNoFrameskip-v4", 2, details=atari_cfg().details)
-    assert isinstance(envs, AtariVectorEnv) and envs.get_state() is None
+    envs = make_envs("BreakoutNoFrameskip-v4", 2, cfg=atari_cfg())
+    assert isinstance(envs, AtariVectorEnv) and len(envs.groups.groups) == 2, "the preset steps envs in workers"
     assert envs.single_observation_space.shape == (4, 84, 84) and envs.single_observation_space.dtype == np.uint8
     obs = envs.reset(seed=3)
     assert obs.dtype == np.uint8 and (obs[:, :3] == 0).all() and obs[:, 3].any(), "zeroed stack, newest last"
@@ -439,9 +440,10 @@ def test_atari_vector_env_stacks_frames_zeroes_on_done_and_reports_full_games():
     assert dones >= 5 * len(episodes), "5 lives: a done per life, an episode per game"
     assert all(length > 100 for _, _, length in episodes), "full-game lengths in agent steps"
     envs.close()
-    assert make_envs("ALE/Breakout-v5", 1, details=atari_cfg().details).single_observation_space.shape == (4, 84, 84)
-    off = dict(atari_cfg().details, **{"atari.frame_stack": False})
-    assert make_envs("BreakoutNoFrameskip-v4", 1, details=off).single_observation_space.shape == (1, 84, 84)
+    assert make_envs("ALE/Breakout-v5", 1, cfg=atari_cfg()).single_observation_space.shape == (4, 84, 84)
+    off = atari_cfg()
+    off.details["atari.frame_stack"] = False
+    assert make_envs("BreakoutNoFrameskip-v4", 1, cfg=off).single_observation_space.shape == (1, 84, 84)
 
 
 def test_atari_ratio_is_one_over_a_collected_breakout_batch():
@@ -453,7 +455,7 @@ def test_atari_ratio_is_one_over_a_collected_breakout_batch():
     from proximal.trainer import new_state
 
     cfg = atari_cfg()
-    envs = make_envs(cfg.env_id, cfg.num_envs, details=cfg.details)
+    envs = make_envs(cfg.env_id, cfg.num_envs, cfg=cfg)
     state = new_state(cfg, envs, torch.device("cpu"))
     buf = state.rollout
     assert buf.obs.dtype == np.uint8
@@ -493,11 +495,107 @@ def test_atari_cli_trains_the_atari_preset(tmp_path):
     assert any((run_dir / "checkpoints").glob("*.pt"))
 
 
-def test_atari_resume_continues_the_learner_with_fresh_episodes(tmp_path, capsys):
+def test_atari_resume_continues_exactly(tmp_path):
+    """The emulators (ALE cloneState with its RNG), the chain's wrappers and the frame stacks are checkpointed:
+    a run stopped and resumed ends with the parameters and episodes of the uninterrupted run, bit for bit."""
+    from proximal import checkpoint
     from proximal.trainer import train
 
-    cfg = atari_cfg(total_steps=192)
-    train(cfg, tmp_path / "run", quiet=True, max_updates=1)
-    state = train(None, tmp_path / "run", resume=True)
-    assert state.update == 3 and state.global_step == 192
-    assert "every env starts a new episode" in capsys.readouterr().out
+    cfg = atari_cfg(total_steps=320, checkpoint_every=0)
+    full = train(cfg, tmp_path / "full", quiet=True)
+    train(cfg, tmp_path / "resumed", quiet=True, max_updates=2)
+    resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
+    assert full.update == resumed.update == 5
+    a = checkpoint.load(checkpoint.latest(tmp_path / "full"))
+    b = checkpoint.load(checkpoint.latest(tmp_path / "resumed"))
+    for key in a["policy"]:
+        assert torch.equal(a["policy"][key], b["policy"][key]), key
+    assert torch.equal(a["env"]["stack"], b["env"]["stack"])
+    with open(tmp_path / "full" / "episodes.csv") as f, open(tmp_path / "resumed" / "episodes.csv") as g:
+        assert f.read() == g.read()
+
+
+def test_atari_env_state_round_trip_continues_every_game_exactly():
+    """Capture mid-game (a life lost, no-op RNG drawn, the frame-skip buffer filled), step on, restore into fresh
+    envs: the restored envs repeat the same observations, rewards, dones and episodes."""
+    from proximal.envs.atari_vector import AtariVectorEnv
+
+    def run(envs, actions):
+        out = []
+        for a in actions:
+            s = envs.step(a)
+            out.append((s.obs.copy(), s.reward.copy(), s.terminated.copy(), s.truncated.copy(), s.episodes))
+        return out
+
+    rng = np.random.default_rng(1)
+    envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 2, workers=2)
+    envs.reset(seed=7)
+    run(envs, rng.integers(4, size=(300, 2)))
+    state = envs.get_state()
+    later = rng.integers(4, size=(400, 2))
+    expected = run(envs, later)
+    envs.close()
+    assert any(t.any() for _, _, t, _, _ in expected), "the compared stretch holds life losses"
+    fresh = AtariVectorEnv("BreakoutNoFrameskip-v4", 2, workers=1)
+    fresh.reset(seed=99)
+    fresh.set_state(state)
+    got = run(fresh, later)
+    fresh.close()
+    for (o1, r1, t1, u1, e1), (o2, r2, t2, u2, e2) in zip(expected, got):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(u1, u2)
+        assert e1 == e2
+
+
+def test_atari_workers_give_the_same_transitions_as_one_process():
+    from proximal.envs.atari_vector import AtariVectorEnv
+
+    actions = np.random.default_rng(2).integers(4, size=(200, 3))
+    runs = []
+    for workers in (1, 2):
+        envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 3, workers=workers)
+        first = envs.reset(seed=5).copy()
+        steps = [envs.step(a) for a in actions]
+        runs.append((first, [(s.obs.copy(), s.final_obs.copy(), s.reward, s.terminated, s.episodes) for s in steps]))
+        envs.close()
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+        assert a[4] == b[4]
+
+
+def test_atari_ale_options_reach_the_emulator_and_bad_ones_are_refused():
+    from proximal.config import validate
+    from proximal.envs import make_envs
+    from proximal.errors import UserError
+
+    cfg = atari_cfg(ale_options="repeat_action_probability=0.25")
+    envs = make_envs("ALE/Breakout-v5", 1, cfg=cfg)
+    assert envs.groups.call(_sticky)[0] == 0.25
+    envs.close()
+    default = make_envs("ALE/Breakout-v5", 1, cfg=atari_cfg())
+    assert default.groups.call(_sticky)[0] == 0.0, "v5 ids run without sticky actions by default"
+    default.close()
+    with pytest.raises(UserError, match="does not take these emulator settings"):
+        make_envs("ALE/Breakout-v5", 1, cfg=atari_cfg(ale_options="no_such_setting=1"))
+    with pytest.raises(UserError, match="--off atari.frame_skip"):
+        validate(atari_cfg(ale_options="frameskip=4"))
+    with pytest.raises(UserError, match="key=value"):
+        validate(atari_cfg(ale_options="frameskip"))
+
+
+def _sticky(envs) -> list:
+    return [envs[0].unwrapped.ale.getFloat("repeat_action_probability")]
+
+
+def test_atari_repeat_first_option_fills_new_stacks_with_the_first_frame():
+    from proximal.envs import make_envs
+
+    envs = make_envs("BreakoutNoFrameskip-v4", 2, cfg=atari_cfg(atari_repeat_first=True))
+    obs = envs.reset(seed=3)
+    for k in range(3):
+        np.testing.assert_array_equal(obs[:, k], obs[:, 3])
+    envs.close()

@@ -73,8 +73,8 @@ def test_env_state_is_captured_at_the_same_moment_as_next_obs(run):
     assert payload["env"] is not None, "CartPole's state is plain Python; a resumed run must continue it exactly"
     assert len(payload["env"]["envs"]) == cfg.num_envs
     # CartPole's physical state is the observation the next step starts from: restoring both must agree
-    for i, layers in enumerate(payload["env"]["envs"]):
-        kind, physical = layers[-1]["state"]
+    for i, env in enumerate(payload["env"]["envs"]):
+        kind, physical = env["layers"][-1]["state"]
         assert kind == "array"
         torch.testing.assert_close(physical.float(), payload["next_obs"][i])
 
@@ -82,7 +82,7 @@ def test_env_state_is_captured_at_the_same_moment_as_next_obs(run):
     try:
         envs.reset(seed=123)
         envs.set_state(payload["env"])
-        restored = [torch.as_tensor(e.unwrapped.state, dtype=torch.float32) for e in envs.envs.envs]
+        restored = [torch.as_tensor(e.unwrapped.state, dtype=torch.float32) for e in envs.groups.local_envs]
     finally:
         envs.close()
     torch.testing.assert_close(torch.stack(restored), payload["next_obs"])

@@ -257,7 +257,10 @@ def make_atari_env(env_id: str, details: Mapping[str, bool] | None = None, *, ma
               "max_num_frames_per_episode": max_frames}
     if render_mode:
         kwargs["render_mode"] = render_mode
-    env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    try:
+        env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    except TypeError as e:  # an emulator setting ale-py does not know (ale_options)
+        raise UserError(f"'{env_id}' does not take these emulator settings ({e}); check --ale-options") from None
     return wrap_atari(env, details)
 
 

@@ -2,65 +2,68 @@
 ``FrameStack`` (atari.frame_stack), behind the ``vector.VecEnv`` contract.
 
 Each env is the reference's per-env chain (``atari.make_atari_env``, switched by the ``details`` mapping, usually
-``cfg.details``). A done is every terminated or truncated step the chain reports, a life loss under
+``cfg.details``), stepped in this process or split over ``workers`` processes (``workers.EnvGroups``; the same
+transitions either way). A done is every terminated or truncated step the chain reports, a life loss under
 atari.episodic_life included; the env is reset in the same step (for a life loss: the pseudo-reset) and its
 stack is zeroed before its new first frame is written. ``final_obs`` holds the stacks the episodes ended with.
 ``episodes`` come from each env's ``RecordEpisodeStatistics``, inside episodic life and reward clipping: one per
-real game over, full-game raw returns, lengths in agent steps. The emulators' state is not captured
-(``get_state`` is None): a resumed run starts fresh episodes, and says so.
+real game over, full-game raw returns, lengths in agent steps. ``get_state`` captures everything a resumed run
+needs to continue the games exactly: each emulator (with its RNG), each wrapper's attributes, the stacks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
-import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode
+import torch
 
+from . import state as env_state
 from .atari import make_atari_env, make_frame_stack
-from .vector import Step, unpack_same_step_info
+from .vector import Step, render_first, first_spaces, capture_groups
+from .workers import EnvGroups
 
 
 class AtariVectorEnv:
-    """``num_envs`` Atari envs of the reference's chain stepped in one process, frames stacked on the vector."""
+    """``num_envs`` Atari envs of the reference's chain, frames stacked on the vector. ``ale_options`` are
+    emulator settings for ``make_atari_env`` (e.g. ``repeat_action_probability``)."""
 
     def __init__(self, env_id: str, num_envs: int, details: Mapping[str, bool] | None = None,
-                 render_mode: str | None = None, repeat_first: bool = False):
+                 render_mode: str | None = None, repeat_first: bool = False, workers: int = 1,
+                 ale_options: Mapping | None = None):
         self.env_id = env_id
         details = dict(details) if details is not None else None
-        make_atari_env(env_id, details).close()  # an unknown or non-Atari id fails here, with its message
-
-        def make_one():
-            return make_atari_env(env_id, details, render_mode=render_mode)
-
-        self.envs = gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        make_one = partial(make_atari_env, env_id, details, render_mode=render_mode, **(ale_options or {}))
+        make_one().close()  # an unknown or non-Atari id, or a bad emulator setting, fails here with its message
+        self.groups = EnvGroups(make_one, num_envs, workers)
         self.num_envs = num_envs
         self.stack = make_frame_stack(num_envs, details, repeat_first=repeat_first)
         self.single_observation_space = self.stack.observation_space
-        self.single_action_space = self.envs.single_action_space
-        self.metadata = self.envs.envs[0].metadata
+        _, self.single_action_space, self.metadata = self.groups.call(first_spaces)[0]
 
     def reset(self, seed: int) -> np.ndarray:
-        frames, _ = self.envs.reset(seed=seed)
-        return self.stack.reset(frames)
+        return self.stack.reset(self.groups.reset(seed))
 
     def step(self, actions: np.ndarray) -> Step:
-        frames, reward, terminated, truncated, info = self.envs.step(actions)
-        dones = terminated | truncated
-        final_frames, episodes = unpack_same_step_info(frames, info)
-        obs, final = self.stack.step(frames, dones, final_frames if final_frames is not None else frames)
-        return Step(obs, reward.astype(np.float32), terminated, truncated, final, episodes)
+        s = self.groups.step(actions)
+        obs, final = self.stack.step(s.obs, s.terminated | s.truncated,
+                                     s.obs if s.final_obs is None else s.final_obs)
+        return Step(obs, s.reward.astype(np.float32), s.terminated, s.truncated, final, s.episodes)
 
     def get_state(self) -> dict | None:
-        return None  # the emulators' state is not captured: a resumed run starts fresh episodes
+        state = capture_groups(self.groups)
+        if state is not None:
+            state["stack"] = torch.from_numpy(self.stack.obs.copy())
+        return state
 
     def set_state(self, state: dict) -> None:
-        raise NotImplementedError("the Atari envs' state is not captured")
+        self.groups.call(env_state.restore_all, state["envs"])
+        self.stack.obs[:] = state["stack"].numpy()
 
     def render(self):
         """The first env's rgb_array frame (make the envs with render_mode="rgb_array")."""
-        return self.envs.envs[0].render()
+        return self.groups.call(render_first)[0]
 
     def close(self) -> None:
-        self.envs.close()
+        self.groups.close()

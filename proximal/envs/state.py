@@ -6,7 +6,9 @@ own envs) are captured attribute by attribute, wrappers included (time-limit cou
 env's RNG). MuJoCo envs add the simulator's full integration state (``mj_getState`` with
 ``mjSTATE_INTEGRATION``: positions, velocities, actuator activations, controls, warm-start accelerations, time,
 ...): positions and velocities alone drift after a restore wherever there are contacts (Ant, Hopper).
-For other envs ``capture`` returns None.
+Atari (ale-py) envs add the emulator's state with its RNG (``cloneState(include_rng=True)``, serialized: RAM,
+CPU, frame counters, lives); the wrapper chain's attributes (lives seen, the frame-skip buffer, the running
+episode statistics, the env's no-op RNG) are captured like any other. For other envs ``capture`` returns None.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.mujoco", "proximal.envs")
+CAPTURABLE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.mujoco", "proximal.envs", "ale_py")
 
 
 def _layers(env):
@@ -81,21 +83,49 @@ def _set_mujoco_state(env, state: dict[str, torch.Tensor]) -> None:
         getattr(env.data, name)[:] = state[name].numpy()
 
 
-def capture(envs) -> dict | None:
-    if not all(type(e.unwrapped).__module__.startswith(CAPTURABLE_MODULES) for e in envs):
+def _is_ale(env) -> bool:
+    return type(env).__module__.startswith("ale_py")
+
+
+def _ale_state(env) -> torch.Tensor:
+    return torch.frombuffer(bytearray(env.ale.cloneState(include_rng=True).serialize()), dtype=torch.uint8)
+
+
+def _set_ale_state(env, state: torch.Tensor) -> None:
+    import ale_py
+
+    env.ale.restoreState(ale_py.ALEState(state.numpy().tobytes()))
+
+
+def capture(env) -> dict | None:
+    """One env's state (its wrappers' included) as checkpoint-safe values; None if it cannot be captured."""
+    if not type(env.unwrapped).__module__.startswith(CAPTURABLE_MODULES):
         return None
+    sim = env.unwrapped
     return {
-        "envs": [[{k: list(enc) for k, v in vars(layer).items() if (enc := _encode(v)) is not None}
-                  for layer in _layers(env)] for env in envs],
-        "mujoco": [_mujoco_state(e.unwrapped) if _is_mujoco(e.unwrapped) else None for e in envs],
+        "layers": [{k: list(enc) for k, v in vars(layer).items() if (enc := _encode(v)) is not None}
+                   for layer in _layers(env)],
+        "mujoco": _mujoco_state(sim) if _is_mujoco(sim) else None,
+        "ale": _ale_state(sim) if _is_ale(sim) else None,
     }
 
 
-def restore(envs, state: dict) -> None:
-    for env, layers in zip(envs, state["envs"], strict=True):
-        for layer, attrs in zip(_layers(env), layers, strict=True):
-            for name, (kind, value) in attrs.items():
-                setattr(layer, name, _decode(kind, value, getattr(layer, name, None)))
-    for env, sim in zip(envs, state.get("mujoco", [None] * len(envs)), strict=True):
-        if sim is not None:
-            _set_mujoco_state(env.unwrapped, sim)
+def restore(env, state: dict) -> None:
+    for layer, attrs in zip(_layers(env), state["layers"], strict=True):
+        for name, (kind, value) in attrs.items():
+            setattr(layer, name, _decode(kind, value, getattr(layer, name, None)))
+    if state["mujoco"] is not None:
+        _set_mujoco_state(env.unwrapped, state["mujoco"])
+    if state["ale"] is not None:
+        _set_ale_state(env.unwrapped, state["ale"])
+
+
+def capture_all(envs) -> list[dict | None]:
+    """``capture`` of each env (a function of a group's envs for ``workers.EnvGroups.call``)."""
+    return [capture(env) for env in envs]
+
+
+def restore_all(envs, states: list[dict]) -> list:
+    for env, state in zip(envs, states, strict=True):
+        restore(env, state)
+    return []

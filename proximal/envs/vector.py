@@ -11,15 +11,18 @@ Episode statistics come from each env's ``RecordEpisodeStatistics``: raw rewards
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode
 
+from ..config import Config, ale_options
 from ..errors import UserError
 from . import state as env_state
+from .workers import EnvGroups
 
 
 @dataclass
@@ -46,76 +49,71 @@ class VecEnv(Protocol):
     def close(self) -> None: ...
 
 
-class GymVectorEnv:
-    """gymnasium envs stepped in one process with same-step autoreset."""
+def make_gym_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    kwargs = {"render_mode": render_mode} if render_mode else {}
+    return gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, disable_env_checker=True, **kwargs))
 
-    def __init__(self, env_id: str, num_envs: int, render_mode: str | None = None):
+
+def first_spaces(envs) -> list:
+    return [(envs[0].observation_space, envs[0].action_space, envs[0].metadata)]
+
+
+def render_first(envs) -> list:
+    return [envs[0].render()]
+
+
+class GymVectorEnv:
+    """gymnasium envs with same-step autoreset, stepped in this process or split over ``workers`` processes
+    (``workers.EnvGroups``: the same transitions either way)."""
+
+    def __init__(self, env_id: str, num_envs: int, render_mode: str | None = None, workers: int = 1):
         self.env_id = env_id
         try:
             gym.spec(env_id)
         except gym.error.Error as e:
             raise UserError(f"unknown environment '{env_id}' ({e}); list the registered ids with "
                             "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
-
-        def make_one():
-            kwargs = {"render_mode": render_mode} if render_mode else {}
-            env = gym.make(env_id, disable_env_checker=True, **kwargs)
-            return gym.wrappers.RecordEpisodeStatistics(env)
-
         try:
-            self.envs = gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+            make_gym_env(env_id).close()  # a missing dependency fails here, in this process, with its message
         except gym.error.DependencyNotInstalled as e:
             raise UserError(f"environment '{env_id}' needs a package that is not installed: {e}") from None
+        self.groups = EnvGroups(partial(make_gym_env, env_id, render_mode), num_envs, workers)
         self.num_envs = num_envs
-        self.single_observation_space = self.envs.single_observation_space
-        self.single_action_space = self.envs.single_action_space
-        self.metadata = self.envs.envs[0].metadata  # render_fps for videos
+        self.single_observation_space, self.single_action_space, self.metadata = self.groups.call(first_spaces)[0]
         self._action_offset = getattr(self.single_action_space, "start", 0)
 
     def reset(self, seed: int) -> np.ndarray:
-        obs, _ = self.envs.reset(seed=seed)
-        return obs
+        return self.groups.reset(seed)
 
     def step(self, actions: np.ndarray) -> Step:
         if self._action_offset:
             actions = actions + self._action_offset
-        obs, reward, terminated, truncated, info = self.envs.step(actions)
-        final_obs, episodes = unpack_same_step_info(obs, info)
-        return Step(obs, reward, terminated, truncated, obs.copy() if final_obs is None else final_obs, episodes)
+        s = self.groups.step(actions)
+        return Step(s.obs, s.reward, s.terminated, s.truncated, s.obs.copy() if s.final_obs is None else s.final_obs,
+                    s.episodes)
 
     def get_state(self) -> dict | None:
-        return env_state.capture(self.envs.envs)
+        return capture_groups(self.groups)
 
     def set_state(self, state: dict) -> None:
-        env_state.restore(self.envs.envs, state)
+        self.groups.call(env_state.restore_all, state["envs"])
 
     def render(self):
         """The first env's rgb_array frame (make the envs with render_mode="rgb_array")."""
         try:
-            return self.envs.envs[0].render()
+            return self.groups.call(render_first)[0]
         except Exception as e:  # noqa: BLE001 - GL and display errors come in many types; the message says which
             raise UserError(f"rendering {self.env_id} failed ({type(e).__name__}: {e}); on a machine without a "
                             "display, run with MUJOCO_GL=egl (or osmesa)") from None
 
     def close(self) -> None:
-        self.envs.close()
+        self.groups.close()
 
 
-def unpack_same_step_info(obs: np.ndarray, info: dict) -> tuple[np.ndarray | None, list[tuple[int, float, int]]]:
-    """From a step of gymnasium's same-step-autoreset vector env: the final observations (``obs`` with the rows
-    of the envs whose episode ended replaced by their last observation; None when no episode ended) and the
-    ended episodes' (env index, return, length) from each env's RecordEpisodeStatistics."""
-    if "_final_obs" not in info:
-        return None, []
-    final_obs = obs.copy()
-    for i in np.flatnonzero(info["_final_obs"]):
-        final_obs[i] = info["final_obs"][i]
-    episodes = []
-    episode = info["final_info"].get("episode")
-    if episode is not None:
-        for i in np.flatnonzero(episode["_r"]):
-            episodes.append((int(i), float(episode["r"][i]), int(episode["l"][i])))
-    return final_obs, episodes
+def capture_groups(groups: EnvGroups) -> dict | None:
+    """Every env's state (``state.capture``), or None where one cannot be captured."""
+    states = groups.call(env_state.capture_all)
+    return None if any(s is None for s in states) else {"envs": states}
 
 
 def is_atari_id(env_id: str) -> bool:
@@ -127,12 +125,17 @@ def is_atari_id(env_id: str) -> bool:
         return is_atari(env_id)
 
 
-def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, details: dict | None = None) -> VecEnv:
+def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, cfg: Config | None = None) -> VecEnv:
     """The vector env for ``env_id``: the reference's Atari chain and frame stack (``atari_vector``) for ale-py
-    ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``), switched by ``details`` (``cfg.details``; None: every
-    Atari detail on); gymnasium's envs otherwise."""
+    ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``), gymnasium's envs otherwise. ``cfg`` (the run's config;
+    None: one process, every Atari detail on, the reference's emulator settings) gives the env worker processes
+    (``env_workers``), the Atari details and the Atari options."""
+    workers = 1 if cfg is None else cfg.env_workers or os.cpu_count() or 1
     if is_atari_id(env_id):
         from .atari_vector import AtariVectorEnv
 
-        return AtariVectorEnv(env_id, num_envs, details, render_mode)
-    return GymVectorEnv(env_id, num_envs, render_mode)
+        if cfg is None:
+            return AtariVectorEnv(env_id, num_envs, render_mode=render_mode)
+        return AtariVectorEnv(env_id, num_envs, cfg.details, render_mode, repeat_first=cfg.atari_repeat_first,
+                              workers=workers, ale_options=ale_options(cfg))
+    return GymVectorEnv(env_id, num_envs, render_mode, workers)

@@ -1,0 +1,187 @@
+"""Stepping a vector env's envs in worker processes, so that the emulators of a rollout use every core.
+
+The envs are split into contiguous groups; each group is a gymnasium ``SyncVectorEnv`` with same-step autoreset,
+in the parent process (``EnvGroup``) or in a worker process of its own (``WorkerGroup``). Both answer the same
+calls, ``send`` then ``recv``, so the parent starts every group's step before it waits for any: the groups step
+at the same time while the learner waits. Its torch threads are idle then, so the cores are not oversubscribed.
+
+A group is seeded as its envs would be in one ``SyncVectorEnv`` (env i gets seed + i), so the split changes no
+result: any number of workers gives the same transitions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+
+
+@dataclass
+class GroupStep:
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_obs: np.ndarray | None  # obs with the done envs' last observations, None when no env is done
+    episodes: list[tuple[int, float, int]]  # env indices within the group
+
+
+class EnvGroup:
+    """``count`` envs from ``env_fn`` stepped in this process."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env], count: int, first_index: int = 0):
+        self.envs = gym.vector.SyncVectorEnv([env_fn] * count, autoreset_mode=AutoresetMode.SAME_STEP)
+        self.first_index = first_index
+        self._result = None
+
+    def reset(self, seed: int) -> np.ndarray:
+        return self.envs.reset(seed=seed + self.first_index)[0]
+
+    def step(self, actions: np.ndarray) -> GroupStep:
+        obs, reward, terminated, truncated, info = self.envs.step(actions)
+        final_obs, episodes = unpack_same_step_info(obs, info)
+        return GroupStep(obs, reward, terminated, truncated, final_obs, episodes)
+
+    def call(self, fn: Callable, *args):
+        """``fn(list of this group's envs, *args)``: how a worker's envs are inspected (spaces, state)."""
+        return fn(self.envs.envs, *args)
+
+    def send(self, method: str, *args) -> None:
+        self._result = getattr(self, method)(*args)
+
+    def recv(self):
+        result, self._result = self._result, None
+        return result
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def _serve(conn, env_fn, count: int, first_index: int) -> None:
+    group = EnvGroup(env_fn, count, first_index)
+    try:
+        while True:
+            method, args = conn.recv()
+            if method == "close":
+                break
+            try:
+                conn.send((True, getattr(group, method)(*args)))
+            except Exception as e:  # noqa: BLE001 - handed to the parent, which raises it
+                conn.send((False, e))
+    except (EOFError, KeyboardInterrupt):  # the parent is gone or interrupted: just stop
+        pass
+    finally:
+        group.close()
+
+
+@dataclass
+class _Failed:
+    error: Exception
+
+
+class WorkerGroup:
+    """``count`` envs from ``env_fn`` stepped in a worker process (``env_fn`` and ``call``'s functions must be
+    picklable: module-level functions or ``functools.partial`` of them)."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env], count: int, first_index: int):
+        self.conn, child = mp.Pipe()
+        self.process = mp.Process(target=_serve, args=(child, env_fn, count, first_index), daemon=True)
+        self.process.start()
+        child.close()
+
+    def send(self, method: str, *args) -> None:
+        self.conn.send((method, args))
+
+    def recv(self):
+        """The result, or the exception the worker raised (returned, not raised: ``EnvGroups`` reads every
+        group's answer before it raises one, so no answer is left in a pipe)."""
+        ok, result = self.conn.recv()
+        return result if ok else _Failed(result)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(("close", ()))
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+
+
+class EnvGroups:
+    """``num_envs`` envs from ``env_fn`` in ``workers`` groups: in this process for ``workers`` <= 1, else one
+    worker process per group. ``reset``, ``step`` and ``call`` look like one ``SyncVectorEnv``'s."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, workers: int):
+        workers = max(1, min(workers, num_envs))
+        sizes = [len(part) for part in np.array_split(np.arange(num_envs), workers)]
+        self.starts = np.cumsum([0] + sizes)[:-1].tolist()
+        if workers == 1:
+            self.groups = [EnvGroup(env_fn, num_envs)]
+        else:
+            self.groups = [WorkerGroup(env_fn, size, start) for size, start in zip(sizes, self.starts)]
+        self.bounds = list(zip(self.starts, self.starts[1:] + [num_envs]))
+
+    @property
+    def local_envs(self) -> list[gym.Env]:
+        """The envs themselves, where they live in this process (``workers`` <= 1)."""
+        if not isinstance(self.groups[0], EnvGroup):
+            raise RuntimeError("the envs live in worker processes")
+        return self.groups[0].envs.envs
+
+    def _all(self, method: str, args_per_group: list[tuple]) -> list:
+        for group, args in zip(self.groups, args_per_group, strict=True):
+            group.send(method, *args)
+        results = [group.recv() for group in self.groups]
+        for result in results:
+            if isinstance(result, _Failed):
+                raise result.error
+        return results
+
+    def reset(self, seed: int) -> np.ndarray:
+        return np.concatenate(self._all("reset", [(seed,)] * len(self.groups)))
+
+    def step(self, actions: np.ndarray) -> GroupStep:
+        parts = self._all("step", [(actions[a:b],) for a, b in self.bounds])
+        if len(parts) == 1:
+            return parts[0]
+        final_obs = None
+        if any(p.final_obs is not None for p in parts):
+            final_obs = np.concatenate([p.obs if p.final_obs is None else p.final_obs for p in parts])
+        episodes = [(start + i, r, n) for p, start in zip(parts, self.starts) for i, r, n in p.episodes]
+        return GroupStep(*(np.concatenate([getattr(p, name) for p in parts])
+                           for name in ("obs", "reward", "terminated", "truncated")), final_obs, episodes)
+
+    def call(self, fn: Callable, per_env: list | None = None) -> list:
+        """``fn(envs of a group)``, or ``fn(envs of a group, that group's slice of per_env)``, for every group;
+        the list results concatenated in env order."""
+        args = [() if per_env is None else (per_env[a:b],) for a, b in self.bounds]
+        return [item for part in self._all("call", [(fn, *a) for a in args]) for item in part]
+
+    def close(self) -> None:
+        for group in self.groups:
+            group.close()
+
+
+def unpack_same_step_info(obs: np.ndarray, info: dict) -> tuple[np.ndarray | None, list[tuple[int, float, int]]]:
+    """From a step of gymnasium's same-step-autoreset vector env: the final observations (``obs`` with the rows
+    of the envs whose episode ended replaced by their last observation; None when no episode ended) and the
+    ended episodes' (env index, return, length) from each env's RecordEpisodeStatistics."""
+    if "_final_obs" not in info:
+        return None, []
+    final_obs = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        final_obs[i] = info["final_obs"][i]
+    episodes = []
+    episode = info["final_info"].get("episode")
+    if episode is not None:
+        for i in np.flatnonzero(episode["_r"]):
+            episodes.append((int(i), float(episode["r"][i]), int(episode["l"][i])))
+    return final_obs, episodes

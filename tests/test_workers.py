@@ -1,0 +1,52 @@
+"""Envs stepped in worker processes (proximal.envs.workers) give exactly the transitions of one process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from proximal.envs.vector import GymVectorEnv
+
+
+def _rollout(workers: int, steps: int = 300):
+    envs = GymVectorEnv("CartPole-v1", 5, workers=workers)
+    actions = np.random.default_rng(0).integers(2, size=(steps, 5))
+    try:
+        out = [envs.reset(seed=11).copy()]
+        for a in actions:
+            s = envs.step(a)
+            out.append((s.obs.copy(), s.final_obs.copy(), s.reward, s.terminated, s.truncated, s.episodes))
+        return out, envs.get_state()
+    finally:
+        envs.close()
+
+
+def test_worker_processes_give_the_transitions_of_one_process():
+    one, state_one = _rollout(1)
+    split, state_split = _rollout(2)  # groups of 3 and 2 envs: seeds, episodes' env indices and final obs must map
+    np.testing.assert_array_equal(one[0], split[0])
+    episodes = 0
+    for a, b in zip(one[1:], split[1:]):
+        for x, y in zip(a[:5], b[:5]):
+            np.testing.assert_array_equal(x, y)
+        assert a[5] == b[5]
+        episodes += len(a[5])
+    assert episodes > 10 and {i for s in one[1:] for i, _, _ in s[5]} == set(range(5))
+    assert len(state_split["envs"]) == 5
+    for x, y in zip(state_one["envs"], state_split["envs"]):
+        assert x["layers"][-1]["state"][1].tolist() == y["layers"][-1]["state"][1].tolist()
+
+
+def _fail(envs):
+    raise ValueError("raised in a worker")
+
+
+def test_an_error_in_a_worker_is_raised_in_the_parent_and_close_ends_the_workers():
+    envs = GymVectorEnv("CartPole-v1", 2, workers=2)
+    processes = [g.process for g in envs.groups.groups]
+    assert all(p.is_alive() for p in processes)
+    with pytest.raises(ValueError, match="raised in a worker"):
+        envs.groups.call(_fail)
+    envs.reset(seed=0)  # the workers serve on after an error
+    envs.close()
+    assert not any(p.is_alive() for p in processes)
