@@ -1,5 +1,7 @@
 """Training speed of proximal against Stable-Baselines3's PPO on one workload: a preset on one env (the classic
-preset on CartPole-v1 by default; the mujoco preset on HalfCheetah-v5 with --preset mujoco --env HalfCheetah-v5).
+preset on CartPole-v1 by default; the mujoco preset on HalfCheetah-v5 with --preset mujoco --env HalfCheetah-v5;
+the atari preset on Breakout with --preset atari --env BreakoutNoFrameskip-v4, where SB3 runs its own Atari
+wrappers, ``make_atari_env`` with its default DummyVecEnv, and ``VecFrameStack``).
 
 Each training runs in a fresh Python process, and the two libraries alternate (their order swapped every round)
 so that a change of machine load hits both alike. The clock covers env creation, model creation and training,
@@ -7,6 +9,9 @@ on both sides; process start and imports are left out.
 
     python benchmarks/speed.py --rounds 3 --steps 100000 [--json speed.json]
     python benchmarks/speed.py --preset mujoco --env HalfCheetah-v5 --rounds 3 --steps 40960
+    python benchmarks/speed.py --preset atari --env BreakoutNoFrameskip-v4 --threads 2 --rounds 3 --steps 16384
+
+proximal's share of time in env stepping, inference, learning and the rest (its updates.csv) is printed too.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ def workload(preset_name: str, env_id: str, steps: int, seed: int, threads: int)
     return cfg
 
 
-def time_proximal(cfg) -> tuple[float, int]:
+def time_proximal(cfg) -> tuple[float, int, dict]:
+    import csv
     import tempfile
     import time
 
@@ -51,38 +57,50 @@ def time_proximal(cfg) -> tuple[float, int]:
         start = time.perf_counter()
         state = train(cfg, run_dir, quiet=True)
         elapsed = time.perf_counter() - start
-    return elapsed, state.global_step
+        with open(Path(run_dir) / "updates.csv") as f:
+            rows = list(csv.DictReader(f))
+    seconds = {part: sum(float(r[f"{part}_seconds"]) for r in rows) for part in ("env", "inference", "learn", "other")}
+    return elapsed, state.global_step, seconds
 
 
-def time_sb3(cfg) -> tuple[float, int]:
+def time_sb3(cfg) -> tuple[float, int, dict]:
     import time
 
     from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecNormalize
     from torch import nn
 
+    from proximal.envs.vector import is_atari_id
+
     lr0 = cfg.learning_rate
+    atari = is_atari_id(cfg.env_id)
     start = time.perf_counter()
-    envs = make_vec_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv)
+    if atari:
+        # SB3's AtariWrapper: noop reset, max-and-skip, episodic life, fire reset, 84x84 gray, reward sign
+        envs = VecFrameStack(make_atari_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed), n_stack=4)
+    else:
+        envs = make_vec_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv)
     if cfg.on("cont.obs_norm") or cfg.on("cont.reward_scaling"):
         # the reference's VecNormalize, which SB3 ships: running statistics, clipping at 10
         envs = VecNormalize(envs, norm_obs=cfg.on("cont.obs_norm"), norm_reward=cfg.on("cont.reward_scaling"),
                             clip_obs=10.0, clip_reward=10.0, gamma=cfg.gamma)
+    # the Atari preset shares the Nature CNN between policy and value (SB3's CnnPolicy does the same)
+    net_kwargs = {} if atari else dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.hidden_sizes)),
+                                       activation_fn=nn.Tanh)
     model = PPO(
-        "MlpPolicy", envs, learning_rate=lambda progress_remaining: lr0 * progress_remaining,
+        "CnnPolicy" if atari else "MlpPolicy", envs, learning_rate=lambda progress_remaining: lr0 * progress_remaining,
         n_steps=cfg.num_steps, batch_size=cfg.minibatch_size, n_epochs=cfg.update_epochs, gamma=cfg.gamma,
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_coef,
         # proximal clips the value loss too (core.value_clipping); SB3 does only when given a range
         clip_range_vf=cfg.clip_coef,
         ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-        policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.hidden_sizes)),
-                           activation_fn=nn.Tanh, ortho_init=True),
+        policy_kwargs=dict(**net_kwargs, ortho_init=True),
         seed=cfg.seed, device="cpu", verbose=0,
     )
     model.learn(total_timesteps=cfg.total_steps)
     envs.close()
-    return time.perf_counter() - start, model.num_timesteps
+    return time.perf_counter() - start, model.num_timesteps, {}
 
 
 def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int) -> None:
@@ -94,11 +112,15 @@ def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, t
     # the first torch.optim.Adam imports torch._dynamo (about 1 s here); both libraries build one inside the
     # clock, so import it now, like every other import
     import torch._dynamo  # noqa: F401
+    from proximal.envs.vector import is_atari_id
+
     # the first gym.make imports the env's module; pay that outside the clock, for both libraries
+    if is_atari_id(env_id):
+        import cv2  # noqa: F401
     gym.make(env_id).close()
     cfg = workload(preset_name, env_id, steps, seed, threads)
-    elapsed, done = (time_proximal if library == "proximal" else time_sb3)(cfg)
-    print(json.dumps({"seconds": elapsed, "steps": done, "sps": done / elapsed}))
+    elapsed, done, seconds = (time_proximal if library == "proximal" else time_sb3)(cfg)
+    print(json.dumps({"seconds": elapsed, "steps": done, "sps": done / elapsed, "parts": seconds}))
 
 
 def run_worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int) -> dict:
@@ -108,6 +130,12 @@ def run_worker(library: str, preset_name: str, env_id: str, steps: int, seed: in
     if result.returncode != 0:
         sys.exit(f"{library} run failed (exit {result.returncode}):\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def result_shares(parts: dict) -> str:
+    """proximal's time so far by part, as percentages of their sum."""
+    total = sum(parts.values()) or 1.0
+    return " ".join(f"{p} {100 * parts[p] / total:.0f}%" for p in ("env", "inference", "learn", "other"))
 
 
 def main() -> None:
@@ -143,24 +171,32 @@ def main() -> None:
           f"stable-baselines3 {version('stable-baselines3')}, torch {version('torch')}\n")
 
     sps = {lib: [] for lib in LIBRARIES}
-    print(f"{'round':>6}  {'proximal SPS':>12}  {'SB3 SPS':>9}  {'ratio':>6}")
+    parts = {}
+    print(f"{'round':>6}  {'proximal SPS':>12}  {'SB3 SPS':>9}  {'ratio':>6}  proximal's time")
     for r in range(args.rounds):
         # neither library always goes first (caches, drifting load); the seed changes per round, shared by both
         order = LIBRARIES if r % 2 == 0 else LIBRARIES[::-1]
         for lib in order:
-            sps[lib].append(run_worker(lib, args.preset, args.env, steps, r + 1, args.threads)["sps"])
+            result = run_worker(lib, args.preset, args.env, steps, r + 1, args.threads)
+            sps[lib].append(result["sps"])
+            if lib == "proximal":
+                for part, value in result["parts"].items():
+                    parts[part] = parts.get(part, 0.0) + value
         p, s = sps["proximal"][-1], sps["sb3"][-1]
-        print(f"{r + 1:>6}  {p:>12.0f}  {s:>9.0f}  {p / s:>6.2f}", flush=True)
+        share = result_shares(parts)
+        print(f"{r + 1:>6}  {p:>12.0f}  {s:>9.0f}  {p / s:>6.2f}  {share}", flush=True)
     medians = {lib: statistics.median(values) for lib, values in sps.items()}
     ratio = medians["proximal"] / medians["sb3"]
     print(f"{'median':>6}  {medians['proximal']:>12.0f}  {medians['sb3']:>9.0f}  {ratio:>6.2f}")
     print(f"\nproximal / SB3 (ratio of medians): {ratio:.2f}")
+    print(f"proximal's time, all rounds: {result_shares(parts)}")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "env": args.env, "preset": args.preset, "steps": steps, "rounds": args.rounds, "threads": args.threads,
             "sps": sps, "median_sps": medians, "ratio_proximal_over_sb3": ratio,
+            "proximal_seconds_by_part": parts,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "versions": {name: version(name) for name in ("proximal", "stable-baselines3", "torch", "gymnasium")},
         }, indent=2) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import os
 from dataclasses import dataclass, field, fields, replace
 
 from .details import BY_ID, switchable_ids
@@ -210,6 +211,11 @@ def validate(cfg: Config) -> None:
                         "add --off atari.frame_skip to let the emulator skip instead")
     if "max_num_frames_per_episode" in emulator:
         raise UserError("the Atari frame limit is the reference's (400k frames); ale_options cannot change it")
+
+
+def env_worker_count(cfg: Config) -> int:
+    """The processes that step the envs: ``env_workers``, 0 meaning one per CPU core, at most one per env."""
+    return max(1, min(cfg.env_workers or os.cpu_count() or 1, cfg.num_envs))
 
 
 def ale_options(cfg: Config) -> dict:

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from . import checkpoint
 from .advantages import compute_advantages
-from .config import Config, validate
+from .config import Config, env_worker_count, validate
 from .envs import VecEnv, is_atari_id, make_envs
 from .envs.normalize import Normalizer, normalize_envs
 from .errors import UserError
@@ -167,6 +167,20 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     return state
 
 
+class torch_threads:
+    """Run a block with ``n`` torch threads, then restore the previous count (reusable)."""
+
+    def __init__(self, n: int):
+        self.n, self.saved = n, None
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.saved)
+
+
 def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None) -> None:
     cfg, buf = state.cfg, state.rollout
     device = next(state.policy.parameters()).device
@@ -178,6 +192,9 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
     # to the wall time since the previous update's mark, so its "other" holds the logging and checkpoint before it
     mark = start_time
     first = state.update + 1
+    # While worker processes step the envs, inference runs on one thread: more would contend with the workers for
+    # the cores (torch's idle threads spin), and a batch of num_envs observations gains little from them.
+    rollout_threads = torch_threads(1) if env_worker_count(cfg) > 1 else nullcontext()
     for update in range(first, cfg.num_updates + 1):
         lr = learning_rate(cfg, update)
         for group in state.optimizer.param_groups:
@@ -185,7 +202,8 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
         clip = clip_range(cfg, update)
 
         times = RolloutTimes()
-        state.global_step, episodes = collect_rollout(envs, actor, buf, state.rng, state.global_step, cfg, times)
+        with rollout_threads:
+            state.global_step, episodes = collect_rollout(envs, actor, buf, state.rng, state.global_step, cfg, times)
         learn_start = clock()
         advantages, returns = compute_advantages(buf, cfg)
         batch = buf.training_batch(advantages, returns, device)

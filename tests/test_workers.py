@@ -50,3 +50,36 @@ def test_an_error_in_a_worker_is_raised_in_the_parent_and_close_ends_the_workers
     envs.reset(seed=0)  # the workers serve on after an error
     envs.close()
     assert not any(p.is_alive() for p in processes)
+
+
+def test_rollout_inference_runs_on_one_thread_while_workers_step_and_the_update_on_all(tmp_path, monkeypatch):
+    import torch
+
+    from proximal import trainer
+    from proximal.config import preset
+
+    seen = {}
+    real_collect, real_update = trainer.collect_rollout, trainer.make_update
+
+    def collect(*args, **kwargs):
+        seen.setdefault("rollout", set()).add(torch.get_num_threads())
+        return real_collect(*args, **kwargs)
+
+    def make_update(*args, **kwargs):
+        update = real_update(*args, **kwargs)
+
+        def run(*a, **k):
+            seen.setdefault("update", set()).add(torch.get_num_threads())
+            return update(*a, **k)
+        return run
+
+    monkeypatch.setattr(trainer, "collect_rollout", collect)
+    monkeypatch.setattr(trainer, "make_update", make_update)
+    threads = torch.get_num_threads()
+    try:
+        cfg = preset("classic")
+        cfg.total_steps, cfg.env_workers, cfg.torch_threads = 2 * cfg.batch_size, 2, 3
+        trainer.train(cfg, tmp_path / "run", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"rollout": {1}, "update": {3}}

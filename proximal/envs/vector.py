@@ -11,7 +11,6 @@ Episode statistics come from each env's ``RecordEpisodeStatistics``: raw rewards
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -19,7 +18,7 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 
-from ..config import Config, ale_options
+from ..config import Config, ale_options, env_worker_count
 from ..errors import UserError
 from . import state as env_state
 from .workers import EnvGroups
@@ -130,7 +129,7 @@ def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, cfg: C
     ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``), gymnasium's envs otherwise. ``cfg`` (the run's config;
     None: one process, every Atari detail on, the reference's emulator settings) gives the env worker processes
     (``env_workers``), the Atari details and the Atari options."""
-    workers = 1 if cfg is None else cfg.env_workers or os.cpu_count() or 1
+    workers = 1 if cfg is None else env_worker_count(cfg)
     if is_atari_id(env_id):
         from .atari_vector import AtariVectorEnv
 
