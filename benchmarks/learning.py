@@ -5,6 +5,7 @@ result of ppo2-faithful PPO.
     python benchmarks/learning.py [--env CartPole-v1] [--seeds 1 2 3] [--steps N] [--jobs 2]
     python benchmarks/learning.py --env HalfCheetah-v4 --jobs 2
     python benchmarks/learning.py --env Hopper-v4 --jobs 2
+    python benchmarks/learning.py --env BreakoutNoFrameskip-v4 --modes default --seeds 1 --steps 500000
 
 Writes one run directory per mode and seed under --out, the curves of both modes in one figure (--plot) and a
 markdown summary (--summary).
@@ -33,12 +34,15 @@ LAST_EPISODES = 100
 # mode name -> opt.truncation_bootstrap; the name is also the directory the mode's runs go to
 MODES = {"default": True, "off-truncation_bootstrap": False}
 # env -> (preset, steps, published mean, published std): ppo2-faithful PPO's final return, mean ± std over seeds
-# (CartPole-v1 at 500k steps; MuJoCo v4 envs at 1M steps). It treats truncation as termination, so it is to be
-# compared with the off mode.
+# (CartPole-v1 at 500k steps; MuJoCo v4 envs at 1M steps; Atari at 10M steps, 40M frames). It treats truncation
+# as termination, so it is to be compared with the off mode (on Atari a truncation takes 400k frames of one game:
+# the two modes coincide until an agent plays that long).
 BENCHMARKS = {
     "CartPole-v1": ("classic", 500_000, 490.0, 6.0),
     "HalfCheetah-v4": ("mujoco", 1_000_000, 1442.0, 46.0),
     "Hopper-v4": ("mujoco", 1_000_000, 2383.0, 272.0),
+    "BreakoutNoFrameskip-v4": ("atari", 10_000_000, 415.0, 28.0),
+    "PongNoFrameskip-v4": ("atari", 10_000_000, 20.4, 0.2),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -72,30 +76,33 @@ def mean_std(values: list[float]) -> str:
 
 
 def write_summary(path: Path, cfg: Config, seeds: list[int], finals: dict[str, dict[int, float]],
-                  plot: Path, published: list[float]) -> None:
+                  plot: Path, published: list[float], published_steps: int) -> None:
     seed_cols = " | ".join(f"seed {s}" for s in seeds)
     rows = [f"| {mode} | " + " | ".join(f"{finals[mode][s]:.1f}" for s in seeds)
-            + f" | {mean_std(list(finals[mode].values()))} |" for mode in MODES]
+            + f" | {mean_std(list(finals[mode].values()))} |" for mode in finals]
+    steps = cfg.num_updates * cfg.batch_size
     blank = " | ".join("" for _ in seeds)
     lines = [
         f"# {cfg.env_id} learning benchmark",
         "",
-        f"- env: {cfg.env_id}, preset {cfg.preset}, {cfg.num_updates * cfg.batch_size} env steps per run "
+        f"- env: {cfg.env_id}, preset {cfg.preset}, {steps} env steps per run "
         f"({cfg.num_updates} updates of {cfg.batch_size} steps), device {cfg.device}",
         f"- seeds: {' '.join(map(str, seeds))}",
         f"- statistic: mean episodic return of the last {LAST_EPISODES} training episodes of each run "
         "(episodes.csv); across seeds mean ± population std (ddof 0)",
         "- modes: `default` bootstraps truncated episodes from V(final observation) (opt.truncation_bootstrap on); "
         "`off-truncation_bootstrap` treats truncation as termination, as the reference does",
-        "- published: ppo2-faithful PPO at 500k steps, truncation as termination: compare with "
-        "`off-truncation_bootstrap`",
+        f"- published: ppo2-faithful PPO at {published_steps:,} steps, truncation as termination: compare with "
+        "`off-truncation_bootstrap`" + ("" if steps >= published_steps else
+                                        f"; these runs are {published_steps // steps}x shorter, so their returns "
+                                        "are not comparable to it, only a point on the way"),
         f"- curves: {os.path.relpath(plot, path.parent)}",
         f"- generated {date.today().isoformat()} by `python benchmarks/learning.py {' '.join(sys.argv[1:])}`",
         "",
         f"| mode | {seed_cols} | mean ± std |",
         "|---" * (len(seeds) + 2) + "|",
         *rows,
-        f"| published ppo2-faithful PPO | {blank} | {published[0]:.0f} ± {published[1]:.0f} |",
+        f"| published ppo2-faithful PPO | {blank} | {published[0]:g} ± {published[1]:g} |",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default: 1 2 3)")
     parser.add_argument("--env", default="CartPole-v1", choices=BENCHMARKS, help="(default: CartPole-v1)")
     parser.add_argument("--steps", type=int, help="env steps per run (default: the published results' count)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="truncation modes to run (default: both)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each (default: 1)")
     parser.add_argument("--out", type=Path,
                         help="directory of the run directories (default: benchmarks/results/learning/<env>)")
@@ -119,13 +128,13 @@ def main() -> None:
         parser.error("--jobs must be positive and --seeds distinct")
 
     preset_name, default_steps, *published = BENCHMARKS[args.env]
-    slug = args.env.split("-")[0].lower()
+    slug = args.env.split("NoFrameskip")[0].split("-")[0].lower()
     steps = args.steps or default_steps
     args.out = args.out or RESULTS / "learning" / slug
     args.plot = args.plot or RESULTS / f"{slug}_curves.png"
     args.summary = args.summary or RESULTS / f"{slug}_learning.md"
     runs = {(mode, seed): (run_config(args.env, seed, steps, bootstrap), args.out / mode / f"seed{seed}")
-            for seed in args.seeds for mode, bootstrap in MODES.items()}
+            for seed in args.seeds for mode, bootstrap in MODES.items() if mode in args.modes}
     cfg = next(iter(runs.values()))[0]
     try:
         validate(cfg)
@@ -139,7 +148,7 @@ def main() -> None:
     print(f"{args.env}, {preset_name} preset, {cfg.num_updates * cfg.batch_size} steps per run, "
           f"seeds {' '.join(map(str, args.seeds))}, {len(runs)} runs, {args.jobs} at a time; runs under {args.out}",
           flush=True)
-    finals: dict[str, dict[int, float]] = {mode: {} for mode in MODES}
+    finals: dict[str, dict[int, float]] = {mode: {} for mode in MODES if mode in args.modes}
     # spawn: a fresh interpreter per worker, so no torch state is inherited through fork
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(train_run, c, d): key for key, (c, d) in runs.items()}
@@ -150,17 +159,17 @@ def main() -> None:
             print(f"  {mode:<24} seed {seed}: {finals[mode][seed]:6.1f}  ({seconds:.0f} s)", flush=True)
 
     print(f"\nmean return of the last {LAST_EPISODES} episodes")
-    print(f"{'seed':>6}  " + "  ".join(f"{mode:>24}" for mode in MODES))
+    print(f"{'seed':>6}  " + "  ".join(f"{mode:>24}" for mode in finals))
     for seed in args.seeds:
-        print(f"{seed:>6}  " + "  ".join(f"{finals[mode][seed]:>24.1f}" for mode in MODES))
-    print(f"{'mean':>6}  " + "  ".join(f"{mean_std(list(finals[mode].values())):>24}" for mode in MODES))
-    print(f"published ppo2-faithful PPO (truncation as termination, compare with off-truncation_bootstrap): "
-          f"{published[0]:.0f} ± {published[1]:.0f}")
+        print(f"{seed:>6}  " + "  ".join(f"{finals[mode][seed]:>24.1f}" for mode in finals))
+    print(f"{'mean':>6}  " + "  ".join(f"{mean_std(list(finals[mode].values())):>24}" for mode in finals))
+    print(f"published ppo2-faithful PPO at {default_steps:,} steps (truncation as termination, compare with "
+          f"off-truncation_bootstrap): {published[0]:g} ± {published[1]:g}")
 
     groups = plot_runs([d for _, d in runs.values()], args.plot)
     print(f"\nwrote {args.plot}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
                                               for label, n in groups.items()))
-    write_summary(args.summary, cfg, args.seeds, finals, args.plot, published)
+    write_summary(args.summary, cfg, args.seeds, finals, args.plot, published, default_steps)
     print(f"wrote {args.summary}")
 
 
