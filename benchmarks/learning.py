@@ -47,9 +47,12 @@ BENCHMARKS = {
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_config(env_id: str, seed: int, steps: int, truncation_bootstrap: bool) -> Config:
+def run_config(env_id: str, seed: int, steps: int, truncation_bootstrap: bool, threads: int) -> Config:
     cfg = preset(BENCHMARKS[env_id][0])
     cfg.env_id, cfg.seed, cfg.total_steps = env_id, seed, steps
+    # torch threads per run: runs side by side must not share a core between their threads, whose synchronization
+    # then waits for descheduled threads (a 2-thread CNN update ran 10x slower so)
+    cfg.torch_threads = threads
     # the preset's "auto" would pick a GPU where there is one: a 64-64 MLP trains no faster there, and results
     # that depend on which machine ran them would not be comparable run to run
     cfg.device = "cpu"
@@ -117,6 +120,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                         help="truncation modes to run (default: both)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each (default: 1)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads of each run (default: CPU cores / jobs, at least 1)")
     parser.add_argument("--out", type=Path,
                         help="directory of the run directories (default: benchmarks/results/learning/<env>)")
     parser.add_argument("--plot", type=Path,
@@ -133,7 +138,8 @@ def main() -> None:
     args.out = args.out or RESULTS / "learning" / slug
     args.plot = args.plot or RESULTS / f"{slug}_curves.png"
     args.summary = args.summary or RESULTS / f"{slug}_learning.md"
-    runs = {(mode, seed): (run_config(args.env, seed, steps, bootstrap), args.out / mode / f"seed{seed}")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    runs = {(mode, seed): (run_config(args.env, seed, steps, bootstrap, threads), args.out / mode / f"seed{seed}")
             for seed in args.seeds for mode, bootstrap in MODES.items() if mode in args.modes}
     cfg = next(iter(runs.values()))[0]
     try:
