@@ -83,3 +83,34 @@ def test_rollout_inference_runs_on_one_thread_while_workers_step_and_the_update_
     finally:
         torch.set_num_threads(threads)
     assert seen == {"rollout": {1}, "update": {3}}
+
+
+def test_workers_stop_when_their_parent_is_killed():
+    """A trainer killed with SIGKILL runs no clean-up: its env workers must notice and exit on their own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("from proximal.envs.vector import GymVectorEnv\n"
+              "import os, time\n"
+              "envs = GymVectorEnv('CartPole-v1', 3, workers=3)\n"
+              "print(' '.join(str(g.process.pid) for g in envs.groups.groups), flush=True)\n"
+              "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 3
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)

@@ -12,6 +12,7 @@ result: any number of workers gives the same transitions.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,10 +63,15 @@ class EnvGroup:
         self.envs.close()
 
 
-def _serve(conn, env_fn, count: int, first_index: int) -> None:
+def _serve(conn, env_fn, count: int, first_index: int, parent: int) -> None:
     group = EnvGroup(env_fn, count, first_index)
     try:
         while True:
+            # A killed parent does not always close this pipe (a worker forked after this one holds its end too),
+            # so a worker also stops when it sees that its parent is gone.
+            while not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return
             method, args = conn.recv()
             if method == "close":
                 break
@@ -90,7 +96,7 @@ class WorkerGroup:
 
     def __init__(self, env_fn: Callable[[], gym.Env], count: int, first_index: int):
         self.conn, child = mp.Pipe()
-        self.process = mp.Process(target=_serve, args=(child, env_fn, count, first_index), daemon=True)
+        self.process = mp.Process(target=_serve, args=(child, env_fn, count, first_index, os.getpid()), daemon=True)
         self.process.start()
         child.close()
 
