@@ -261,6 +261,21 @@ def test_lstm_ratio_is_one_over_the_whole_batch(cfg, env_id, monkeypatch):
     assert_ratio_is_one(state, cfg, monkeypatch, atol=1e-5)
 
 
+def test_lstm_truncation_bootstrap_values_the_final_observation_after_the_episode_state(cfg):
+    # Forever-v0 truncates every 10 steps; its final observation is [1]. V(final) must come from the state after
+    # the episode's last step, not from a reset state nor the next episode's
+    state = collected(recurrent(cfg, "proximal-test/Forever-v0", num_envs=2, num_steps=24))
+    buf, policy = state.rollout, state.policy
+    s, checked = buf.start_state, 0
+    for t in range(24):
+        _, _, _, s = policy.act(torch.from_numpy(buf.obs[t]), s, torch.from_numpy(buf.starts[t]), None)
+        for env in np.flatnonzero(buf.final_values[t]):
+            expected = policy.value(torch.ones(1, 1), s[:, env:env + 1]).item()
+            assert buf.final_values[t, env] == pytest.approx(expected, abs=1e-6)
+            checked += 1
+    assert checked == 4  # steps 9 and 19 of both envs
+
+
 def test_lstm_fast_paths_are_not_picked(cfg):
     policy = make_policy(OBS, ACT, recurrent(cfg))
     assert type(make_actor(policy, CPU)) is RecurrentActor
