@@ -7,9 +7,13 @@ Each training runs in a fresh Python process, and the two libraries alternate (t
 so that a change of machine load hits both alike. The clock covers env creation, model creation and training,
 on both sides; process start and imports are left out.
 
+With --against PRESET, the other side is proximal too, with that preset on the same env (both warmed up by one
+update outside the clock): the cost of a variant, such as the LSTM policy against the feedforward one.
+
     python benchmarks/speed.py --rounds 3 --steps 100000 [--json speed.json]
     python benchmarks/speed.py --preset mujoco --env HalfCheetah-v5 --rounds 3 --steps 40960
     python benchmarks/speed.py --preset atari --env BreakoutNoFrameskip-v4 --threads 2 --rounds 3 --steps 16384
+    python benchmarks/speed.py --preset classic-lstm --against classic --env CartPole-v1 --steps 98304
 
 proximal's share of time in env stepping, inference, learning and the rest (its updates.csv) is printed too.
 """
@@ -43,8 +47,9 @@ def workload(preset_name: str, env_id: str, steps: int, seed: int, threads: int)
     return cfg
 
 
-def time_proximal(cfg) -> tuple[float, int, dict]:
+def time_proximal(cfg, warmup: bool = False) -> tuple[float, int, dict]:
     import csv
+    import dataclasses
     import tempfile
     import time
 
@@ -53,6 +58,9 @@ def time_proximal(cfg) -> tuple[float, int, dict]:
     import torch.utils.tensorboard  # noqa: F401
     from proximal.trainer import train
 
+    if warmup:  # one update: the kernels' first-call costs (oneDNN's LSTM primitives) stay outside the clock
+        with tempfile.TemporaryDirectory(prefix="proximal-warmup-") as run_dir:
+            train(dataclasses.replace(cfg, total_steps=cfg.batch_size), run_dir, quiet=True)
     with tempfile.TemporaryDirectory(prefix="proximal-speed-") as run_dir:
         start = time.perf_counter()
         state = train(cfg, run_dir, quiet=True)
@@ -103,10 +111,12 @@ def time_sb3(cfg) -> tuple[float, int, dict]:
     return time.perf_counter() - start, model.num_timesteps, {}
 
 
-def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int) -> None:
+def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int, warmup: bool) -> None:
     """One timed training in this process; prints its result as the last line of stdout."""
     import gymnasium as gym
     import torch
+
+    import proximal.envs  # noqa: F401 - registers proximal's own env ids
 
     torch.set_num_threads(threads)
     # the first torch.optim.Adam imports torch._dynamo (about 1 s here); both libraries build one inside the
@@ -119,13 +129,15 @@ def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, t
         import cv2  # noqa: F401
     gym.make(env_id).close()
     cfg = workload(preset_name, env_id, steps, seed, threads)
-    elapsed, done, seconds = (time_proximal if library == "proximal" else time_sb3)(cfg)
+    elapsed, done, seconds = time_proximal(cfg, warmup) if library == "proximal" else time_sb3(cfg)
     print(json.dumps({"seconds": elapsed, "steps": done, "sps": done / elapsed, "parts": seconds}))
 
 
-def run_worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int) -> dict:
+def run_worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int,
+               warmup: bool) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, "--preset", preset_name,
            "--env", env_id, "--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
+    cmd += ["--warmup"] if warmup else []
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{library} run failed (exit {result.returncode}):\n{result.stderr}")
@@ -146,20 +158,22 @@ def main() -> None:
     parser.add_argument("--preset", default="classic", help="proximal preset both run (default: classic)")
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (default: CartPole-v1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in both (default: 1)")
+    parser.add_argument("--against", metavar="PRESET",
+                        help="time proximal with this preset as the other side, instead of SB3")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results to this JSON file")
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        worker(args.worker, args.preset, args.env, args.steps, args.seed, args.threads)
+        worker(args.worker, args.preset, args.env, args.steps, args.seed, args.threads, args.warmup)
+        return
+    if args.against:
+        compare_presets(args)
         return
 
-    batch = workload(args.preset, args.env, args.steps, 1, args.threads).batch_size
-    # whole batches, so that both run the same number of updates (SB3 would finish the last batch, proximal drop it)
-    steps = args.steps - args.steps % batch
-    if steps <= 0 or args.rounds <= 0 or args.threads <= 0:
-        parser.error(f"--steps must be at least one batch ({batch}); --rounds and --threads must be positive")
+    steps = whole_batches(args, args.preset)
 
     print("=" * 78)
     print("THE MACHINE MUST BE IDLE while this runs: no tests, no training, no other benchmark.")
@@ -177,7 +191,7 @@ def main() -> None:
         # neither library always goes first (caches, drifting load); the seed changes per round, shared by both
         order = LIBRARIES if r % 2 == 0 else LIBRARIES[::-1]
         for lib in order:
-            result = run_worker(lib, args.preset, args.env, steps, r + 1, args.threads)
+            result = run_worker(lib, args.preset, args.env, steps, r + 1, args.threads, False)
             sps[lib].append(result["sps"])
             if lib == "proximal":
                 for part, value in result["parts"].items():
@@ -199,6 +213,49 @@ def main() -> None:
             "proximal_seconds_by_part": parts,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "versions": {name: version(name) for name in ("proximal", "stable-baselines3", "torch", "gymnasium")},
+        }, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def whole_batches(args, *presets: str) -> int:
+    """--steps rounded down to whole batches of every preset, so that each side runs whole updates (SB3 would
+    finish the last batch, proximal drop it)."""
+    import math
+
+    batch = math.lcm(*(workload(p, args.env, args.steps, 1, args.threads).batch_size for p in presets))
+    steps = args.steps - args.steps % batch
+    if steps <= 0 or args.rounds <= 0 or args.threads <= 0:
+        sys.exit(f"--steps must be at least one batch ({batch}) of every preset; --rounds and --threads must be "
+                 "positive")
+    return steps
+
+
+def compare_presets(args) -> None:
+    """proximal with --preset against proximal with --against, alternating, on the same env and steps."""
+    sides = (args.preset, args.against)
+    steps = whole_batches(args, *sides)
+    print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; both sides alternate, so load "
+          f"hits both alike, but an idle machine gives steadier numbers")
+    print(f"{args.env}, {steps} steps per training, {args.rounds} round(s), {args.threads} torch thread(s), each "
+          f"warmed up by one update\n")
+    sps = {side: [] for side in sides}
+    print(f"{'round':>6}  {sides[0] + ' SPS':>18}  {sides[1] + ' SPS':>18}  {'ratio':>6}")
+    for r in range(args.rounds):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            sps[side].append(run_worker("proximal", side, args.env, steps, r + 1, args.threads, True)["sps"])
+        a, b = sps[sides[0]][-1], sps[sides[1]][-1]
+        print(f"{r + 1:>6}  {a:>18.0f}  {b:>18.0f}  {a / b:>6.2f}", flush=True)
+    medians = {side: statistics.median(values) for side, values in sps.items()}
+    ratio = medians[sides[0]] / medians[sides[1]]
+    print(f"{'median':>6}  {medians[sides[0]]:>18.0f}  {medians[sides[1]]:>18.0f}  {ratio:>6.2f}")
+    print(f"\n{sides[0]} / {sides[1]} (ratio of medians): {ratio:.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "env": args.env, "presets": list(sides), "steps": steps, "rounds": args.rounds, "threads": args.threads,
+            "sps": sps, "median_sps": medians, "ratio": ratio,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "versions": {name: version(name) for name in ("proximal", "torch", "gymnasium")},
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
 

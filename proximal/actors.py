@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .distributions import Categorical, DiagGaussian
-from .policy import ActorCritic
+from .policy import ActorCritic, RecurrentActorCritic
 
 
 class TorchActor:
@@ -36,6 +36,27 @@ class TorchActor:
     def value(self, obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.policy.value(self._obs(obs)).cpu().numpy()
+
+
+class RecurrentActor(TorchActor):
+    """The rollout's view of a ``RecurrentActorCritic``: the caller carries the (2, N, H) state, as a torch tensor
+    on the policy's device, and passes each step's episode starts ((N,) numpy)."""
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None, state: torch.Tensor, start: np.ndarray):
+        """(action, log-prob, value, the state after the step)."""
+        action, logprob, value, state = self.policy.act(self._obs(obs), state, self._start(start), rng)
+        return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), state
+
+    def value(self, obs: np.ndarray, state: torch.Tensor, start: np.ndarray | None = None) -> np.ndarray:
+        """V(obs) after ``state`` (not advanced); ``start`` None: no env begins an episode."""
+        start = None if start is None else self._start(start)
+        return self.policy.value(self._obs(obs), state, start).cpu().numpy()
+
+    def initial_state(self, num_envs: int) -> torch.Tensor:
+        return self.policy.initial_state(num_envs)
+
+    def _start(self, start: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(start, dtype=torch.float32, device=self.device)
 
 
 def _numpy_layers(trunk: nn.Sequential):
@@ -122,7 +143,9 @@ class NumpyMLPActor:
 
 def make_actor(policy, device: torch.device, fast: bool = True):
     """The numpy fast path where it applies (CPU, the MLP ``ActorCritic``, any of its action kinds), else the
-    torch path."""
+    torch path; ``RecurrentActor`` for recurrent policies."""
+    if isinstance(policy, RecurrentActorCritic):
+        return RecurrentActor(policy, device)
     if fast and device.type == "cpu" and type(policy) is ActorCritic:
         return NumpyMLPActor(policy)
     return TorchActor(policy, device)

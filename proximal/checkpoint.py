@@ -20,7 +20,7 @@ _NAME = re.compile(r"update_(\d+)\.pt$")
 _REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 # what the trainer's TrainerState.checkpoint writes and what resume and eval read
 KEYS = ("config", "update", "global_step", "policy", "optimizer", "generator", "rng", "next_obs", "next_start",
-        "normalizer", "env")
+        "lstm_state", "normalizer", "env")
 
 
 def checkpoint_path(run_dir: Path, update: int) -> Path:

@@ -99,11 +99,18 @@ DETAILS: tuple[Detail, ...] = (
     _d("cont.reward_clip", "reward clipping", True,
        "proximal/envs/normalize.py:scale_reward", "tests/test_normalize.py::test_cont_reward_clip_at_ten"),
     # LSTM (5)
-    _d("lstm.init", "LSTM layer initialization", True),
-    _d("lstm.zero_state", "zero initial state", False),
-    _d("lstm.reset_on_done", "reset at episode end", True),
-    _d("lstm.sequential_minibatches", "sequential rollouts in minibatches", False),
-    _d("lstm.reconstruct_states", "reconstruct states during training", True),
+    _d("lstm.init", "LSTM layer initialization", True,
+       "proximal/nets.py:LSTMCore", "tests/test_lstm.py::test_lstm_init_orthogonal_gain_1_zero_biases"),
+    _d("lstm.zero_state", "zero initial state", False,
+       "proximal/nets.py:LSTMCore", "tests/test_lstm.py::test_lstm_zero_state_at_the_start_of_training"),
+    _d("lstm.reset_on_done", "reset at episode end", True,
+       "proximal/nets.py:LSTMCore", "tests/test_lstm.py::test_lstm_reset_on_done_output_after_an_end_is_a_fresh_start"),
+    _d("lstm.sequential_minibatches", "sequential rollouts in minibatches", False,
+       "proximal/update.py:sequence_minibatch_indices",
+       "tests/test_lstm.py::test_lstm_sequential_minibatches_are_whole_env_sequences_in_time_order"),
+    _d("lstm.reconstruct_states", "reconstruct states during training", True,
+       "proximal/update.py:evaluate_minibatch",
+       "tests/test_lstm.py::test_lstm_reconstruct_states_training_replays_from_the_stored_state"),
     # MultiDiscrete (1)
     _d("multidiscrete.independent_categoricals", "independent action components", False),
     # Auxiliary (4), off by default in the reference

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
-from .actors import make_actor
+from .actors import RecurrentActor, make_actor
 from .config import Config
 from .envs import make_envs
 from .envs.normalize import NormalizedVecEnv, Normalizer
@@ -52,13 +52,19 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
     try:
         with VideoWriter(video, envs) if video else nullcontext() as writer:
             obs = envs.reset(seed=seed)
+            # recurrent policies: the LSTM state, zero at first and reset at every episode start as in training
+            state = actor.initial_state(1) if isinstance(actor, RecurrentActor) else None
+            start = np.ones(1, np.float32)
             while len(returns) < episodes:
                 if writer:
                     writer.add(envs.render())
-                action, _, _ = actor.act(obs, rng)
+                if state is None:
+                    action, _, _ = actor.act(obs, rng)
+                else:
+                    action, _, _, state = actor.act(obs, rng, state, start)
                 step = envs.step(actor.env_action(action))  # clipped (or squashed) as in training: cont.action_clip
                 returns += [ret for _, ret, _ in step.episodes]
-                obs = step.obs
+                obs, start = step.obs, (step.terminated | step.truncated).astype(np.float32)
     finally:
         envs.close()
     return np.asarray(returns[:episodes])

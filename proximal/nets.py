@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,3 +59,119 @@ class NatureCNN(nn.Module):
         if self.scale:
             x = x / 255.0
         return self.fc(self.convs(x))
+
+
+# The cost of a fused nn.LSTM call on the CPU (128 units, one thread, forward and backward) in rows, one row being
+# one step of one sequence (about 7 us): about 350 us per call plus about one row per time step, whatever the
+# number of sequences. ``replay_plan`` groups the episode segments into calls by this model.
+CALL_COST_ROWS = 50
+
+
+class LSTMCore(nn.Module):
+    """The recurrent core between a trunk and the heads: one LSTM layer, its state (hidden and cell) kept as one
+    (2, N, H) tensor per batch of envs.
+
+    lstm.init: input and recurrent weights orthogonal with gain 1 over the whole four-gate matrix, all biases 0,
+    as the reference's ``lstm`` (``ortho_init(1.0)`` on wx and wh, zero b; no forget-gate offset). Off: PyTorch's
+    default LSTM init. lstm.reset_on_done: before each step, the state of an env whose input starts an episode is
+    multiplied by 0, in ``step`` (the rollout) and in ``replay`` (training). Off: the state is carried across
+    episodes.
+    """
+
+    def __init__(self, in_size: int, hidden_size: int, orthogonal: bool = True, reset_on_done: bool = True):
+        super().__init__()
+        self.lstm = nn.LSTM(in_size, hidden_size)
+        self.hidden_size = hidden_size
+        self.reset_on_done = reset_on_done  # lstm.reset_on_done
+        if orthogonal:  # lstm.init
+            for name, param in self.lstm.named_parameters():
+                if name.startswith("weight"):
+                    nn.init.orthogonal_(param, 1.0)
+                else:
+                    nn.init.zeros_(param)
+
+    def initial_state(self, num_envs: int) -> torch.Tensor:
+        """lstm.zero_state: hidden and cell state of ``num_envs`` envs, all zeros."""
+        return torch.zeros(2, num_envs, self.hidden_size, device=self.lstm.weight_hh_l0.device)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor, start: torch.Tensor):
+        """One step of N envs: ``x`` (N, F), ``state`` (2, N, H), ``start`` (N,) 1.0 where ``x`` is the first input
+        of an episode. Returns the output (N, H) and the new state."""
+        if self.reset_on_done:
+            state = state * (1.0 - start.view(1, -1, 1))
+        # the LSTM's own cell function: for one step it costs half of an nn.LSTM call (oneDNN's setup)
+        lstm = self.lstm
+        h, c = torch.lstm_cell(x, (state[0], state[1]), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0,
+                               lstm.bias_hh_l0)
+        return h, torch.stack([h, c])
+
+    def replay(self, x: torch.Tensor, starts: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The outputs of whole sequences, as ``step`` would give them one step at a time: ``x`` (T, k, F) inputs
+        of k envs, ``starts`` (T, k) their episode starts, ``state`` (2, k, H) their state before the first step.
+
+        With lstm.reset_on_done a reset state is exactly a zero state, so every episode segment is an
+        independent sequence from a known state: the stored one for the segment at t = 0, zeros for the others.
+        The segments run in a few fused calls (``replay_plan``), each over a group of them padded at their ends
+        to the group's longest; padding comes after a segment's last step, so it changes none of its outputs."""
+        steps, k, features = x.shape
+        plan = replay_plan(starts.cpu().numpy() > 0 if self.reset_on_done else np.zeros((steps, k), bool),
+                           x.device)
+        if self.reset_on_done:
+            state = state * (1.0 - starts[0].view(1, -1, 1))
+        # a zero row after the inputs and a zero column after the states: what padding and later segments read
+        rows = torch.cat([x.reshape(steps * k, features), x.new_zeros(1, features)])
+        state = torch.cat([state, state.new_zeros(2, 1, state.shape[2])], 1)
+        outs = []
+        for inputs, initial in plan.calls:
+            s0 = state.index_select(1, initial)
+            out, _ = self.lstm(rows.index_select(0, inputs.view(-1)).view(*inputs.shape, features),
+                               (s0[:1], s0[1:]))
+            outs.append(out.reshape(-1, self.hidden_size))
+        return torch.cat(outs).index_select(0, plan.outputs).view(steps, k, self.hidden_size)
+
+
+@dataclass
+class ReplayPlan:
+    """How ``LSTMCore.replay`` runs k sequences of T steps. ``calls``: per fused call, the (L, m) input rows of
+    its m segments (t-major rows t * k + env; T * k is the zero row of the padding) and the (m,) state columns
+    they start from (k is the zero column). ``outputs``: for each t-major row, where its output lies in the calls'
+    outputs, flattened and concatenated."""
+
+    calls: list[tuple[torch.Tensor, torch.Tensor]]
+    outputs: torch.Tensor
+
+
+def replay_plan(starts: np.ndarray, device: torch.device) -> ReplayPlan:
+    """The episode segments of k sequences split where ``starts`` (T, k) is true (each sequence's first segment
+    begins at t = 0), longest first, grouped into calls by a dynamic program that minimizes the rows run,
+    padding included, plus ``CALL_COST_ROWS`` per call and one row per time step of a call. Sorted by length,
+    some optimal grouping takes consecutive segments, and a call runs its first (longest) segment's length."""
+    steps, k = starts.shape
+    begins = starts.T.copy()
+    begins[:, 0] = True
+    env, t0 = np.nonzero(begins)  # env by env, in time order
+    first = env * steps + t0
+    lengths = np.append(first[1:], k * steps) - first
+    order = np.argsort(-lengths, kind="stable")
+    env, t0, lengths = env[order], t0[order], lengths[order]
+    n = len(lengths)
+    best, cut = np.zeros(n + 1), np.zeros(n + 1, np.int64)  # best[j]: cost of the j longest; cut[j]: last call
+    for j in range(1, n + 1):
+        cost = best[:j] + CALL_COST_ROWS + lengths[:j] * (j - np.arange(j) + 1)
+        cut[j] = cost.argmin()
+        best[j] = cost[cut[j]]
+    bounds = [n]
+    while bounds[-1] > 0:
+        bounds.append(int(cut[bounds[-1]]))
+    bounds.reverse()
+    calls, outputs, offset = [], np.empty(steps * k, np.int64), 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        position = np.arange(lengths[a])[:, None]
+        valid = position < lengths[a:b]
+        rows = (t0[a:b] + position) * k + env[a:b]
+        outputs[rows[valid]] = offset + np.flatnonzero(valid)
+        offset += valid.size
+        initial = np.where(t0[a:b] == 0, env[a:b], k)
+        calls.append((torch.from_numpy(np.where(valid, rows, steps * k)).to(device),
+                      torch.from_numpy(initial).to(device)))
+    return ReplayPlan(calls, torch.from_numpy(outputs).to(device))

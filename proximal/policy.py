@@ -17,7 +17,7 @@ from torch import nn
 from .config import Config
 from .distributions import Categorical, DiagGaussian, TanhDiagGaussian
 from .errors import UserError
-from .nets import NatureCNN, layer_init, mlp
+from .nets import LSTMCore, NatureCNN, layer_init, mlp
 
 SUPPORTED = ("observations: Box (any shape, flattened), or uint8 images (C, H, W) with Discrete "
              "actions for the Nature CNN; "
@@ -58,7 +58,11 @@ class ActorCritic(nn.Module):
         # shared trunk: the critic reads the actor's features
         separate = cfg.on(separate_networks_id(action_space))
         self.critic_trunk = mlp(obs_size, cfg.hidden_sizes, ortho) if separate else None
-        width = cfg.hidden_sizes[-1]
+        self._init_heads(cfg.hidden_sizes[-1], action_space, cfg)
+
+    def _init_heads(self, width: int, action_space: gym.Space, cfg: Config) -> None:
+        """The policy head (and log std), the value head and the env-action transform, on features of ``width``."""
+        ortho = cfg.on("core.orthogonal_init")
         self.continuous = isinstance(action_space, gym.spaces.Box)
         if self.continuous:
             act_dim = int(np.prod(action_space.shape))
@@ -102,12 +106,16 @@ class ActorCritic(nn.Module):
         """Rollout path: (action, log-prob of that action, value). ``rng`` None takes the most likely action (the
         mean for Box actions)."""
         params, value = self._heads(obs)
+        return (*self._sample(params, rng, value.device), value)
+
+    def _sample(self, params, rng: np.random.Generator | None, device: torch.device):
+        """(action, its log-prob) from the distribution's parameters; the mode where ``rng`` is None."""
         if rng is None:
             action = self.dist.mode(params)
         else:
-            noise = torch.from_numpy(self.dist.noise(rng, self.dist.noise_shape(params))).to(value.device)
+            noise = torch.from_numpy(self.dist.noise(rng, self.dist.noise_shape(params))).to(device)
             action = self.dist.sample(params, noise)
-        return action, self.dist.log_prob(params, action), value
+        return action, self.dist.log_prob(params, action)
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
         """Training path: (log-prob of ``actions``, entropy, value)."""
@@ -141,6 +149,67 @@ class CNNActorCritic(ActorCritic):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.value_head(self.trunk(obs)).squeeze(-1)
+
+
+class RecurrentActorCritic(ActorCritic):
+    """A trunk, the LSTM core (``nets.LSTMCore``, the lstm.* details) and ``ActorCritic``'s heads, as the
+    reference's recurrent networks: ``cnn_lstm`` (Nature CNN -> LSTM(512 -> lstm_size)) for images, ``lstm`` (the
+    flattened observation straight into the LSTM) for vectors, or the hidden_sizes tanh MLP before the LSTM with
+    ``cfg.lstm_mlp``. The policy and value heads both read the LSTM's output, as in the reference (its
+    ``value_network='copy'`` does not apply to recurrent networks); the heads are built by ``ActorCritic`` and
+    know nothing of the core, so every action kind it supports works here.
+
+    The state of N envs is a (2, N, H) tensor (hidden, cell) that the caller carries: ``act`` and ``value`` take
+    it with the episode starts of the step, ``evaluate`` takes the state of each sequence before its first step
+    and replays the sequences. It is not an ``ActorCritic`` for the numpy fast paths (exact-type checks): it
+    always runs in torch.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, cfg: Config, cnn: bool):
+        nn.Module.__init__(self)
+        ortho = cfg.on("core.orthogonal_init")
+        if cnn:
+            self.trunk = NatureCNN(tuple(obs_shape), ortho, scale=cfg.on("atari.scale_obs"))
+            width = self.trunk.out_size
+        elif cfg.lstm_mlp:
+            self.trunk = nn.Sequential(nn.Flatten(), mlp(math.prod(obs_shape), cfg.hidden_sizes, ortho))
+            width = cfg.hidden_sizes[-1]
+        else:
+            self.trunk = nn.Flatten()
+            width = math.prod(obs_shape)
+        self.core = LSTMCore(width, cfg.lstm_size, cfg.on("lstm.init"), cfg.on("lstm.reset_on_done"))
+        self.critic_trunk = None
+        self._init_heads(cfg.lstm_size, action_space, cfg)
+
+    def initial_state(self, num_envs: int) -> torch.Tensor:
+        return self.core.initial_state(num_envs)
+
+    def _step(self, obs: torch.Tensor, state: torch.Tensor, start: torch.Tensor):
+        out, state = self.core.step(self.trunk(obs), state, start)
+        return self._policy_params(out), self.value_head(out).squeeze(-1), state
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, state: torch.Tensor, start: torch.Tensor, rng: np.random.Generator | None):
+        """Rollout path: (action, its log-prob, value, the state after the step); ``start`` (N,) marks the envs
+        whose ``obs`` begins an episode (their state is reset first, lstm.reset_on_done)."""
+        params, value, state = self._step(obs, state, start)
+        return (*self._sample(params, rng, value.device), value, state)
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor, state: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+        """V(obs) after ``state``, which is left as it is; ``start`` None: no env begins an episode."""
+        return self._step(obs, state, torch.zeros(len(obs), device=obs.device) if start is None else start)[1]
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, starts: torch.Tensor, state: torch.Tensor):
+        """Training path over whole sequences: ``obs``, ``actions`` and ``starts`` hold T steps of k envs, t-major
+        (row t * k + env), ``state`` (2, k, H) their state before the first step. Returns (log-prob, entropy,
+        value) per row."""
+        k = state.shape[1]
+        features = self.trunk(obs)
+        out = self.core.replay(features.view(-1, k, features.shape[-1]), starts.view(-1, k), state)
+        out = out.reshape(len(obs), -1)
+        params = self._policy_params(out)
+        return self.dist.log_prob(params, actions), self.dist.entropy(params), self.value_head(out).squeeze(-1)
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -198,6 +267,9 @@ def make_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Conf
                             "train without --squash-actions (actions are then clipped where bounds are finite)")
     elif not isinstance(action_space, gym.spaces.Discrete):
         raise UserError(f"action space {action_space} is not supported yet; supported: {SUPPORTED}")
-    if is_image_space(observation_space) and isinstance(action_space, gym.spaces.Discrete):
+    cnn = is_image_space(observation_space) and isinstance(action_space, gym.spaces.Discrete)
+    if cfg.lstm_size:
+        return RecurrentActorCritic(observation_space.shape, action_space, cfg, cnn)
+    if cnn:
         return CNNActorCritic(observation_space.shape, action_space, cfg)
     return ActorCritic(int(math.prod(observation_space.shape)), action_space, cfg)

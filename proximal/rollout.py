@@ -22,6 +22,10 @@ class Rollout:
     final observation where step t was truncated. a_t is the action the policy took, before ``policy.EnvAction``
     (for Box actions the unclipped sample, (T, N, act_dim) float32). ``next_*`` belong to the observation the next
     rollout starts from, which is carried over: envs are never reset between iterations.
+
+    Recurrent policies (None otherwise): ``next_state`` is the (2, N, H) LSTM state the next rollout starts from,
+    carried over like ``next_obs``, and ``start_state`` the state this rollout started from, which training
+    replays each sequence from (lstm.reconstruct_states); torch tensors on the policy's device.
     """
 
     obs: np.ndarray
@@ -34,6 +38,8 @@ class Rollout:
     next_obs: np.ndarray
     next_start: np.ndarray
     next_value: np.ndarray
+    next_state: torch.Tensor | None = None
+    start_state: torch.Tensor | None = None
 
     @classmethod
     def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple,
@@ -54,10 +60,16 @@ class Rollout:
                    next_obs=z(num_envs, *obs_shape, dtype=obs_dtype), next_start=z(num_envs), next_value=z(num_envs))
 
     def training_batch(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict:
-        """The rollout flattened over (step, env) as torch tensors on ``device`` (no copy on the CPU)."""
+        """The rollout flattened over (step, env) as torch tensors on ``device`` (no copy on the CPU); row t * N + env.
+        For recurrent policies also the episode starts and ``start_state``, which the replay needs."""
         arrays = {"obs": self.obs, "actions": self.actions, "logprobs": self.logprobs, "values": self.values,
                   "advantages": advantages, "returns": returns}
-        return {k: torch.from_numpy(v.reshape(-1, *v.shape[2:])).to(device) for k, v in arrays.items()}
+        if self.start_state is not None:
+            arrays["starts"] = self.starts
+        batch = {k: torch.from_numpy(v.reshape(-1, *v.shape[2:])).to(device) for k, v in arrays.items()}
+        if self.start_state is not None:
+            batch["start_state"] = self.start_state.to(device)
+        return batch
 
 
 @dataclass
@@ -80,13 +92,18 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, rng: np.random.Generator,
     truncation_bootstrap = cfg.on("opt.truncation_bootstrap")
     episodes = []
     obs, start = buf.next_obs, buf.next_start
+    state = buf.next_state  # recurrent policies only
+    buf.start_state = state  # lstm.reconstruct_states: training replays each sequence from it
     clock = time.perf_counter
     env_seconds = inference_seconds = 0.0
     for t in range(num_steps):
         buf.obs[t] = obs
         buf.starts[t] = start
         t0 = clock()
-        action, buf.logprobs[t], buf.values[t] = actor.act(obs, rng)
+        if state is None:
+            action, buf.logprobs[t], buf.values[t] = actor.act(obs, rng)
+        else:
+            action, buf.logprobs[t], buf.values[t], state = actor.act(obs, rng, state, start)
         t1 = clock()
         # cont.action_clip: the env gets the clipped (or squashed) action, the rollout stores the policy's own;
         # timed as env time, as the reference's ClipActionsWrapper is part of its env
@@ -102,14 +119,18 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, rng: np.random.Generator,
             truncated = np.flatnonzero(step.truncated & ~step.terminated)
             if truncated.size:
                 t0 = clock()
-                buf.final_values[t, truncated] = actor.value(step.final_obs[truncated])
+                final_obs = step.final_obs[truncated]
+                # an LSTM sees the final observation after the episode's last state, without a reset
+                buf.final_values[t, truncated] = (actor.value(final_obs) if state is None
+                                                  else actor.value(final_obs, state[:, truncated]))
                 inference_seconds += clock() - t0
         obs, start = step.obs, (step.terminated | step.truncated).astype(np.float32)
         episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
     buf.next_obs[:] = obs
     buf.next_start[:] = start
+    buf.next_state = state
     t0 = clock()
-    buf.next_value[:] = actor.value(obs)
+    buf.next_value[:] = actor.value(obs) if state is None else actor.value(obs, state, start)
     if times is not None:
         times.inference += inference_seconds + (clock() - t0)
         times.env += env_seconds

@@ -21,7 +21,7 @@ from .envs.normalize import Normalizer, normalize_envs
 from .errors import UserError
 from .actors import make_actor
 from .logs import RunLogger
-from .policy import ActorCritic, make_policy
+from .policy import ActorCritic, RecurrentActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
 from .numpy_update import make_update
 from .update import clip_range, explained_variance, learning_rate, make_optimizer
@@ -60,6 +60,8 @@ class TrainerState:
             "rng": self.rng.bit_generator.state,
             "next_obs": torch.from_numpy(self.rollout.next_obs.copy()),
             "next_start": torch.from_numpy(self.rollout.next_start.copy()),
+            # the LSTM state the next rollout starts from (None for feedforward policies)
+            "lstm_state": None if self.rollout.next_state is None else self.rollout.next_state.cpu().clone(),
             "normalizer": self.normalizer.state_dict() if self.normalizer is not None else {},
             "env": envs.get_state(),
         }
@@ -75,6 +77,8 @@ def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Norma
     rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape,
                                envs.single_action_space, envs.single_observation_space.dtype)
     rollout.next_obs[:] = envs.reset(seed=cfg.seed)
+    if isinstance(policy, RecurrentActorCritic):
+        rollout.next_state = policy.initial_state(cfg.num_envs)  # lstm.zero_state
     return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout,
                         normalizer=normalizer)
 
@@ -93,6 +97,8 @@ def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
         envs.set_state(payload["env"])
         state.rollout.next_obs[:] = payload["next_obs"].numpy()
         state.rollout.next_start[:] = payload["next_start"].numpy()
+        if payload["lstm_state"] is not None:
+            state.rollout.next_state = payload["lstm_state"].to(state.rollout.next_state.device)
         return True
     state.rollout.next_obs[:] = envs.reset(seed=state.cfg.seed + state.update)
     state.rollout.next_start[:] = 1.0

@@ -37,6 +37,30 @@ def minibatch_indices(batch_size: int, num_minibatches: int, generator: torch.Ge
     return perm.split(batch_size // num_minibatches)
 
 
+def sequence_minibatch_indices(num_steps: int, num_envs: int, num_minibatches: int,
+                               generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """lstm.sequential_minibatches: a fresh random permutation of the ENVS split into equal groups; a minibatch is
+    every step of its group's envs, t-major (row t * num_envs + env, time in order, envs in the drawn order)."""
+    envs = torch.randperm(num_envs, generator=generator, device=generator.device)
+    steps = torch.arange(num_steps, device=generator.device)[:, None] * num_envs
+    return tuple((steps + group).reshape(-1) for group in envs.split(num_envs // num_minibatches))
+
+
+def evaluate_minibatch(policy: nn.Module, batch: dict[str, torch.Tensor], mb: torch.Tensor, cfg: Config):
+    """The training path on rows ``mb`` of the batch: (log-prob, entropy, value). A recurrent policy's batch
+    holds ``start_state``: ``mb`` is then every step of some envs, t-major, as ``sequence_minibatch_indices``
+    draws them (its first rows are those envs at t = 0), and the policy replays their sequences from the state
+    stored at the start of the rollout (lstm.reconstruct_states; off: from zeros)."""
+    if "start_state" not in batch:
+        return policy.evaluate(batch["obs"][mb], batch["actions"][mb])
+    num_envs = batch["start_state"].shape[1]
+    envs = mb[: len(mb) * num_envs // len(batch["starts"])]
+    state = batch["start_state"][:, envs]
+    if not cfg.on("lstm.reconstruct_states"):
+        state = torch.zeros_like(state)
+    return policy.evaluate(batch["obs"][mb], batch["actions"][mb], batch["starts"][mb], state)
+
+
 def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
     """core.adv_norm: per minibatch, population std (ddof 0) as numpy's in the reference."""
     return (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
@@ -91,8 +115,9 @@ def ppo_loss(new_logprob, old_logprob, entropy, new_value, old_value, advantages
 
 def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg: Config,
                clip: float, generator: torch.Generator) -> dict[str, float]:
-    """``update_epochs`` passes over the flattened batch; returns the debug statistics averaged over every
-    minibatch that ran, plus the number of epochs run (fewer with aux.target_kl)."""
+    """``update_epochs`` passes over the flattened batch (whole env sequences for a recurrent policy); returns the
+    debug statistics averaged over every minibatch that ran, plus the number of epochs run (fewer with
+    aux.target_kl)."""
     batch_size = batch["advantages"].shape[0]
     device = batch["advantages"].device
     totals = torch.zeros(len(STAT_NAMES), device=device)
@@ -101,9 +126,14 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for _ in range(cfg.update_epochs):
         epoch_kl = torch.zeros((), device=device)
-        indices = minibatch_indices(batch_size, cfg.minibatches_per_epoch, generator)
+        if "start_state" in batch:
+            num_envs = batch["start_state"].shape[1]
+            indices = sequence_minibatch_indices(batch_size // num_envs, num_envs, cfg.minibatches_per_epoch,
+                                                 generator)
+        else:
+            indices = minibatch_indices(batch_size, cfg.minibatches_per_epoch, generator)
         for mb in indices:
-            new_logprob, entropy, new_value = policy.evaluate(batch["obs"][mb], batch["actions"][mb])
+            new_logprob, entropy, new_value = evaluate_minibatch(policy, batch, mb, cfg)
             loss, stats = ppo_loss(new_logprob, batch["logprobs"][mb], entropy, new_value, batch["values"][mb],
                                    batch["advantages"][mb], batch["returns"][mb], clip, cfg)
             optimizer.zero_grad(set_to_none=True)

@@ -40,7 +40,7 @@ def test_inconsistent_values_are_rejected(cfg, change, words):
 
 def test_structural_unknown_and_unimplemented_ids_are_refused_with_the_valid_ones(cfg):
     for bad, why in (("core.vector_envs", "structural"), ("core.nonsense", "not a detail"),
-                     ("lstm.init", "not implemented")):
+                     ("aux.parallel_gradients", "not implemented")):
         with pytest.raises(UserError, match=why) as info:
             set_detail(cfg, bad, False)
         assert "core.gae" in str(info.value)

@@ -10,6 +10,7 @@ import pytest
 import test_advantages
 import test_atari
 import test_continuous
+import test_lstm
 import test_nets
 import test_normalize
 import test_policy
@@ -39,6 +40,9 @@ CHECKS = {
     "cont.reward_clip": test_normalize.check_reward_clip,
     **{i: (lambda cfg, i=i: test_atari.CHECKS[i]({**test_atari.ON, i: cfg.details[i]})) for i in test_atari.CHECKS},
     "atari.scale_obs": test_nets.check_scale_obs,
+    "lstm.init": test_lstm.check_lstm_init,
+    "lstm.reset_on_done": test_lstm.check_reset_on_done,
+    "lstm.reconstruct_states": test_lstm.check_reconstruct_states,
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,
     "opt.truncation_bootstrap": test_rollout.check_truncation_bootstrap,
