@@ -99,11 +99,13 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
     minibatches_run = 0
     epochs_run = 0
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    masks = batch.get("masks")  # aux.action_masking: the masks stored with the rollout
     for _ in range(cfg.update_epochs):
         epoch_kl = torch.zeros((), device=device)
         indices = minibatch_indices(batch_size, cfg.minibatches_per_epoch, generator)
         for mb in indices:
-            new_logprob, entropy, new_value = policy.evaluate(batch["obs"][mb], batch["actions"][mb])
+            mb_masks = () if masks is None else (masks[mb],)
+            new_logprob, entropy, new_value = policy.evaluate(batch["obs"][mb], batch["actions"][mb], *mb_masks)
             loss, stats = ppo_loss(new_logprob, batch["logprobs"][mb], entropy, new_value, batch["values"][mb],
                                    batch["advantages"][mb], batch["returns"][mb], clip, cfg)
             optimizer.zero_grad(set_to_none=True)

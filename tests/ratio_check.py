@@ -15,7 +15,7 @@ def assert_ratio_is_one(state, cfg, monkeypatch, atol: float = 1e-6) -> dict:
     assert buf.starts.sum() > 0, "the batch holds episode ends"
     batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
     with torch.no_grad():
-        logprob, _, value = state.policy.evaluate(batch["obs"], batch["actions"])
+        logprob, _, value = state.policy.evaluate(batch["obs"], batch["actions"], batch.get("masks"))
     ratio = (logprob - batch["logprobs"]).exp()
     torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=atol)
     torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-6)

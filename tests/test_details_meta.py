@@ -10,6 +10,7 @@ import pytest
 import test_advantages
 import test_atari
 import test_continuous
+import test_multidiscrete
 import test_nets
 import test_normalize
 import test_policy
@@ -41,6 +42,7 @@ CHECKS = {
     "atari.scale_obs": test_nets.check_scale_obs,
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,
+    "aux.action_masking": test_multidiscrete.check_action_masking,
     "opt.truncation_bootstrap": test_rollout.check_truncation_bootstrap,
 }
 

@@ -22,7 +22,7 @@ def collected(cfg, env_id, iterations=1, num_steps=24, fast=True):
     snapshots, step = [], 0
     for _ in range(iterations):
         step, episodes = collect_rollout(envs, actor, state.rollout, state.rng, step, cfg)
-        arrays = {k: torch.from_numpy(v.copy()) for k, v in vars(state.rollout).items()}
+        arrays = {k: torch.from_numpy(v.copy()) for k, v in vars(state.rollout).items() if v is not None}
         snapshots.append(arrays | {"episodes": episodes, "step": step})
     envs.close()
     return state.policy, snapshots
