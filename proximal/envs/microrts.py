@@ -8,7 +8,8 @@ Ids: ``MicroRTS-<map>-<bot>``, e.g. ``MicroRTS-basesWorkers16x16-randomBiasedAI`
 
 What the policy sees (``MicroRTSGridModeVecEnv``): observations (N, H, W, 27) of 0/1 feature planes, stored as
 uint8; actions (N, H * W, 7), one group per cell, nvec (6, 4, 4, 4, 4, 7, 49): action type, move, harvest,
-return and produce directions, unit type, attack target; action masks (aux.action_masking) from the game's
+return and produce directions, unit type, attack target (the client receives the rows of the cells holding an
+own unit, each prefixed with its cell index); action masks (aux.action_masking) from the game's
 client, (N, H, W, 79): channel 0 says whether the cell holds an own unit, channels 1-78 are the masks of the 7
 components, which become (N, H * W * 78). A cell without a unit has no valid action in any component; the game
 ignores its action, and so do the log-prob and the entropy. Rewards are the shaped sum of the package's reward
@@ -88,8 +89,22 @@ class MicroRTSVectorEnv:
         self._lengths[:] = 0
         return self.env.reset().astype(np.uint8)
 
+    def _java_actions(self, actions: np.ndarray):
+        """The client of gym-microrts 0.4.3 takes, for each env, one row per own unit: (cell index, the cell's 7
+        components); the actions of cells without a unit are dropped here (a (N, H * W, 7) array would be read
+        as rows of garbage and ignored)."""
+        from jpype.types import JArray, JInt
+
+        own = np.asarray(self.env.vec_client.getMasks(0))[..., 0].reshape(self.num_envs, -1).astype(bool)
+        per_env = []
+        for env_actions, env_own in zip(actions, own):
+            cells = np.flatnonzero(env_own)
+            rows = np.concatenate([cells[:, None], env_actions[cells]], 1).astype(np.int32)
+            per_env.append(JArray(JArray(JInt))([JArray(JInt)(row) for row in rows]))
+        return JArray(JArray(JArray(JInt)))(per_env)
+
     def step(self, actions: np.ndarray) -> Step:
-        obs, reward, done, infos = self.env.step(actions)
+        obs, reward, done, infos = self.env.step(self._java_actions(actions))
         obs = obs.astype(np.uint8)
         self._returns += reward
         self._lengths += 1
