@@ -136,33 +136,6 @@ def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.add(logits, mask.to(logits.dtype) - 1.0, alpha=-MASKED_LOGIT)
 
 
-class MaskedCategorical:
-    """Discrete actions with invalid action masking (aux.action_masking): params (logits (B, n), mask (B, n)
-    bool). ``Categorical`` of the masked logits; the rollout refuses a mask with no valid action."""
-
-    @staticmethod
-    def noise_shape(params) -> tuple[int, ...]:
-        return tuple(params[0].shape)
-
-    noise = staticmethod(Categorical.noise)
-
-    @staticmethod
-    def sample(params, noise: torch.Tensor) -> torch.Tensor:
-        return Categorical.sample(masked_logits(*params), noise)
-
-    @staticmethod
-    def mode(params) -> torch.Tensor:
-        return Categorical.mode(masked_logits(*params))
-
-    @staticmethod
-    def log_prob(params, actions: torch.Tensor) -> torch.Tensor:
-        return Categorical.log_prob(masked_logits(*params), actions)
-
-    @staticmethod
-    def entropy(params) -> torch.Tensor:
-        return Categorical.entropy(masked_logits(*params))
-
-
 class MultiCategorical:
     """MultiDiscrete actions (multidiscrete.independent_categoricals): one head of sum(nvec) logits, split into
     one Categorical per component, independent, so the log-prob and the entropy of an action are sums over its

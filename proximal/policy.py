@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .distributions import Categorical, DiagGaussian, MaskedCategorical, MultiCategorical, TanhDiagGaussian
+from .distributions import Categorical, DiagGaussian, MultiCategorical, TanhDiagGaussian, masked_logits
 from .errors import UserError
 from .nets import GridCNN, NatureCNN, layer_init, mlp
 
@@ -32,13 +32,10 @@ def action_mask_size(action_space: gym.Space) -> int:
     return int(action_space.n)
 
 
-def categorical_head(action_space: gym.Space, width: int, orthogonal: bool, masked: bool):
+def categorical_head(action_space: gym.Space, width: int, orthogonal: bool):
     """(policy head, distribution) for Discrete and MultiDiscrete actions: a Linear of n logits or of sum(nvec)
-    (multidiscrete.independent_categoricals), gain 0.01; masked (aux.action_masking) where ``masked``."""
-    if isinstance(action_space, gym.spaces.MultiDiscrete):
-        dist = MultiCategorical(action_space.nvec)
-    else:
-        dist = MaskedCategorical if masked else Categorical
+    (multidiscrete.independent_categoricals), gain 0.01."""
+    dist = MultiCategorical(action_space.nvec) if isinstance(action_space, gym.spaces.MultiDiscrete) else Categorical
     return layer_init(nn.Linear(width, action_mask_size(action_space)), 0.01, orthogonal), dist
 
 
@@ -94,7 +91,7 @@ class ActorCritic(nn.Module):
             self.dist = (TanhDiagGaussian(action_space.low, action_space.high) if cfg.squash_actions
                          else DiagGaussian)
         else:
-            self.policy_head, self.dist = categorical_head(action_space, width, ortho, masked)
+            self.policy_head, self.dist = categorical_head(action_space, width, ortho)
         self.value_head = layer_init(nn.Linear(width, 1), 1.0, ortho)
         self.env_action = EnvAction(action_space, cfg)
 
@@ -119,12 +116,13 @@ class ActorCritic(nn.Module):
         return self.value_head(self.critic_trunk(obs)).squeeze(-1)
 
     def _masked(self, params, mask: torch.Tensor | None):
-        """aux.action_masking: a masked policy's distribution takes (logits, mask)."""
+        """aux.action_masking: a masked policy's Categorical takes the masked logits, its MultiCategorical
+        (logits, mask), as it needs the mask to tell components without a valid action."""
         if not self.masked:
             return params
         if mask is None:
             raise ValueError("this policy was built for action masks (masked=True): pass the env's mask")
-        return params, mask
+        return (params, mask) if isinstance(self.dist, MultiCategorical) else masked_logits(params, mask)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, rng: np.random.Generator | None, mask: torch.Tensor | None = None):
@@ -166,7 +164,7 @@ class CNNActorCritic(ActorCritic):
         self.critic_trunk = None
         self.register_parameter("log_std", None)
         self.log_std_head = None
-        self.policy_head, self.dist = categorical_head(action_space, self.trunk.out_size, ortho, masked)
+        self.policy_head, self.dist = categorical_head(action_space, self.trunk.out_size, ortho)
         self.value_head = layer_init(nn.Linear(self.trunk.out_size, 1), 1.0, ortho)
         self.env_action = EnvAction(action_space, cfg)
 

@@ -11,7 +11,7 @@ import torch
 
 from proximal.actors import TorchActor, make_actor
 from proximal.config import preset
-from proximal.distributions import MaskedCategorical, MultiCategorical
+from proximal.distributions import Categorical, MultiCategorical, masked_logits
 from proximal.envs import make_envs
 from proximal.errors import UserError
 from proximal.evaluate import evaluate, load_policy
@@ -100,6 +100,16 @@ def test_masked_log_prob_and_entropy_equal_torch_where_masking(nvec):
     torch.testing.assert_close(dist.entropy((logits, mask)), sum(r.entropy() for r in reference))
 
 
+class DiscreteMasked:
+    """A masked policy's Discrete distribution: Categorical of the masked logits (policy.ActorCritic._masked)."""
+
+    noise = staticmethod(Categorical.noise)
+
+    @staticmethod
+    def sample(params, noise):
+        return Categorical.sample(masked_logits(*params), noise)
+
+
 def check_masks_respected(dist, logits, mask, nvec, samples):
     """Draws ``samples`` batches; every sampled action of a component with a valid action is valid, and the
     frequencies of the valid ones follow the softmax of the valid logits."""
@@ -126,8 +136,8 @@ def test_aux_action_masking_never_samples_invalid_actions():
     mask[:, :4] = torch.tensor([True, False, True, False])  # component 0's invalid actions carry the largest logits
     logits[:, :4] = torch.tensor([0.0, 9.0, -1.0, 9.0])
     check_masks_respected(MultiCategorical(nvec), logits, mask, nvec, samples=3000)
-    # Discrete: the same with one component
-    check_masks_respected(MaskedCategorical, logits[:, :4], mask[:, :4], [4], samples=3000)
+    # Discrete: the same with one component, through Categorical of the masked logits
+    check_masks_respected(DiscreteMasked, logits[:, :4], mask[:, :4], [4], samples=3000)
 
 
 def test_masked_logits_get_exactly_zero_gradients():
@@ -145,8 +155,8 @@ def test_masked_logits_get_exactly_zero_gradients():
     assert (logits.grad[mask & (choices > 1)] != 0).all()
     discrete_logits = logits.detach()[:, :3].clone().requires_grad_(True)
     discrete_mask = mask[:, :3] | (torch.arange(3) == 0)
-    (MaskedCategorical.log_prob((discrete_logits, discrete_mask), torch.zeros(16, dtype=torch.long)).sum()
-     + MaskedCategorical.entropy((discrete_logits, discrete_mask)).sum()).backward()
+    masked = masked_logits(discrete_logits, discrete_mask)
+    (Categorical.log_prob(masked, torch.zeros(16, dtype=torch.long)).sum() + Categorical.entropy(masked).sum()).backward()
     assert (discrete_logits.grad[~discrete_mask] == 0).all()
 
 
