@@ -57,7 +57,8 @@ class ActorCritic(nn.Module):
     Discrete: ``policy_head`` gives the logits of a ``Categorical`` (gain 0.01). MultiDiscrete
     (multidiscrete.independent_categoricals): the head gives sum(nvec) logits, one ``Categorical`` per component.
     ``masked`` (aux.action_masking, where the env provides masks): ``act`` and ``evaluate`` take the env's action
-    mask with each observation, and invalid actions get a logit of ``distributions.MASKED_LOGIT``.
+    mask with each observation, and the logits of invalid actions are pushed down by 1e8
+    (``distributions.masked_logits``).
     Box (cont.gaussian): ``policy_head`` gives the mean of a ``DiagGaussian`` (gain 0.01). Its log std is
     - cont.state_independent_logstd on (the reference): ``log_std``, a learned vector with one entry per action
       dimension, initialised to 0, that does not depend on the observation;
