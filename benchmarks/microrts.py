@@ -84,7 +84,7 @@ def write_summary(path: Path, cfg: Config, results: dict[str, dict], plot: Path)
         f"- games: the final policy, sampling as in training, against the bot ({EVAL_ENVS} games at a time); "
         "a draw is a game still running at the 2000-step limit",
         f"- curves: {plot.name}",
-        f"- generated {date.today().isoformat()} by `python benchmarks/microrts.py {' '.join(sys.argv[1:])}`",
+        f"- generated {date.today().isoformat()} by `{' '.join(["python benchmarks/microrts.py", *sys.argv[1:]])}`",
         "",
         "| mode | steps | training return | return in games | wins | losses | draws | training seconds |",
         "|---|---|---|---|---|---|---|---|",
