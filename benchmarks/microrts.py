@@ -75,6 +75,7 @@ def write_summary(path: Path, cfg: Config, results: dict[str, dict], plot: Path)
     rows = [f"| {mode} | {r['steps']} | {r['last_episodes_return']:.1f} | {r['mean_return']:.1f} | "
             f"{r['wins']}/{r['games']} ({100 * r['win_rate']:.0f}%) | {r['losses']} | {r['draws']} | "
             f"{r['train_seconds']} |" for mode, r in results.items()]
+    command = " ".join(["python benchmarks/microrts.py", *sys.argv[1:]])
     lines = [
         "# Gym-muRTS: invalid action masking on and off",
         "",
@@ -84,7 +85,7 @@ def write_summary(path: Path, cfg: Config, results: dict[str, dict], plot: Path)
         f"- games: the final policy, sampling as in training, against the bot ({EVAL_ENVS} games at a time); "
         "a draw is a game still running at the 2000-step limit",
         f"- curves: {plot.name}",
-        f"- generated {date.today().isoformat()} by `{' '.join(["python benchmarks/microrts.py", *sys.argv[1:]])}`",
+        f"- generated {date.today().isoformat()} by `{command}`",
         "",
         "| mode | steps | training return | return in games | wins | losses | draws | training seconds |",
         "|---|---|---|---|---|---|---|---|",
