@@ -67,10 +67,10 @@ def train_run(cfg: Config, run_dir: Path) -> float:
     return time.perf_counter() - start
 
 
-def final_return(run_dir: Path) -> float:
-    """The statistic compared: mean episodic return of the run's last LAST_EPISODES training episodes."""
+def final_return(run_dir: Path, last: int = LAST_EPISODES) -> float:
+    """The statistic compared: mean episodic return of the run's last ``last`` training episodes."""
     _, _, returns = read_run(run_dir)
-    return float(np.mean(returns[-LAST_EPISODES:]))
+    return float(np.mean(returns[-last:]))
 
 
 def mean_std(values: list[float]) -> str:

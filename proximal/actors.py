@@ -29,8 +29,11 @@ class TorchActor:
             return torch.as_tensor(obs, device=self.device)
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator | None):
-        action, logprob, value = self.policy.act(self._obs(obs), rng)
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None, mask: np.ndarray | None = None):
+        """``mask``: the env's action masks of ``obs``, for a masked policy (aux.action_masking)."""
+        if mask is not None:
+            mask = torch.as_tensor(mask, device=self.device)
+        action, logprob, value = self.policy.act(self._obs(obs), rng, mask)
         return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy()
 
     def value(self, obs: np.ndarray) -> np.ndarray:
@@ -142,10 +145,12 @@ class NumpyMLPActor:
 
 
 def make_actor(policy, device: torch.device, fast: bool = True):
-    """The numpy fast path where it applies (CPU, the MLP ``ActorCritic``, any of its action kinds), else the
-    torch path; ``RecurrentActor`` for recurrent policies."""
+    """The numpy fast path where it applies (CPU, the MLP ``ActorCritic`` with Discrete or Box actions, no action
+    masks), else the torch path; ``RecurrentActor`` for recurrent policies."""
     if isinstance(policy, RecurrentActorCritic):
         return RecurrentActor(policy, device)
-    if fast and device.type == "cpu" and type(policy) is ActorCritic:
+    numpy_supported = type(policy) is ActorCritic and not policy.masked and (policy.dist is Categorical
+                                                                             or policy.continuous)
+    if fast and device.type == "cpu" and numpy_supported:
         return NumpyMLPActor(policy)
     return TorchActor(policy, device)

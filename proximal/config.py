@@ -22,11 +22,15 @@ def atari_details() -> tuple[str, ...]:
     return tuple(i for i in switchable_ids() if i.startswith("atari."))
 
 
+# the one auxiliary detail on by default: it acts only where the env provides action masks
+AUX_ON = ("aux.action_masking",)
+
+
 def _default_details(on: tuple[str, ...] = (), off: tuple[str, ...] = ()) -> dict[str, bool]:
-    # Every switchable detail of the reference on, except the auxiliary ones, MuJoCo's normalization and the
-    # Atari preprocessing; ``on`` adds some of those back, ``off`` switches others off.
-    return {i: ((not i.startswith(("aux.", "atari.")) and i not in MUJOCO_NORMALIZATION) or i in on) and i not in off
-            for i in switchable_ids()}
+    # Every switchable detail of the reference on, except the auxiliary ones (but AUX_ON), MuJoCo's normalization
+    # and the Atari preprocessing; ``on`` adds some of those back, ``off`` switches others off.
+    return {i: ((not i.startswith(("aux.", "atari.")) and i not in MUJOCO_NORMALIZATION) or i in AUX_ON or i in on)
+            and i not in off for i in switchable_ids()}
 
 
 @dataclass
@@ -168,6 +172,13 @@ PRESETS: dict[str, Config] = {
     # near 1, and the larger lr makes up for 8x fewer gradient steps per env step than classic's
     "classic-lstm": Config(env_id="proximal/CartPoleNoVelocity-v1", num_envs=32, learning_rate=2e-3, lstm_size=128,
                            details=_default_details(on=("cont.reward_scaling", "cont.reward_clip"))),
+    # Gym-muRTS's grid mode against a bot, with the Atari settings (the Gym-muRTS and invalid-action-masking
+    # papers' choice), the grid CNN (policy.GridActorCritic, chosen by the spaces) and action masks
+    # (aux.action_masking, on by default)
+    "microrts": Config(env_id="MicroRTS-basesWorkers16x16-randomBiasedAI", total_steps=10_000_000, num_envs=8,
+                       num_steps=128, num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.1,
+                       ent_coef=0.01, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
+                       details=_default_details(off=("core.separate_networks",))),
 }
 # the reference's cnn_lstm: the atari preset with one frame per observation, Nature CNN -> LSTM(512 -> 128)
 PRESETS["atari-lstm"] = replace(PRESETS["atari"], lstm_size=128, details=_default_details(

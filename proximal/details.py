@@ -112,13 +112,17 @@ DETAILS: tuple[Detail, ...] = (
        "proximal/update.py:evaluate_minibatch",
        "tests/test_lstm.py::test_lstm_reconstruct_states_training_replays_from_the_stored_state"),
     # MultiDiscrete (1)
-    _d("multidiscrete.independent_categoricals", "independent action components", False),
+    _d("multidiscrete.independent_categoricals", "independent action components", False,
+       "proximal/distributions.py:MultiCategorical",
+       "tests/test_multidiscrete.py::test_multidiscrete_independent_categoricals_sums_of_torch_categoricals"),
     # Auxiliary (4), off by default in the reference
     _d("aux.clip_annealing", "clip-range annealing", True,
        "proximal/update.py:clip_range", "tests/test_update.py::test_aux_clip_annealing_schedule"),
     _d("aux.target_kl", "early stopping on approx_kl", True,
        "proximal/update.py:ppo_update", "tests/test_update.py::test_aux_target_kl_stops_after_epoch"),
-    _d("aux.action_masking", "invalid action masking", True),
+    _d("aux.action_masking", "invalid action masking", True,
+       "proximal/distributions.py:masked_logits",
+       "tests/test_multidiscrete.py::test_aux_action_masking_never_samples_invalid_actions"),
     _d("aux.parallel_gradients", "parallelized gradient update", True),
     # proximal's own options
     _d("opt.truncation_bootstrap", "bootstrap truncated episodes from V(final observation)", True,

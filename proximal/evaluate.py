@@ -10,7 +10,7 @@ import numpy as np
 from . import checkpoint
 from .actors import RecurrentActor, make_actor
 from .config import Config
-from .envs import make_envs
+from .envs import action_masks, make_envs
 from .envs.normalize import NormalizedVecEnv, Normalizer
 from .errors import UserError
 from .policy import make_policy
@@ -25,7 +25,9 @@ def load_policy(path: Path, device: str = "cpu"):
     cfg = Config.from_dict(payload["config"])
     envs = make_envs(cfg.env_id, 1, cfg=cfg)
     try:
-        policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg)
+        # aux.action_masking: the run's policy took masks if its checkpoint holds the next observation's mask
+        policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg,
+                             masked=payload.get("next_mask") is not None)
         normalizer = Normalizer.from_config(cfg, envs.single_observation_space.shape, cfg.num_envs)
     finally:
         envs.close()
@@ -58,10 +60,12 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
             while len(returns) < episodes:
                 if writer:
                     writer.add(envs.render())
-                if state is None:
-                    action, _, _ = actor.act(obs, rng)
-                else:
+                if state is not None:
                     action, _, _, state = actor.act(obs, rng, state, start)
+                elif policy.masked:  # aux.action_masking: as in training
+                    action, _, _ = actor.act(obs, rng, action_masks(envs))
+                else:
+                    action, _, _ = actor.act(obs, rng)
                 step = envs.step(actor.env_action(action))  # clipped (or squashed) as in training: cont.action_clip
                 returns += [ret for _, ret, _ in step.episodes]
                 obs, start = step.obs, (step.terminated | step.truncated).astype(np.float32)

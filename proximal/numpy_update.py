@@ -257,14 +257,16 @@ class NumpyMLPUpdate:
 
 
 def make_update(policy: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, fast: bool = True):
-    """The numpy update where it applies (CPU, ``ActorCritic`` with a Categorical head or a DiagGaussian with a
-    state-independent log std, Adam), else ``update.ppo_update``. Both are called as
+    """The numpy update where it applies (CPU, ``ActorCritic`` with an unmasked Categorical head or a DiagGaussian
+    with a state-independent log std, Adam), else ``update.ppo_update``. Both are called as
     ``(policy, optimizer, batch, cfg, clip, generator)``."""
     from .policy import ActorCritic
     from .update import ppo_update
 
     group = optimizer.param_groups[0]
-    head_supported = policy.dist is Categorical or (policy.dist is DiagGaussian and policy.log_std is not None)
+    # not for MultiDiscrete actions (MultiCategorical) or action masks (aux.action_masking)
+    head_supported = not policy.masked and (policy.dist is Categorical
+                                            or (policy.dist is DiagGaussian and policy.log_std is not None))
     if (fast and device.type == "cpu" and type(policy) is ActorCritic and head_supported
             and isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
             and not group["amsgrad"] and not group["maximize"] and group["weight_decay"] == 0):

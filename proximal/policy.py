@@ -15,13 +15,28 @@ import torch
 from torch import nn
 
 from .config import Config
-from .distributions import Categorical, DiagGaussian, TanhDiagGaussian
+from .distributions import Categorical, DiagGaussian, MultiCategorical, TanhDiagGaussian, masked_logits
 from .errors import UserError
-from .nets import LSTMCore, NatureCNN, layer_init, mlp
+from .nets import GridCNN, LSTMCore, NatureCNN, layer_init, mlp
 
 SUPPORTED = ("observations: Box (any shape, flattened), or uint8 images (C, H, W) with Discrete "
-             "actions for the Nature CNN; "
-             "actions: Discrete, or Box with a float dtype (any bounds)")
+             "actions for the Nature CNN, or grids (H, W, C) with MultiDiscrete actions of shape (H * W, c) for "
+             "the grid CNN; actions: Discrete, MultiDiscrete, or Box with a float dtype (any bounds)")
+
+
+def action_mask_size(action_space: gym.Space) -> int:
+    """Entries of one env's action mask (aux.action_masking): n for Discrete, sum(nvec) for MultiDiscrete, one
+    per logit of the policy head."""
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return int(action_space.nvec.sum())
+    return int(action_space.n)
+
+
+def categorical_head(action_space: gym.Space, width: int, orthogonal: bool):
+    """(policy head, distribution) for Discrete and MultiDiscrete actions: a Linear of n logits or of sum(nvec)
+    (multidiscrete.independent_categoricals), gain 0.01."""
+    dist = MultiCategorical(action_space.nvec) if isinstance(action_space, gym.spaces.MultiDiscrete) else Categorical
+    return layer_init(nn.Linear(width, action_mask_size(action_space)), 0.01, orthogonal), dist
 
 
 def separate_networks_id(action_space: gym.Space) -> str:
@@ -39,7 +54,11 @@ class ActorCritic(nn.Module):
     as ``separate_networks_id(action_space)`` says: core.separate_networks for discrete actions,
     cont.separate_networks for Box actions.
 
-    Discrete: ``policy_head`` gives the logits of a ``Categorical`` (gain 0.01).
+    Discrete: ``policy_head`` gives the logits of a ``Categorical`` (gain 0.01). MultiDiscrete
+    (multidiscrete.independent_categoricals): the head gives sum(nvec) logits, one ``Categorical`` per component.
+    ``masked`` (aux.action_masking, where the env provides masks): ``act`` and ``evaluate`` take the env's action
+    mask with each observation, and the logits of invalid actions are pushed down by 1e8
+    (``distributions.masked_logits``).
     Box (cont.gaussian): ``policy_head`` gives the mean of a ``DiagGaussian`` (gain 0.01). Its log std is
     - cont.state_independent_logstd on (the reference): ``log_std``, a learned vector with one entry per action
       dimension, initialised to 0, that does not depend on the observation;
@@ -49,10 +68,11 @@ class ActorCritic(nn.Module):
     With ``cfg.squash_actions`` the distribution is ``TanhDiagGaussian`` (the env receives a squashed sample).
     """
 
-    def __init__(self, obs_size: int, action_space: gym.Space | int, cfg: Config):
+    def __init__(self, obs_size: int, action_space: gym.Space | int, cfg: Config, masked: bool = False):
         super().__init__()
         if isinstance(action_space, int):
             action_space = gym.spaces.Discrete(action_space)
+        self.masked = masked
         ortho = cfg.on("core.orthogonal_init")
         self.actor_trunk = mlp(obs_size, cfg.hidden_sizes, ortho)
         # shared trunk: the critic reads the actor's features
@@ -76,8 +96,7 @@ class ActorCritic(nn.Module):
             self.dist = (TanhDiagGaussian(action_space.low, action_space.high) if cfg.squash_actions
                          else DiagGaussian)
         else:
-            self.policy_head = layer_init(nn.Linear(width, int(action_space.n)), 0.01, ortho)
-            self.dist = Categorical
+            self.policy_head, self.dist = categorical_head(action_space, width, ortho)
         self.value_head = layer_init(nn.Linear(width, 1), 1.0, ortho)
         self.env_action = EnvAction(action_space, cfg)
 
@@ -101,15 +120,24 @@ class ActorCritic(nn.Module):
             return self.value_head(self.actor_trunk(obs)).squeeze(-1)
         return self.value_head(self.critic_trunk(obs)).squeeze(-1)
 
+    def _masked(self, params, mask: torch.Tensor | None):
+        """aux.action_masking: a masked policy's Categorical takes the masked logits, its MultiCategorical
+        (logits, mask), as it needs the mask to tell components without a valid action."""
+        if not self.masked:
+            return params
+        if mask is None:
+            raise ValueError("this policy was built for action masks (masked=True): pass the env's mask")
+        return (params, mask) if isinstance(self.dist, MultiCategorical) else masked_logits(params, mask)
+
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, rng: np.random.Generator | None):
+    def act(self, obs: torch.Tensor, rng: np.random.Generator | None, mask: torch.Tensor | None = None):
         """Rollout path: (action, log-prob of that action, value). ``rng`` None takes the most likely action (the
-        mean for Box actions)."""
+        mean for Box actions). ``mask``: the env's action mask of ``obs`` (bool), for a masked policy."""
         params, value = self._heads(obs)
-        return (*self._sample(params, rng, value.device), value)
+        return (*self._sample(self._masked(params, mask), rng, value.device), value)
 
     def _sample(self, params, rng: np.random.Generator | None, device: torch.device):
-        """(action, its log-prob) from the distribution's parameters; the mode where ``rng`` is None."""
+        """(action, its log-prob) from the distribution's (masked) parameters; the mode where ``rng`` is None."""
         if rng is None:
             action = self.dist.mode(params)
         else:
@@ -117,9 +145,13 @@ class ActorCritic(nn.Module):
             action = self.dist.sample(params, noise)
         return action, self.dist.log_prob(params, action)
 
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
-        """Training path: (log-prob of ``actions``, entropy, value)."""
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+        """Training path: (log-prob of ``actions``, entropy, value); ``mask`` the stored masks of a masked
+        policy."""
         params, value = self._heads(obs)
+        params = self._masked(params, mask)
+        if isinstance(self.dist, MultiCategorical):  # one log-softmax for both
+            return (*self.dist.log_prob_and_entropy(params, actions), value)
         return self.dist.log_prob(params, actions), self.dist.entropy(params), value
 
 
@@ -130,17 +162,18 @@ class CNNActorCritic(ActorCritic):
     the rollout and the update use it unchanged. It is not an ``ActorCritic`` for the numpy fast paths
     (``actors.make_actor`` and ``numpy_update.make_update`` test the exact type): it always runs in torch."""
 
-    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.spaces.Discrete, cfg: Config):
+    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.spaces.Discrete, cfg: Config,
+                 masked: bool = False):
         nn.Module.__init__(self)
         ortho = cfg.on("core.orthogonal_init")
         self.trunk = NatureCNN(tuple(obs_shape), ortho, scale=cfg.on("atari.scale_obs"))
         self.continuous = False
+        self.masked = masked
         self.critic_trunk = None
         self.register_parameter("log_std", None)
         self.log_std_head = None
-        self.policy_head = layer_init(nn.Linear(self.trunk.out_size, int(action_space.n)), 0.01, ortho)
+        self.policy_head, self.dist = categorical_head(action_space, self.trunk.out_size, ortho)
         self.value_head = layer_init(nn.Linear(self.trunk.out_size, 1), 1.0, ortho)
-        self.dist = Categorical
         self.env_action = EnvAction(action_space, cfg)
 
     def _heads(self, obs: torch.Tensor):
@@ -179,6 +212,7 @@ class RecurrentActorCritic(ActorCritic):
             width = math.prod(obs_shape)
         self.core = LSTMCore(width, cfg.lstm_size, cfg.on("lstm.init"), cfg.on("lstm.reset_on_done"))
         self.critic_trunk = None
+        self.masked = False
         self._init_heads(cfg.lstm_size, action_space, cfg)
 
     def initial_state(self, num_envs: int) -> torch.Tensor:
@@ -212,6 +246,47 @@ class RecurrentActorCritic(ActorCritic):
         return self.dist.log_prob(params, actions), self.dist.entropy(params), self.value_head(out).squeeze(-1)
 
 
+class GridActorCritic(CNNActorCritic):
+    """Grid games with one group of actions per cell (Gym-muRTS's grid mode): (N, H, W, C) observations and
+    MultiDiscrete actions of shape (H * W, c), cell-major. The ``GridCNN`` trunk's per-cell features feed the
+    policy head, a 1x1 convolution that is one Linear applied to every cell (gain 0.01): sum(nvec_cell) logits
+    per cell, sum(nvec) in all, split into independent Categoricals (multidiscrete.independent_categoricals);
+    its global features feed the value head (gain 1). Runs in torch only, as ``CNNActorCritic``."""
+
+    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.spaces.MultiDiscrete, cfg: Config,
+                 masked: bool = False):
+        nn.Module.__init__(self)
+        ortho = cfg.on("core.orthogonal_init")
+        self.trunk = GridCNN(tuple(obs_shape), ortho)
+        self.continuous = False
+        self.masked = masked
+        self.critic_trunk = None
+        self.register_parameter("log_std", None)
+        self.log_std_head = None
+        per_cell = int(action_space.nvec[0].sum())
+        self.policy_head = layer_init(nn.Conv2d(self.trunk.cell_size, per_cell, 1), 0.01, ortho)
+        self.dist = MultiCategorical(action_space.nvec)
+        self.value_head = layer_init(nn.Linear(self.trunk.out_size, 1), 1.0, ortho)
+        self.env_action = EnvAction(action_space, cfg)
+
+    def _heads(self, obs: torch.Tensor):
+        cells, features = self.trunk(obs)
+        # (N, per_cell, H, W) -> (N, H * W * per_cell): cell-major, as the actions and the env's masks
+        logits = self.policy_head(cells).permute(0, 2, 3, 1).flatten(1)
+        return logits, self.value_head(features).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.trunk(obs)[1]).squeeze(-1)
+
+
+def is_grid_space(observation_space: gym.Space, action_space: gym.Space) -> bool:
+    """(H, W, C) observations with MultiDiscrete actions of shape (H * W, c), the same c choices in every cell."""
+    return (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
+            and isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 2
+            and action_space.nvec.shape[0] == observation_space.shape[0] * observation_space.shape[1]
+            and bool((action_space.nvec == action_space.nvec[0]).all()))
+
+
 def is_image_space(space: gym.Space) -> bool:
     """uint8 (C, H, W) observations at least 36 x 36 (the smallest the Nature CNN takes): the Atari frame stack's
     (4, 84, 84). With Discrete actions they are trained with the Nature CNN; anything else is flattened."""
@@ -231,11 +306,15 @@ class EnvAction:
     - ``squash_actions``: the env receives low + (tanh(u) + 1) / 2 (high - low) of the sample u (the log-prob
       correction is in ``distributions.TanhDiagGaussian``); cont.action_clip then only catches float rounding.
 
-    The flat (N, act_dim) action is reshaped to the space's shape and cast to its dtype.
+    The flat (N, act_dim) action is reshaped to the space's shape and cast to its dtype; so are MultiDiscrete
+    actions, stored as (N, K) for the K components.
     """
 
     def __init__(self, space: gym.Space, cfg: Config):
         self.box = isinstance(space, gym.spaces.Box)
+        self.multi = isinstance(space, gym.spaces.MultiDiscrete)
+        if self.multi:
+            self.shape = space.shape
         if self.box:
             self.shape, self.dtype = space.shape, space.dtype
             self.low = space.low.reshape(-1).astype(np.float64)
@@ -246,6 +325,8 @@ class EnvAction:
                 self.half_range = (self.high - self.low) / 2
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
+        if self.multi:
+            return action.reshape(len(action), *self.shape)
         if not self.box:
             return action
         if self.squash:
@@ -255,7 +336,10 @@ class EnvAction:
         return action.reshape(len(action), *self.shape).astype(self.dtype, copy=False)
 
 
-def make_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Config) -> ActorCritic:
+def make_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Config,
+                masked: bool = False) -> ActorCritic:
+    """The policy for these spaces; ``masked``: it takes the env's action masks (aux.action_masking), which
+    only Discrete and MultiDiscrete actions have."""
     if not isinstance(observation_space, gym.spaces.Box):
         raise UserError(f"observation space {observation_space} is not supported yet; supported: {SUPPORTED}")
     if isinstance(action_space, gym.spaces.Box):
@@ -265,11 +349,19 @@ def make_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Conf
         if cfg.squash_actions and not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
             raise UserError(f"squash_actions needs finite action bounds, and {action_space} has infinite ones; "
                             "train without --squash-actions (actions are then clipped where bounds are finite)")
-    elif not isinstance(action_space, gym.spaces.Discrete):
+        if masked:
+            raise UserError(f"action masks are supported for Discrete and MultiDiscrete actions, not {action_space}; "
+                            "train with --off aux.action_masking")
+    elif not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         raise UserError(f"action space {action_space} is not supported yet; supported: {SUPPORTED}")
     cnn = is_image_space(observation_space) and isinstance(action_space, gym.spaces.Discrete)
     if cfg.lstm_size:
+        if masked:
+            raise UserError("action masks with an LSTM policy are not supported yet; train without the LSTM or "
+                            "with --off aux.action_masking")
         return RecurrentActorCritic(observation_space.shape, action_space, cfg, cnn)
     if cnn:
-        return CNNActorCritic(observation_space.shape, action_space, cfg)
-    return ActorCritic(int(math.prod(observation_space.shape)), action_space, cfg)
+        return CNNActorCritic(observation_space.shape, action_space, cfg, masked)
+    if is_grid_space(observation_space, action_space):
+        return GridActorCritic(observation_space.shape, action_space, cfg, masked)
+    return ActorCritic(int(math.prod(observation_space.shape)), action_space, cfg, masked)

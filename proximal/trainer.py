@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from . import checkpoint
 from .advantages import compute_advantages
 from .config import Config, env_worker_count, validate
-from .envs import VecEnv, is_atari_id, make_envs
+from .envs import VecEnv, action_masks, is_atari_id, make_envs
 from .envs.normalize import Normalizer, normalize_envs
 from .errors import UserError
 from .actors import make_actor
@@ -62,6 +62,8 @@ class TrainerState:
             "next_start": torch.from_numpy(self.rollout.next_start.copy()),
             # the LSTM state the next rollout starts from (None for feedforward policies)
             "lstm_state": None if self.rollout.next_state is None else self.rollout.next_state.cpu().clone(),
+            # aux.action_masking: the mask of next_obs; None where the policy takes no masks
+            "next_mask": None if self.rollout.next_mask is None else torch.from_numpy(self.rollout.next_mask.copy()),
             "normalizer": self.normalizer.state_dict() if self.normalizer is not None else {},
             "env": envs.get_state(),
         }
@@ -69,14 +71,21 @@ class TrainerState:
 
 def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Normalizer | None = None) -> TrainerState:
     """A fresh trainer state; the envs are reset with the run's seed. ``normalizer`` is the one ``envs`` normalize
-    with (``envs.normalize.normalize_envs``): its statistics become part of the state."""
+    with (``envs.normalize.normalize_envs``): its statistics become part of the state. The policy is masked
+    (aux.action_masking) where the detail is on and the envs provide action masks."""
+    obs = envs.reset(seed=cfg.seed)
+    masks = action_masks(envs) if cfg.on("aux.action_masking") else None
     torch.manual_seed(cfg.seed)
-    policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg).to(device)
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg,
+                         masked=masks is not None).to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
     rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape,
-                               envs.single_action_space, envs.single_observation_space.dtype)
-    rollout.next_obs[:] = envs.reset(seed=cfg.seed)
+                               envs.single_action_space, envs.single_observation_space.dtype,
+                               mask_size=None if masks is None else masks.shape[1])
+    rollout.next_obs[:] = obs
+    if masks is not None:
+        rollout.next_mask[:] = masks
     if isinstance(policy, RecurrentActorCritic):
         rollout.next_state = policy.initial_state(cfg.num_envs)  # lstm.zero_state
     return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout,
@@ -99,9 +108,13 @@ def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
         state.rollout.next_start[:] = payload["next_start"].numpy()
         if payload["lstm_state"] is not None:
             state.rollout.next_state = payload["lstm_state"].to(state.rollout.next_state.device)
+        if state.rollout.next_mask is not None:
+            state.rollout.next_mask[:] = payload["next_mask"].numpy()
         return True
     state.rollout.next_obs[:] = envs.reset(seed=state.cfg.seed + state.update)
     state.rollout.next_start[:] = 1.0
+    if state.rollout.next_mask is not None:
+        state.rollout.next_mask[:] = action_masks(envs)
     return False
 
 

@@ -52,7 +52,8 @@ def evaluate_minibatch(policy: nn.Module, batch: dict[str, torch.Tensor], mb: to
     draws them (its first rows are those envs at t = 0), and the policy replays their sequences from the state
     stored at the start of the rollout (lstm.reconstruct_states; off: from zeros)."""
     if "start_state" not in batch:
-        return policy.evaluate(batch["obs"][mb], batch["actions"][mb])
+        masks = () if "masks" not in batch else (batch["masks"][mb],)  # aux.action_masking: the stored masks
+        return policy.evaluate(batch["obs"][mb], batch["actions"][mb], *masks)
     num_envs = batch["start_state"].shape[1]
     envs = mb[: len(mb) * num_envs // len(batch["starts"])]
     state = batch["start_state"][:, envs]

@@ -98,6 +98,51 @@ class TargetEnv(gym.Env):
         return self.target, reward, True, False, {}
 
 
+class MaskedDiscreteEnv(gym.Env):
+    """Discrete(4) with masks in ``info["action_mask"]``: the first observation of an episode allows only action 3;
+    step t of an episode allows actions t % 3 and (t + 1) % 3. obs = (episode, t); reward = the action taken;
+    episodes terminate after 3 steps. At step 2 of episode ``all_masked_episode`` every action is masked (an
+    error for a Discrete env); -1 never."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+    all_masked_episode = -1
+
+    def _out(self):
+        mask = np.zeros(4, np.int8)
+        if self.t == 0:
+            mask[3] = 1
+        elif not (self.t == 2 and self.episode == self.all_masked_episode):
+            mask[[self.t % 3, (self.t + 1) % 3]] = 1
+        return np.array([self.episode, self.t], np.float32), {"action_mask": mask}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode = getattr(self, "episode", -1) + 1
+        self.t = 0
+        return self._out()
+
+    def step(self, action):
+        self.t += 1
+        obs, info = self._out()
+        return obs, float(action), self.t >= 3, False, info
+
+
+class MaskedDictEnv(MaskedDiscreteEnv):
+    """``MaskedDiscreteEnv`` with the mask as the ``action_mask`` key of a Dict observation (PettingZoo's way)."""
+
+    observation_space = gym.spaces.Dict({"obs": MaskedDiscreteEnv.observation_space,
+                                         "action_mask": gym.spaces.MultiBinary(4)})
+
+    def _out(self):
+        obs, info = super()._out()
+        return {"obs": obs, "action_mask": info["action_mask"]}, {}
+
+
+class AllMaskedEnv(MaskedDiscreteEnv):
+    all_masked_episode = 1
+
+
 def register() -> None:
     if "proximal-test/Counter-v0" not in gym.registry:
         gym.register("proximal-test/Counter-v0", entry_point=CounterEnv, max_episode_steps=5)
@@ -106,3 +151,7 @@ def register() -> None:
         gym.register("proximal-test/BoxRecorder-v0", entry_point=BoxRecorderEnv)
         gym.register("proximal-test/BoxUnbounded-v0", entry_point=BoxUnboundedEnv)
         gym.register("proximal-test/Target-v0", entry_point=TargetEnv)
+    if "proximal-test/MaskedDiscrete-v0" not in gym.registry:
+        gym.register("proximal-test/MaskedDiscrete-v0", entry_point=MaskedDiscreteEnv)
+        gym.register("proximal-test/MaskedDict-v0", entry_point=MaskedDictEnv)
+        gym.register("proximal-test/AllMasked-v0", entry_point=AllMaskedEnv)

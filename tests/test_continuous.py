@@ -223,7 +223,6 @@ def test_make_policy_accepts_box_actions_with_any_bounds_and_observations_of_any
 @pytest.mark.parametrize("obs_space, act_space, words", [
     (OBS, gym.spaces.MultiBinary(3), "MultiBinary.*supported: .*Discrete, or Box"),
     (OBS, gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), "Dict.*supported"),
-    (OBS, gym.spaces.MultiDiscrete([2, 3]), "MultiDiscrete.*supported"),
     (OBS, gym.spaces.Box(0, 3, (2,), np.int64), "integer dtype.*supported"),
     (gym.spaces.Discrete(4), ACT, "observation space .*supported: observations: Box"),
 ])

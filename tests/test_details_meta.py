@@ -11,6 +11,7 @@ import test_advantages
 import test_atari
 import test_continuous
 import test_lstm
+import test_multidiscrete
 import test_nets
 import test_normalize
 import test_policy
@@ -45,6 +46,7 @@ CHECKS = {
     "lstm.reconstruct_states": test_lstm.check_reconstruct_states,
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,
+    "aux.action_masking": test_multidiscrete.check_action_masking,
     "opt.truncation_bootstrap": test_rollout.check_truncation_bootstrap,
 }
 

@@ -114,3 +114,20 @@ def test_workers_stop_when_their_parent_is_killed():
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(p) for p in pids)
+
+
+def test_action_masks_come_back_from_the_workers_in_env_order():
+    """aux.action_masking: the masks read from each env's info reach the learner as from one process."""
+    runs = []
+    for workers in (1, 2):
+        envs = GymVectorEnv("proximal/MaskedMultiDiscrete-v0", 3, workers=workers)
+        envs.reset(seed=4)
+        masks = [envs.action_masks()]
+        rng = np.random.default_rng(0)
+        for _ in range(40):
+            envs.step(rng.integers(0, 2, size=(3, *envs.single_action_space.shape)))
+            masks.append(envs.action_masks())
+        envs.close()
+        runs.append(np.stack(masks))
+    assert runs[0].shape[1] == 3 and runs[0].any() and not runs[0].all()
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -1,9 +1,10 @@
 """Environments behind one vector-env contract (see ``vector.VecEnv``), whatever the backend. Importing this
 package registers proximal's own gymnasium ids (``proximal/CartPoleNoVelocity-v1``)."""
 
-from . import memory
-from .vector import GymVectorEnv, Step, VecEnv, is_atari_id, make_envs
+from . import masked_multidiscrete, memory
+from .vector import GymVectorEnv, Step, VecEnv, action_masks, is_atari_id, make_envs
 
 memory.register()
+masked_multidiscrete.register()
 
-__all__ = ["GymVectorEnv", "Step", "VecEnv", "is_atari_id", "make_envs"]
+__all__ = ["GymVectorEnv", "Step", "VecEnv", "action_masks", "is_atari_id", "make_envs"]

@@ -43,7 +43,7 @@ class AtariVectorEnv:
         _, self.single_action_space, self.metadata = self.groups.call(first_spaces)[0]
 
     def reset(self, seed: int) -> np.ndarray:
-        return self.stack.reset(self.groups.reset(seed))
+        return self.stack.reset(self.groups.reset(seed)[0])
 
     def step(self, actions: np.ndarray) -> Step:
         s = self.groups.step(actions)

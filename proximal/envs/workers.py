@@ -30,6 +30,7 @@ class GroupStep:
     truncated: np.ndarray
     final_obs: np.ndarray | None  # obs with the done envs' last observations, None when no env is done
     episodes: list[tuple[int, float, int]]  # env indices within the group
+    masks: np.ndarray | None  # info["action_mask"] of the observations returned, where the envs give one
 
 
 class EnvGroup:
@@ -40,13 +41,15 @@ class EnvGroup:
         self.first_index = first_index
         self._result = None
 
-    def reset(self, seed: int) -> np.ndarray:
-        return self.envs.reset(seed=seed + self.first_index)[0]
+    def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The first observations and their action masks (None where the envs give none)."""
+        obs, info = self.envs.reset(seed=seed + self.first_index)
+        return obs, info.get("action_mask")
 
     def step(self, actions: np.ndarray) -> GroupStep:
         obs, reward, terminated, truncated, info = self.envs.step(actions)
         final_obs, episodes = unpack_same_step_info(obs, info)
-        return GroupStep(obs, reward, terminated, truncated, final_obs, episodes)
+        return GroupStep(obs, reward, terminated, truncated, final_obs, episodes, info.get("action_mask"))
 
     def call(self, fn: Callable, *args):
         """``fn(list of this group's envs, *args)``: how a worker's envs are inspected (spaces, state)."""
@@ -151,8 +154,9 @@ class EnvGroups:
                 raise result.error
         return results
 
-    def reset(self, seed: int) -> np.ndarray:
-        return np.concatenate(self._all("reset", [(seed,)] * len(self.groups)))
+    def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        parts = self._all("reset", [(seed,)] * len(self.groups))
+        return np.concatenate([obs for obs, _ in parts]), _concatenate_masks([m for _, m in parts])
 
     def step(self, actions: np.ndarray) -> GroupStep:
         parts = self._all("step", [(actions[a:b],) for a, b in self.bounds])
@@ -163,7 +167,8 @@ class EnvGroups:
             final_obs = np.concatenate([p.obs if p.final_obs is None else p.final_obs for p in parts])
         episodes = [(start + i, r, n) for p, start in zip(parts, self.starts) for i, r, n in p.episodes]
         return GroupStep(*(np.concatenate([getattr(p, name) for p in parts])
-                           for name in ("obs", "reward", "terminated", "truncated")), final_obs, episodes)
+                           for name in ("obs", "reward", "terminated", "truncated")), final_obs, episodes,
+                         _concatenate_masks([p.masks for p in parts]))
 
     def call(self, fn: Callable, per_env: list | None = None) -> list:
         """``fn(envs of a group)``, or ``fn(envs of a group, that group's slice of per_env)``, for every group;
@@ -174,6 +179,10 @@ class EnvGroups:
     def close(self) -> None:
         for group in self.groups:
             group.close()
+
+
+def _concatenate_masks(masks: list) -> np.ndarray | None:
+    return None if any(m is None for m in masks) else np.concatenate(masks)
 
 
 def unpack_same_step_info(obs: np.ndarray, info: dict) -> tuple[np.ndarray | None, list[tuple[int, float, int]]]:
