@@ -12,6 +12,9 @@ from .details import BY_ID, switchable_ids
 from .errors import UserError
 
 
+# the Atari vector envs (envs/atari_vector.py, envs/atari_backends.py)
+BACKENDS = ("python", "envpool", "ale")
+
 # the reference wraps only its MuJoCo envs in VecNormalize: these are on in the mujoco preset, off elsewhere
 MUJOCO_NORMALIZATION = ("cont.obs_norm", "cont.obs_clip", "cont.reward_scaling", "cont.reward_clip")
 
@@ -76,6 +79,9 @@ class Config:
     """numpy rollout inference for MLP policies (discrete or Gaussian actions) and numpy update for those with
     discrete actions, on the CPU, tested to agree with the torch code; false trains with the torch code (do that
     when you change the loss)"""
+    backend: str = "python"
+    """Atari only: python (the reference's wrapper chain, exact), envpool or ale (C++ vector envs, faster; they
+    differ between episodes and in the max-pool order: README, Backends)"""
     checkpoint_every: int = 50
     """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
     preset: str = "classic"
@@ -187,6 +193,7 @@ def validate(cfg: Config) -> None:
         (cfg.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
         (cfg.torch_threads >= 0, "torch_threads must be >= 0"),
         (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        (cfg.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -135,7 +135,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         torch.set_num_threads(cfg.torch_threads)
     dev = resolve_device(cfg.device)
     # envs and policy first: an unknown env or unsupported space must fail before anything is written
-    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, details=cfg.details), cfg)
+    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, details=cfg.details, backend=cfg.backend), cfg)
     try:
         state = new_state(cfg, envs, dev, normalizer)
         exact = restore_state(state, payload, envs) if payload is not None else True

@@ -127,10 +127,16 @@ def is_atari_id(env_id: str) -> bool:
         return is_atari(env_id)
 
 
-def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, details: dict | None = None) -> VecEnv:
+def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, details: dict | None = None,
+              backend: str = "python") -> VecEnv:
     """The vector env for ``env_id``: the reference's Atari chain and frame stack (``atari_vector``) for ale-py
     ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``), switched by ``details`` (``cfg.details``; None: every
-    Atari detail on); gymnasium's envs otherwise."""
+    Atari detail on); gymnasium's envs otherwise. ``backend`` "envpool" or "ale" runs an Atari id on that C++
+    vector env instead (``atari_backends``)."""
+    if backend != "python":
+        from .atari_backends import make_backend_envs
+
+        return make_backend_envs(backend, env_id, num_envs, details)
     if is_atari_id(env_id):
         from .atari_vector import AtariVectorEnv
 
