@@ -16,30 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import gymnasium as gym
 import numpy as np
 
 from ..config import BACKENDS
 from ..errors import UserError
-from .atari import FRAME_SIZE, FRAME_SKIP, NOOP_MAX, is_on, make_frame_stack, reference_max_frames
+from .atari import (FRAME_SIZE, FRAME_SKIP, NOOP_MAX, atari_spec, is_atari, is_on, make_frame_stack,
+                    reference_max_frames)
 from .vector import Step
 
 
 def atari_game(env_id: str) -> str:
     """The ALE game (``breakout``, ``space_invaders``) of an ale-py id."""
-    try:
-        import ale_py
-    except ImportError:
-        raise UserError("Atari needs ale-py: pip install -e '.[atari]'") from None
-    gym.register_envs(ale_py)
-    try:
-        spec = gym.spec(env_id)
-    except gym.error.Error as e:
-        raise UserError(f"unknown environment '{env_id}' ({e})") from None
-    if "ale_py" not in str(spec.entry_point):
-        raise UserError(f"'{env_id}' is not an Atari (ale-py) environment; --backend envpool and ale run Atari "
-                        "games only: use --backend python")
-    return spec.kwargs["game"]
+    if not is_atari(env_id):
+        raise UserError(f"'{env_id}' is not an Atari (ale-py) id; --backend envpool and ale run Atari games only: "
+                        "use an Atari id or --backend python")
+    return atari_spec(env_id).kwargs["game"]
 
 
 class BackendAtariEnv:
@@ -107,8 +98,8 @@ class EnvpoolAtariEnv(BackendAtariEnv):
         except ImportError:
             raise UserError("--backend envpool needs envpool: pip install -e '.[envpool]' (or use --backend "
                             "python)") from None
-        _refuse_frame_skip_off(details, "envpool")
         game = atari_game(env_id)
+        _refuse_frame_skip_off(details, "envpool")
         self.task = "".join(part.capitalize() for part in game.split("_")) + "-v5"
         if self.task not in envpool.list_all_envs():
             raise UserError(f"envpool has no Atari game '{game}'; use --backend python or ale")
@@ -138,11 +129,10 @@ class EnvpoolAtariEnv(BackendAtariEnv):
         dones = terminated | truncated
         final_frames = frames
         if dones.any():
-            done_ids = np.flatnonzero(dones)
-            frames = frames.copy()
             # envpool's own autoreset: a done env's next step is its reset (the action is ignored). Its reset()
             # would reset the whole game, also after a life loss.
-            done_ids = done_ids.astype(np.int32)
+            done_ids = np.flatnonzero(dones).astype(np.int32)
+            frames = frames.copy()
             frames[done_ids] = self.envs.step(np.zeros(len(done_ids), np.int32), done_ids)[0][:, 0]
         # info["terminated"] is the game over; a truncation (the time limit) resets the game too
         game_over = dones & (info["terminated"].astype(bool) | truncated)
@@ -166,11 +156,15 @@ class ALEVectorAtariEnv(BackendAtariEnv):
 
     def __init__(self, env_id: str, num_envs: int, details: Mapping[str, bool] | None = None,
                  repeat_first: bool = False):
-        from ale_py.vector_env import AtariVectorEnv
         from gymnasium.vector import AutoresetMode
 
-        _refuse_frame_skip_off(details, "ale")
         game = atari_game(env_id)
+        _refuse_frame_skip_off(details, "ale")
+        try:
+            from ale_py.vector_env import AtariVectorEnv
+        except ImportError:
+            raise UserError("--backend ale needs ale-py's vector env (tested with ale-py 0.12): pip install -U "
+                            "ale-py, or use --backend python") from None
         super().__init__(num_envs, details, repeat_first)
         self.envs = AtariVectorEnv(
             game, num_envs, stack_num=1, frameskip=FRAME_SKIP, maxpool=True, img_height=FRAME_SIZE,
