@@ -13,6 +13,9 @@ from .details import BY_ID, switchable_ids
 from .errors import UserError
 
 
+# the Atari vector envs (envs/atari_vector.py, envs/atari_backends.py)
+BACKENDS = ("python", "envpool", "ale")
+
 # the reference wraps only its MuJoCo envs in VecNormalize: these are on in the mujoco preset, off elsewhere
 MUJOCO_NORMALIZATION = ("cont.obs_norm", "cont.obs_clip", "cont.reward_scaling", "cont.reward_clip")
 
@@ -97,6 +100,9 @@ class Config:
     """numpy rollout inference for MLP policies (discrete or Gaussian actions) and numpy update for those with
     discrete actions, on the CPU, tested to agree with the torch code; false trains with the torch code (do that
     when you change the loss)"""
+    backend: str = "python"
+    """Atari only: python (the reference's wrapper chain, exact), envpool or ale (C++ vector envs, faster; they
+    differ between episodes and in the max-pool order: README, Backends)"""
     checkpoint_every: int = 50
     """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
     preset: str = "classic"
@@ -232,6 +238,7 @@ def validate(cfg: Config) -> None:
         (cfg.torch_threads >= 0, "torch_threads must be >= 0"),
         (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
         (cfg.env_workers >= 0, "env_workers must be >= 0"),
+        (cfg.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -240,6 +247,9 @@ def validate(cfg: Config) -> None:
     if emulator.get("frameskip", 1) != 1 and cfg.on("atari.frame_skip"):
         raise UserError("ale_options frameskip skips frames in the emulator on top of atari.frame_skip's 4; "
                         "add --off atari.frame_skip to let the emulator skip instead")
+    if emulator and cfg.backend != "python":
+        raise UserError(f"ale_options set the Python chain's emulators; the {cfg.backend} backend runs its own "
+                        "reference settings: drop --ale-options or use --backend python")
     if "max_num_frames_per_episode" in emulator:
         raise UserError("the Atari frame limit is the reference's (400k frames); ale_options cannot change it")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def load_policy(path: Path, device: str = "cpu"):
     the policy was trained on observations normalized with them, so evaluate with them."""
     payload = checkpoint.load(checkpoint.latest(path))
     cfg = Config.from_dict(payload["config"])
-    envs = make_envs(cfg.env_id, 1, cfg=cfg)
+    envs = make_envs(cfg.env_id, 1, cfg=replace(cfg, backend="python"))
     try:
         # aux.action_masking: the run's policy took masks if its checkpoint holds the next observation's mask
         policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg,
@@ -47,6 +48,8 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
     (the episode statistics sit inside episodic life and reward clipping), with the reference's frame limit."""
     actor = make_actor(policy, next(policy.parameters()).device)
     rng = None if deterministic else np.random.default_rng(seed)
+    if cfg is not None and cfg.backend != "python":
+        cfg = replace(cfg, backend="python")  # evaluations play the reference's chain, whichever backend trained
     envs = make_envs(env_id, 1, render_mode="rgb_array" if video else None, cfg=cfg)
     if normalizer is not None:
         envs = NormalizedVecEnv(envs, normalizer, frozen=True)

@@ -585,6 +585,8 @@ def test_atari_ale_options_reach_the_emulator_and_bad_ones_are_refused():
         validate(atari_cfg(ale_options="frameskip=4"))
     with pytest.raises(UserError, match="key=value"):
         validate(atari_cfg(ale_options="frameskip"))
+    with pytest.raises(UserError, match="--backend python"):
+        validate(atari_cfg(ale_options="repeat_action_probability=0.25", backend="ale"))
 
 
 def _sticky(envs) -> list:

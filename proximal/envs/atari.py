@@ -230,14 +230,8 @@ def is_atari(env_id: str) -> bool:
         return False
 
 
-def make_atari_env(env_id: str, details: Mapping[str, bool] | None = None, *, max_frames: int | None = None,
-                   render_mode: str | None = None, **ale_kwargs) -> gym.Env:
-    """One env of the reference's chain for an ale-py id (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``).
-
-    The emulator runs at frameskip 1 without sticky actions (the NoFrameskip-v4 settings, also for v5 ids)
-    unless ``ale_kwargs`` say otherwise; ``max_frames`` is the episode's frame limit (default: the reference's,
-    ``reference_max_frames``; 0: none). Seed it as any gymnasium env, with its first ``reset(seed=...)``.
-    """
+def atari_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registration of an ale-py id (its ``kwargs["game"]``: ``breakout``); a UserError for any other id."""
     try:
         import ale_py
     except ImportError:
@@ -249,6 +243,18 @@ def make_atari_env(env_id: str, details: Mapping[str, bool] | None = None, *, ma
         raise UserError(f"unknown environment '{env_id}' ({e})") from None
     if "ale_py" not in str(spec.entry_point):
         raise UserError(f"'{env_id}' is not an Atari (ale-py) environment")
+    return spec
+
+
+def make_atari_env(env_id: str, details: Mapping[str, bool] | None = None, *, max_frames: int | None = None,
+                   render_mode: str | None = None, **ale_kwargs) -> gym.Env:
+    """One env of the reference's chain for an ale-py id (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``).
+
+    The emulator runs at frameskip 1 without sticky actions (the NoFrameskip-v4 settings, also for v5 ids)
+    unless ``ale_kwargs`` say otherwise; ``max_frames`` is the episode's frame limit (default: the reference's,
+    ``reference_max_frames``; 0: none). Seed it as any gymnasium env, with its first ``reset(seed=...)``.
+    """
+    spec = atari_spec(env_id)
     if "max_num_frames_per_episode" in ale_kwargs:
         raise TypeError("set the frame limit with max_frames")
     if max_frames is None:

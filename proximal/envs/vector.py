@@ -198,11 +198,16 @@ def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, cfg: C
     ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``); Gym-muRTS's grid mode (``microrts``) for
     ``MicroRTS-<map>-<bot>``; gymnasium's envs otherwise. ``cfg`` (the run's config; None: one process, every
     Atari detail on, the reference's emulator settings) gives the env worker processes (``env_workers``), the
-    Atari details and the Atari options."""
+    Atari details and options, and the Atari backend: "envpool" or "ale" runs an Atari id on that C++ vector env
+    instead of the Python chain (``atari_backends``)."""
     from .microrts import MicroRTSVectorEnv, is_microrts_id
 
     if is_microrts_id(env_id):
         return MicroRTSVectorEnv(env_id, num_envs)
+    if cfg is not None and cfg.backend != "python":
+        from .atari_backends import make_backend_envs
+
+        return make_backend_envs(cfg.backend, env_id, num_envs, cfg.details, cfg.atari_repeat_first)
     workers = 1 if cfg is None else env_worker_count(cfg)
     if is_atari_id(env_id):
         from .atari_vector import AtariVectorEnv
