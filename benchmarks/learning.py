@@ -14,6 +14,7 @@ markdown summary (--summary).
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -61,10 +62,23 @@ def run_config(env_id: str, seed: int, steps: int, truncation_bootstrap: bool, t
 
 
 def train_run(cfg: Config, run_dir: Path) -> float:
-    """Train one run (in a worker process); returns the seconds it took."""
+    """Train one run (in a worker process), or continue it from its checkpoints where an earlier benchmark
+    started it (a finished run is only read); returns the seconds it took."""
     start = time.perf_counter()
-    train(cfg, run_dir, quiet=True)
+    resume = any((run_dir / "checkpoints").glob("*.pt"))
+    train(None if resume else cfg, run_dir, resume=resume, quiet=True)
     return time.perf_counter() - start
+
+
+def check_reusable(cfg: Config, run_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot be continued as this benchmark's run (None if it can, or does not exist)."""
+    if not run_dir.exists():
+        return None
+    if not any((run_dir / "checkpoints").glob("*.pt")):
+        return f"{run_dir} exists without checkpoints"
+    if Config.from_dict(json.loads((run_dir / "config.json").read_text())) != cfg:
+        return f"{run_dir} holds a run of another config"
+    return None
 
 
 def final_return(run_dir: Path, last: int = LAST_EPISODES) -> float:
@@ -147,9 +161,11 @@ def main() -> None:
     except UserError as e:
         parser.error(str(e))
     # train() would write into an old run's directory and leave its checkpoints and events mixed with the new run's
-    taken = [str(d) for _, d in runs.values() if d.exists()]
+    # a run directory of the same config is continued (or, finished, read): a killed benchmark, or one given more
+    # seeds, resumes where it stopped
+    taken = [why for c, d in runs.values() if (why := check_reusable(c, d))]
     if taken:
-        parser.error(f"run directories already exist: {', '.join(taken)}; remove them or choose another --out")
+        parser.error(f"{'; '.join(taken)}: remove them or choose another --out")
 
     print(f"{args.env}, {preset_name} preset, {cfg.num_updates * cfg.batch_size} steps per run, "
           f"seeds {' '.join(map(str, args.seeds))}, {len(runs)} runs, {args.jobs} at a time; runs under {args.out}",
