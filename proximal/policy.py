@@ -18,18 +18,13 @@ from .config import Config
 from .distributions import Categorical, DiagGaussian, MultiCategorical, TanhDiagGaussian, masked_logits
 from .errors import UserError
 from .nets import GridCNN, LSTMCore, NatureCNN, layer_init, mlp
+from .spaces import action_mask_size, is_grid_space, is_image_space
 
 SUPPORTED = ("observations: Box (any shape, flattened), or uint8 images (C, H, W) with Discrete "
              "actions for the Nature CNN, or grids (H, W, C) with MultiDiscrete actions of shape (H * W, c) for "
              "the grid CNN; actions: Discrete, MultiDiscrete, or Box with a float dtype (any bounds)")
 
 
-def action_mask_size(action_space: gym.Space) -> int:
-    """Entries of one env's action mask (aux.action_masking): n for Discrete, sum(nvec) for MultiDiscrete, one
-    per logit of the policy head."""
-    if isinstance(action_space, gym.spaces.MultiDiscrete):
-        return int(action_space.nvec.sum())
-    return int(action_space.n)
 
 
 def categorical_head(action_space: gym.Space, width: int, orthogonal: bool):
@@ -279,19 +274,8 @@ class GridActorCritic(CNNActorCritic):
         return self.value_head(self.trunk(obs)[1]).squeeze(-1)
 
 
-def is_grid_space(observation_space: gym.Space, action_space: gym.Space) -> bool:
-    """(H, W, C) observations with MultiDiscrete actions of shape (H * W, c), the same c choices in every cell."""
-    return (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
-            and isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 2
-            and action_space.nvec.shape[0] == observation_space.shape[0] * observation_space.shape[1]
-            and bool((action_space.nvec == action_space.nvec[0]).all()))
 
 
-def is_image_space(space: gym.Space) -> bool:
-    """uint8 (C, H, W) observations at least 36 x 36 (the smallest the Nature CNN takes): the Atari frame stack's
-    (4, 84, 84). With Discrete actions they are trained with the Nature CNN; anything else is flattened."""
-    return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-            and min(space.shape[1:]) >= 36)
 
 
 class EnvAction:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config import Config, ale_options, env_worker_count
 from ..errors import UserError
+from ..spaces import action_mask_size
 from . import state as env_state
 from .workers import EnvGroups
 
@@ -65,8 +66,6 @@ def read_masks(raw, action_space: gym.Space, num_envs: int) -> np.ndarray:
     """Masks as an env gives them (any per-env shape holding n, or sum(nvec) for MultiDiscrete, entries in the
     order of the actions) to (N, mask size) bool. A Discrete env must leave some action valid; a MultiDiscrete
     component with none is normal (a grid cell without a unit): it is ignored."""
-    from ..policy import action_mask_size
-
     masks = np.asarray(raw).reshape(num_envs, -1).astype(bool)
     size = action_mask_size(action_space)
     if masks.shape[1] != size:
