@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from learning import RESULTS, final_return, train_run
-from proximal.actors import make_actor
+from proximal.carry import Carry
+from proximal.fast_paths import make_actor
 from proximal.config import Config, preset, set_detail
 from proximal.envs import action_masks, make_envs
 from proximal.evaluate import load_policy
@@ -51,13 +52,13 @@ def play(run_dir: Path, games: int, seed: int) -> dict:
     returns = []
     try:
         obs = envs.reset(seed=seed)
+        # aux.action_masking: the masked policy gets its masks as in training
+        carry = Carry(start=np.ones(EVAL_ENVS, np.float32), mask=action_masks(envs) if policy.masked else None)
         while len(envs.results) < games:
-            # aux.action_masking: the masked policy gets its masks as in training
-            mask = action_masks(envs) if policy.masked else None
-            action, _, _ = actor.act(obs, rng) if mask is None else actor.act(obs, rng, mask)
+            action, _, _, carry = actor.act(obs, carry, rng)
             step = envs.step(actor.env_action(action))
             returns += [ret for _, ret, _ in step.episodes]
-            obs = step.obs
+            obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
     finally:
         envs.close()
     results = envs.results[:games]

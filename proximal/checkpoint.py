@@ -15,12 +15,12 @@ import torch
 
 from .errors import UserError
 
-FORMAT = 1
+FORMAT = 2  # 2: the carry ("obs", "carry") replaced next_obs, next_start, next_mask and lstm_state
 _NAME = re.compile(r"update_(\d+)\.pt$")
 _REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 # what the trainer's TrainerState.checkpoint writes and what resume and eval read
-KEYS = ("config", "update", "global_step", "policy", "optimizer", "generator", "rng", "next_obs", "next_start",
-        "lstm_state", "normalizer", "env")
+KEYS = ("config", "update", "global_step", "policy", "optimizer", "generator", "rng", "obs", "carry", "normalizer",
+        "env")
 
 
 def checkpoint_path(run_dir: Path, update: int) -> Path:
@@ -60,8 +60,11 @@ def load(path: Path) -> dict:
         raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is corrupt or not a "
                         "proximal checkpoint: evaluate an earlier one from the run's checkpoints/ directory, or "
                         "move this one away before --resume") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"'{path}' is not a proximal checkpoint of format {FORMAT}")
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise UserError(f"'{path}' is not a proximal checkpoint")
+    if payload["format"] != FORMAT:
+        raise UserError(f"checkpoint '{path}' has format {payload['format']}, and this version of proximal reads "
+                        f"format {FORMAT}: evaluate or resume it with the proximal version that wrote it")
     # a KeyError deep in resume or eval would be a traceback instead of this message
     missing = sorted(set(KEYS) - set(payload))
     if missing:

@@ -1,88 +1,164 @@
-"""Action distributions as plain functions of the heads' output (``params``): logits for ``Categorical`` and
-``MultiCategorical``, (logits, mask) for masked ones (aux.action_masking), (mean, log std) for ``DiagGaussian``.
+"""Action distributions: one class per kind of action space, each an instance that follows ``Distribution``, and
+``make_distribution``, which picks the class for a space.
 
-Sampling takes its noise from the caller (drawn from the run's numpy RNG), so the torch rollout path and the
-numpy fast path (``actors.NumpyMLPActor``) draw the same action from the same RNG state. The functions use raw
-tensor ops rather than ``torch.distributions``, whose per-call construction costs more than the tiny MLP's
-forward pass; tests check that they agree with it.
+The distributions are plain functions of the policy head's output (``params``): logits for ``Categorical`` and
+``MultiCategorical`` ((logits, mask) for a masked ``MultiCategorical``, aux.action_masking), (mean, log std) for
+``DiagGaussian``. Sampling takes its noise from the caller (drawn from the run's numpy RNG), so the torch rollout
+path and the numpy fast path (``numpy_actor.NumpyMLPActor``) draw the same action from the same RNG state. The
+functions use raw tensor ops rather than ``torch.distributions``, whose per-call construction costs more than the
+tiny MLP's forward pass; tests check that they agree with it.
+
+A new kind of action space is one class with the ``Distribution`` methods and one entry in ``REGISTRY``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
+
+from .config import Config
+from .errors import UserError
+from .nets import GaussianHead, LinearHead
+
+# log(sqrt(2 pi)), the Normal log-density's constant; the numpy fast paths use it too
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class Distribution(Protocol):
+    """What the policy, the rollout and the update ask of an action distribution.
+
+    ``action_shape`` and ``action_dtype``: one env's action as the rollout stores it (what the policy took);
+    ``to_env`` turns a batch of those into what the env receives (the one place where the two differ). ``head`` builds the policy head: a module from
+    features of ``width`` (per feature row: the grid trunk gives one row per cell) to ``params``.
+    """
+
+    action_shape: tuple[int, ...]
+    action_dtype: type
+    maskable: bool  # takes action masks (aux.action_masking): ``masked`` gives the masked parameters
+
+    def head(self, width: int, rows: int, cfg: Config) -> nn.Module: ...
+    def masked(self, params, mask: torch.Tensor) -> Any: ...
+    def noise_shape(self, params) -> tuple[int, ...]: ...
+    def noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray: ...
+    def sample(self, params, noise: torch.Tensor) -> torch.Tensor: ...
+    def mode(self, params) -> torch.Tensor: ...
+    def log_prob(self, params, actions: torch.Tensor) -> torch.Tensor: ...
+    def entropy(self, params) -> torch.Tensor: ...
+    def log_prob_and_entropy(self, params, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def to_env(self, actions: np.ndarray) -> np.ndarray: ...
 
 
 class Categorical:
-    """Discrete actions: logits of shape (B, n)."""
+    """Discrete actions: logits of shape (B, n); the head a Linear of n logits, gain 0.01."""
 
-    @staticmethod
-    def noise_shape(logits: torch.Tensor) -> tuple[int, ...]:
+    action_shape: tuple[int, ...] = ()
+    action_dtype = np.int64
+    maskable = True
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def head(self, width: int, rows: int, cfg: Config) -> nn.Module:
+        return LinearHead(width, self.n, cfg.on("core.orthogonal_init"))
+
+    def masked(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_logits(logits, mask)
+
+    def noise_shape(self, logits: torch.Tensor) -> tuple[int, ...]:
         return tuple(logits.shape)
 
-    @staticmethod
-    def noise(rng: np.random.Generator, logits_shape: tuple[int, ...]) -> np.ndarray:
-        return rng.gumbel(size=logits_shape)
+    def noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return rng.gumbel(size=shape)
 
-    @staticmethod
-    def sample(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def sample(self, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         # Gumbel-max: argmax(logits + Gumbel noise) is an exact sample of softmax(logits)
         return (logits + noise).argmax(-1)
 
-    @staticmethod
-    def mode(logits: torch.Tensor) -> torch.Tensor:
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(-1)
 
-    @staticmethod
-    def log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         logp = torch.log_softmax(logits, -1)
         return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
-    @staticmethod
-    def entropy(logits: torch.Tensor) -> torch.Tensor:
+    def entropy(self, logits: torch.Tensor) -> torch.Tensor:
         logp = torch.log_softmax(logits, -1)
         return -(logp.exp() * logp).sum(-1)
 
+    def log_prob_and_entropy(self, logits: torch.Tensor, actions: torch.Tensor):
+        return self.log_prob(logits, actions), self.entropy(logits)
 
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        return actions
 
 
 class DiagGaussian:
-    """Continuous actions (cont.gaussian): a Normal per action dimension, parameterized by ``(mean, log_std)``,
-    both of shape (B, act_dim) (a state-independent log std is expanded to the mean's shape, which costs nothing).
+    """Box actions (cont.gaussian): a Normal per action dimension, parameterized by ``(mean, log_std)``, both of
+    shape (B, act_dim) (a state-independent log std is expanded to the mean's shape, which costs nothing). The head
+    is ``nets.GaussianHead``: the mean a Linear of gain 0.01, the log std a learned vector
+    (cont.state_independent_logstd) or a Linear of the features.
 
     cont.independent_dims: the dimensions are independent, so the log-prob and the entropy of an action are sums
-    over its dimensions.
+    over its dimensions. The rollout stores the unclipped sample u; ``to_env`` gives the env
+    ``np.nan_to_num(u)`` clipped to the bounds with cont.action_clip (the reference's ClipActionsWrapper; an
+    infinite bound clips nothing), the raw sample without it, reshaped to the space's shape and cast to its dtype.
     """
 
-    @staticmethod
-    def noise_shape(params: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, ...]:
+    action_dtype = np.float32
+
+    def __init__(self, space: gym.spaces.Box, cfg: Config):
+        self.shape, self.dtype = space.shape, space.dtype
+        self.action_shape = (math.prod(space.shape),)
+        self.low = space.low.reshape(-1).astype(np.float64)
+        self.high = space.high.reshape(-1).astype(np.float64)
+        self.clip = cfg.on("cont.action_clip")
+
+    def head(self, width: int, rows: int, cfg: Config) -> nn.Module:
+        return GaussianHead(width, self.action_shape[0], cfg.on("core.orthogonal_init"),
+                            cfg.on("cont.state_independent_logstd"))
+
+    maskable = False
+
+    def masked(self, params, mask):
+        raise NotImplementedError("Box actions take no action masks")
+
+    def noise_shape(self, params: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, ...]:
         return tuple(params[0].shape)
 
-    @staticmethod
-    def noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    def noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return rng.standard_normal(size=shape, dtype=np.float32)
 
-    @staticmethod
-    def sample(params: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+    def sample(self, params: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
         mean, log_std = params
         return mean + log_std.exp() * noise
 
-    @staticmethod
-    def mode(params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def mode(self, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return params[0]
 
-    @staticmethod
-    def log_prob(params: tuple[torch.Tensor, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, params: tuple[torch.Tensor, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
         mean, log_std = params
         z = (actions - mean) * (-log_std).exp()
-        return (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(-1)
+        return (-0.5 * z * z - log_std - LOG_SQRT_2PI).sum(-1)
 
-    @staticmethod
-    def entropy(params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return (0.5 + _LOG_SQRT_2PI + params[1]).sum(-1)
+    def entropy(self, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return (0.5 + LOG_SQRT_2PI + params[1]).sum(-1)
+
+    def log_prob_and_entropy(self, params, actions: torch.Tensor):
+        return self.log_prob(params, actions), self.entropy(params)
+
+    def _env_sample(self, actions: np.ndarray) -> np.ndarray:
+        return actions
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        actions = self._env_sample(actions)
+        if self.clip:  # cont.action_clip
+            actions = np.clip(np.nan_to_num(actions), self.low, self.high)
+        return actions.reshape(len(actions), *self.shape).astype(self.dtype, copy=False)
 
 
 # Gauss-Hermite nodes and weights for E[f(u)], u ~ N(mu, sigma^2) = sum_k w_k f(mu + sigma sqrt(2) x_k) / sqrt(pi)
@@ -97,8 +173,8 @@ def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
 
 class TanhDiagGaussian(DiagGaussian):
     """The ``squash_actions`` option: the policy samples u from ``DiagGaussian`` and the env receives
-    a = low + (tanh(u) + 1) / 2 (high - low) (``policy.EnvAction``), so no action needs clipping. The rollout
-    stores u; ``log_prob`` is the density of a:
+    a = low + (tanh(u) + 1) / 2 (high - low), so no action needs clipping (cont.action_clip then only catches float
+    rounding). The rollout stores u; ``log_prob`` is the density of a:
 
         log p(a) = log N(u) - sum_d [log(1 - tanh(u_d)^2) + log((high_d - low_d) / 2)]
 
@@ -107,12 +183,17 @@ class TanhDiagGaussian(DiagGaussian):
     expectation is taken by 48-point Gauss-Hermite quadrature (deterministic and differentiable in mean and std).
     """
 
-    def __init__(self, low: np.ndarray, high: np.ndarray):
+    def __init__(self, space: gym.spaces.Box, cfg: Config):
+        super().__init__(space, cfg)
+        if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
+            raise UserError(f"squash_actions needs finite action bounds, and {space} has infinite ones; train "
+                            "without --squash-actions (actions are then clipped where bounds are finite)")
+        self.half_range = (self.high - self.low) / 2
         # sum_d log((high_d - low_d) / 2): the constant part of the log-det
-        self.log_half_range = float(np.sum(np.log((np.asarray(high, np.float64) - np.asarray(low, np.float64)) / 2)))
+        self.log_half_range = float(np.sum(np.log(self.half_range)))
 
     def log_prob(self, params, actions):
-        return DiagGaussian.log_prob(params, actions) - tanh_log_det(actions).sum(-1) - self.log_half_range
+        return super().log_prob(params, actions) - tanh_log_det(actions).sum(-1) - self.log_half_range
 
     def entropy(self, params):
         mean, log_std = params
@@ -120,7 +201,10 @@ class TanhDiagGaussian(DiagGaussian):
         w = torch.as_tensor(_HERMITE_W / math.sqrt(math.pi), dtype=mean.dtype, device=mean.device)
         u = mean.unsqueeze(-1) + log_std.exp().unsqueeze(-1) * x  # (B, act_dim, nodes)
         expected_log_det = (tanh_log_det(u) * w).sum(-1)
-        return DiagGaussian.entropy(params) + expected_log_det.sum(-1) + self.log_half_range
+        return super().entropy(params) + expected_log_det.sum(-1) + self.log_half_range
+
+    def _env_sample(self, actions: np.ndarray) -> np.ndarray:
+        return self.low + (np.tanh(actions) + 1.0) * self.half_range
 
 
 # aux.action_masking: what invalid actions' logits are pushed down by. exp(logit + MASKED_LOGIT - logsumexp) is
@@ -154,6 +238,8 @@ class MultiCategorical:
 
     def __init__(self, nvec):
         nvec = np.asarray(nvec, dtype=np.int64)
+        self.shape, self.size = nvec.shape, int(nvec.sum())
+        self.action_shape = (nvec.size,)
         rows = nvec.reshape(len(nvec), -1) if nvec.ndim > 1 else nvec.reshape(1, -1)
         if not (rows == rows[0]).all():
             rows = nvec.reshape(1, -1)
@@ -168,12 +254,27 @@ class MultiCategorical:
                 self.runs.append((start, k - start, int(pattern[start]), int(pattern[:start].sum())))
                 start = k
 
-    @staticmethod
-    def noise_shape(params) -> tuple[int, ...]:
+    action_dtype = np.int64
+    maskable = True
+
+    def head(self, width: int, rows: int, cfg: Config) -> nn.Module:
+        """A Linear of sum(nvec) logits, gain 0.01; over ``rows`` feature rows (a grid's cells), a Linear of each
+        row's share, applied to every row (a 1x1 convolution)."""
+        return LinearHead(width, self.size // rows, cfg.on("core.orthogonal_init"))
+
+    def masked(self, logits: torch.Tensor, mask: torch.Tensor):
+        """(logits, mask): the mask also tells which components have no valid action."""
+        return logits, mask
+
+    def noise_shape(self, params) -> tuple[int, ...]:
         logits = params[0] if isinstance(params, tuple) else params
         return tuple(logits.shape)
 
-    noise = staticmethod(Categorical.noise)
+    def noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return rng.gumbel(size=shape)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        return actions.reshape(len(actions), *self.shape)
 
     def _rows(self, params):
         """(logits (M, row_size) with invalid actions masked, mask (M, row_size) as floats or None, index (M,) of
@@ -249,3 +350,21 @@ class MultiCategorical:
         """``log_prob`` and ``entropy`` together, for the training path: the log-softmax is most of a muRTS
         minibatch's time."""
         return self._totals(params, actions, entropy=True)
+
+
+# The registry: the distribution class for each kind of action space; the first entry the space is an instance of
+REGISTRY: list[tuple[type[gym.Space], Callable[[gym.Space, Config], Distribution]]] = [
+    (gym.spaces.Discrete, lambda space, cfg: Categorical(space.n)),
+    (gym.spaces.MultiDiscrete, lambda space, cfg: MultiCategorical(space.nvec)),
+    (gym.spaces.Box, lambda space, cfg: (TanhDiagGaussian if cfg.squash_actions else DiagGaussian)(space, cfg)),
+]
+
+
+def make_distribution(space: gym.Space, cfg: Config) -> Distribution:
+    for kind, build in REGISTRY:
+        if isinstance(space, kind):
+            if kind is gym.spaces.Box and not np.issubdtype(space.dtype, np.floating):
+                break
+            return build(space, cfg)
+    kinds = ", ".join(kind.__name__ for kind, _ in REGISTRY)
+    raise UserError(f"action space {space} is not supported yet; supported: {kinds} (Box with a float dtype)")

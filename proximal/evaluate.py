@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
-from .actors import RecurrentActor, make_actor
+from .carry import Carry
 from .config import Config
 from .envs import action_masks, make_envs
 from .envs.normalize import NormalizedVecEnv, Normalizer
 from .errors import UserError
+from .fast_paths import make_actor
 from .policy import make_policy
 from .trainer import resolve_device
 
@@ -26,9 +27,9 @@ def load_policy(path: Path, device: str = "cpu"):
     cfg = Config.from_dict(payload["config"])
     envs = make_envs(cfg.env_id, 1, cfg=replace(cfg, backend="python"))
     try:
-        # aux.action_masking: the run's policy took masks if its checkpoint holds the next observation's mask
+        # aux.action_masking: the run's policy took masks if its carry holds them
         policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg,
-                             masked=payload.get("next_mask") is not None)
+                             masked=payload["carry"]["mask"] is not None)
         normalizer = Normalizer.from_config(cfg, envs.single_observation_space.shape, cfg.num_envs)
     finally:
         envs.close()
@@ -57,21 +58,17 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
     try:
         with VideoWriter(video, envs) if video else nullcontext() as writer:
             obs = envs.reset(seed=seed)
-            # recurrent policies: the LSTM state, zero at first and reset at every episode start as in training
-            state = actor.initial_state(1) if isinstance(actor, RecurrentActor) else None
-            start = np.ones(1, np.float32)
+            # as in training: the recurrent state zero at first and reset at every episode start, the masks
+            # (aux.action_masking) read from the env
+            carry = Carry(start=np.ones(1, np.float32), mask=action_masks(envs) if policy.masked else None,
+                          state=policy.initial_state(1))
             while len(returns) < episodes:
                 if writer:
                     writer.add(envs.render())
-                if state is not None:
-                    action, _, _, state = actor.act(obs, rng, state, start)
-                elif policy.masked:  # aux.action_masking: as in training
-                    action, _, _ = actor.act(obs, rng, action_masks(envs))
-                else:
-                    action, _, _ = actor.act(obs, rng)
+                action, _, _, carry = actor.act(obs, carry, rng)
                 step = envs.step(actor.env_action(action))  # clipped (or squashed) as in training: cont.action_clip
                 returns += [ret for _, ret, _ in step.episodes]
-                obs, start = step.obs, (step.terminated | step.truncated).astype(np.float32)
+                obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
     finally:
         envs.close()
     return np.asarray(returns[:episodes])

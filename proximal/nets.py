@@ -28,6 +28,78 @@ def mlp(in_size: int, hidden_sizes: tuple[int, ...], orthogonal: bool) -> nn.Seq
     return nn.Sequential(*layers)
 
 
+# A trunk maps observations to features: one tensor that both heads read, or a pair (the policy head's, the value
+# head's). It tells the policy its sizes: ``width`` and ``value_width`` (the features' last axis) and ``rows`` (rows
+# of features per observation for the policy head: 1, or one per cell of a grid).
+
+
+class MLPTrunk(nn.Module):
+    """Tanh MLP trunks on flattened observations, for the policy head and the value head: separate ones (``actor``,
+    ``critic``) where the run's separate-networks detail is on, else one ``actor`` under both heads (the critic
+    reads the actor's features)."""
+
+    def __init__(self, in_size: int, hidden_sizes: tuple[int, ...], orthogonal: bool, separate: bool):
+        super().__init__()
+        self.actor = mlp(in_size, hidden_sizes, orthogonal)
+        self.critic = mlp(in_size, hidden_sizes, orthogonal) if separate else None
+        self.width = self.value_width = hidden_sizes[-1]
+        self.rows = 1
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = obs.flatten(1)
+        features = self.actor(obs)
+        return features, features if self.critic is None else self.critic(obs)
+
+
+class FlatTrunk(nn.Module):
+    """The flattened observation, through a tanh MLP where ``hidden_sizes`` are given: the input of a recurrent
+    core (the reference's ``lstm`` network feeds the observation straight in)."""
+
+    def __init__(self, in_size: int, hidden_sizes: tuple[int, ...] = (), orthogonal: bool = True):
+        super().__init__()
+        self.mlp = mlp(in_size, hidden_sizes, orthogonal)
+        self.width = self.value_width = hidden_sizes[-1] if hidden_sizes else in_size
+        self.rows = 1
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mlp(obs.flatten(1))
+
+
+class LinearHead(nn.Module):
+    """A Linear of gain 0.01 (core.orthogonal_init) on the last axis of the features, flattened per sample: logits
+    from (B, width) features, or from (B, rows, width) ones, each row (a grid's cell) through the same weights."""
+
+    def __init__(self, width: int, out: int, orthogonal: bool):
+        super().__init__()
+        self.linear = layer_init(nn.Linear(width, out), 0.01, orthogonal)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features).flatten(1)
+
+
+class GaussianHead(nn.Module):
+    """The mean (cont.gaussian, a Linear of gain 0.01) and log std of a Gaussian policy. cont.state_independent_logstd
+    on (the reference): ``log_std``, a learned vector with one entry per action dimension, initialised to 0, that
+    does not depend on the observation; off: ``log_std_head``, a Linear from the features initialised like the
+    mean (gain 0.01, zero bias, under core.orthogonal_init), so the log std starts near 0 as in the reference and
+    only its dependence on the observation differs."""
+
+    def __init__(self, width: int, act_dim: int, orthogonal: bool, state_independent: bool):
+        super().__init__()
+        self.mean = layer_init(nn.Linear(width, act_dim), 0.01, orthogonal)
+        if state_independent:
+            self.log_std = nn.Parameter(torch.zeros(act_dim))
+            self.log_std_head = None
+        else:
+            self.register_parameter("log_std", None)
+            self.log_std_head = layer_init(nn.Linear(width, act_dim), 0.01, orthogonal)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.mean(features)
+        log_std = self.log_std.expand_as(mean) if self.log_std_head is None else self.log_std_head(features)
+        return mean, log_std
+
+
 class NatureCNN(nn.Module):
     """atari.nature_cnn: the reference's ``nature_cnn`` trunk, (N, C, 84, 84) images to 512 features.
 
@@ -50,7 +122,8 @@ class NatureCNN(nn.Module):
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
         self.fc = nn.Sequential(layer_init(nn.Linear(flat, 512), gain, orthogonal), nn.ReLU())
-        self.out_size = 512
+        self.width = self.value_width = 512
+        self.rows = 1
         # channels-last convolutions: the same values, ~25% faster training steps on CPU (oneDNN's native layout)
         self.convs.to(memory_format=torch.channels_last)
 
@@ -179,7 +252,7 @@ def replay_plan(starts: np.ndarray, device: torch.device) -> ReplayPlan:
 
 class GridCNN(nn.Module):
     """A trunk for games on a grid with one action group per cell (Gym-muRTS's grid mode): (N, H, W, C)
-    observations, channels last as the env gives them, to per-cell features (N, 96, H, W) and global features
+    observations, channels last as the env gives them, to per-cell features (N, H * W, 96) and global features
     (N, 256).
 
     Per cell: a 3x3 conv (32 channels) of the cell's neighbourhood, concatenated with a coarse map upsampled back
@@ -201,12 +274,14 @@ class GridCNN(nn.Module):
         self.upsample = nn.Upsample(scale_factor=4, mode="nearest")
         self.grid_size = (height, width)
         self.fc = nn.Sequential(nn.Flatten(), layer_init(nn.Linear(coarse_size, 256), gain, orthogonal), nn.ReLU())
-        self.cell_size, self.out_size = 32 + 64, 256
+        # a trunk's sizes: the policy head reads one row of features per cell
+        self.width, self.rows, self.value_width = 32 + 64, height * width, 256
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-cell features (N, H * W, 96), cell-major as the actions and the env's masks; global features)."""
         x = obs.permute(0, 3, 1, 2).float()
         local = self.local(x)
         coarse = self.coarse(local)
         height, width = self.grid_size
         cells = torch.cat([local, self.upsample(coarse)[:, :, :height, :width]], 1)
-        return cells, self.fc(coarse)
+        return cells.permute(0, 2, 3, 1).flatten(1, 2), self.fc(coarse)

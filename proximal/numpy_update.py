@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .config import Config
-from .distributions import Categorical, DiagGaussian
+from .distributions import LOG_SQRT_2PI, DiagGaussian
+from .numpy_ops import gaussian_log_prob, linear_layers, tanh_mlp
 from .update import STAT_NAMES, minibatch_indices
 
 
@@ -41,17 +42,13 @@ class _Flat:
 
 
 def _layers(trunk: nn.Sequential, index: dict[int, int]) -> list[tuple[int, int]]:
-    """Positions of (weight, bias) of each Linear of an MLP trunk (Linear/Tanh pairs), in order."""
-    assert all(isinstance(m, (nn.Linear, nn.Tanh)) for m in trunk)
-    return [(index[id(m.weight)], index[id(m.bias)]) for m in trunk if isinstance(m, nn.Linear)]
+    """Positions of (weight, bias) of each Linear of an MLP trunk, in order."""
+    return [(index[id(m.weight)], index[id(m.bias)]) for m in linear_layers(trunk)]
 
 
 def _trunk_forward(layers, p, x):
     """Activations of every layer of a tanh MLP, input first."""
-    acts = [x]
-    for w, b in layers:
-        acts.append(np.tanh(acts[-1] @ p[w].T + p[b]))
-    return acts
+    return tanh_mlp([(p[w], p[b]) for w, b in layers], x)
 
 
 def _trunk_backward(layers, p, g, acts, d_out) -> None:
@@ -75,9 +72,6 @@ def _clamp_passes(x, low, high):
     return (x >= low) & (x <= high)
 
 
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
 def _categorical_forward(logits, actions):
     """(log pi(a), entropy, cache) of a Categorical, as distributions.Categorical."""
     shifted = logits - logits.max(1, keepdims=True)
@@ -99,9 +93,8 @@ def _categorical_backward(g_logprob, ent_coef, cache):
 def _gaussian_forward(mean, log_std, actions):
     """(log pi(a), entropy, cache) of a DiagGaussian with a state-independent log std (cont.independent_dims:
     sums over the action dimensions)."""
-    z = (actions - mean) * np.exp(-log_std)
-    logprob = (-0.5 * z * z - log_std - np.float32(_LOG_SQRT_2PI)).sum(1)
-    entropy = np.full(len(actions), (0.5 + _LOG_SQRT_2PI + log_std).sum(), dtype=np.float32)
+    logprob, z = gaussian_log_prob(mean, log_std, actions)
+    entropy = np.full(len(actions), (0.5 + LOG_SQRT_2PI + log_std).sum(), dtype=np.float32)
     return logprob, entropy, (z, log_std)
 
 
@@ -114,6 +107,15 @@ def _gaussian_backward(g_logprob, ent_coef, cache):
     return d_mean, d_log_std
 
 
+# What the numpy update reads of the config, as ``update.ppo_update`` and ``update.ppo_loss`` do: a test fails when
+# the torch update reads anything else (a new switch must be written out here, or refused in ``fast_paths``)
+HANDLED = frozenset({
+    "update_epochs", "minibatches_per_epoch", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
+    "core.adv_norm", "core.clipped_objective", "core.value_clipping", "core.entropy_bonus", "core.grad_clip",
+    "aux.target_kl",
+})
+
+
 class NumpyMLPUpdate:
     """``update.ppo_update`` for ``policy.ActorCritic`` with a Categorical or state-independent DiagGaussian
     head, on the CPU."""
@@ -121,11 +123,13 @@ class NumpyMLPUpdate:
     def __init__(self, policy: nn.Module, optimizer: torch.optim.Adam):
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         index = {id(q): i for i, q in enumerate(self.params)}
-        self.actor = _layers(policy.actor_trunk, index)
-        self.critic = _layers(policy.critic_trunk, index) if policy.critic_trunk is not None else None
-        self.policy_head = (index[id(policy.policy_head.weight)], index[id(policy.policy_head.bias)])
-        self.continuous = policy.dist is DiagGaussian
-        self.log_std = index[id(policy.log_std)] if self.continuous else None
+        trunk, head = policy.trunk, policy.policy_head
+        self.actor = _layers(trunk.actor, index)
+        self.critic = _layers(trunk.critic, index) if trunk.critic is not None else None
+        self.continuous = isinstance(policy.dist, DiagGaussian)
+        linear = head.mean if self.continuous else head.linear
+        self.policy_head = (index[id(linear.weight)], index[id(linear.bias)])
+        self.log_std = index[id(head.log_std)] if self.continuous else None
         self.value_head = (index[id(policy.value_head.weight)], index[id(policy.value_head.bias)])
 
     # --- one minibatch: the loss of update.ppo_loss and its gradient -------------------------------------------
@@ -193,9 +197,9 @@ class NumpyMLPUpdate:
             _trunk_backward(self.actor, p, g, actor_acts, d_actor)
             _trunk_backward(self.critic, p, g, critic_acts, d_critic)
 
-        return np.array([policy_loss, value_loss, entropy.mean(), ((ratio - 1.0) - logratio).mean(),
-                         (-logratio).mean(), 0.5 * (logratio * logratio).mean(),
-                         (np.abs(ratio - 1.0) > clip).mean()], dtype=np.float64)
+        return {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy.mean(),
+                "approx_kl": ((ratio - 1.0) - logratio).mean(), "old_approx_kl": (-logratio).mean(),
+                "approxkl_ppo2": 0.5 * (logratio * logratio).mean(), "clipfrac": (np.abs(ratio - 1.0) > clip).mean()}
 
     # --- the update ---------------------------------------------------------------------------------------------
     def __call__(self, policy: nn.Module, optimizer: torch.optim.Adam, batch: dict[str, torch.Tensor], cfg: Config,
@@ -235,8 +239,8 @@ class NumpyMLPUpdate:
                 # python floats, not numpy float64 scalars, so that the arrays stay float32
                 denom = np.sqrt(v) / math.sqrt(1.0 - beta2**step) + eps
                 flat.data -= lr / (1.0 - beta1**step) * (m / denom)
-                totals += stats
-                epoch_kl += stats[3]
+                totals += [stats[name] for name in STAT_NAMES]
+                epoch_kl += stats["approx_kl"]
                 minibatches_run += 1
             epochs_run += 1
             if cfg.on("aux.target_kl") and epoch_kl / len(indices) > cfg.target_kl:
@@ -254,21 +258,3 @@ class NumpyMLPUpdate:
         result = dict(zip(STAT_NAMES, (totals / minibatches_run).tolist()))
         result["epochs"] = epochs_run
         return result
-
-
-def make_update(policy: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, fast: bool = True):
-    """The numpy update where it applies (CPU, ``ActorCritic`` with an unmasked Categorical head or a DiagGaussian
-    with a state-independent log std, Adam), else ``update.ppo_update``. Both are called as
-    ``(policy, optimizer, batch, cfg, clip, generator)``."""
-    from .policy import ActorCritic
-    from .update import ppo_update
-
-    group = optimizer.param_groups[0]
-    # not for MultiDiscrete actions (MultiCategorical) or action masks (aux.action_masking)
-    head_supported = not policy.masked and (policy.dist is Categorical
-                                            or (policy.dist is DiagGaussian and policy.log_std is not None))
-    if (fast and device.type == "cpu" and type(policy) is ActorCritic and head_supported
-            and isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
-            and not group["amsgrad"] and not group["maximize"] and group["weight_decay"] == 0):
-        return NumpyMLPUpdate(policy, optimizer)
-    return ppo_update

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from .config import Config
-from .envs import VecEnv, action_masks
+from .carry import Carry
+from .envs import VecEnv
 
 
 @dataclass
@@ -19,15 +18,13 @@ class Rollout:
     """Preallocated (T, N) numpy storage, written in place every iteration.
 
     Step t holds obs_t, a_t, log pi_old(a_t), V(obs_t), r_t, d_t ("obs_t starts an episode") and the value of the
-    final observation where step t was truncated. a_t is the action the policy took, before ``policy.EnvAction``
-    (for Box actions the unclipped sample, (T, N, act_dim) float32). ``next_*`` belong to the observation the next
-    rollout starts from, which is carried over: envs are never reset between iterations. Where the policy is
-    masked (aux.action_masking), ``masks[t]`` is the env's action mask of obs_t, which the update uses again,
-    and ``next_mask`` that of ``next_obs``.
-
-    Recurrent policies (None otherwise): ``next_state`` is the (2, N, H) LSTM state the next rollout starts from,
-    carried over like ``next_obs``, and ``start_state`` the state this rollout started from, which training
-    replays each sequence from (lstm.reconstruct_states); torch tensors on the policy's device.
+    final observation where step t was truncated. a_t is the action the policy took, before the distribution's
+    ``to_env`` (for Box actions the unclipped sample, (T, N, act_dim) float32). ``next_value`` and ``next_start``
+    belong to the observation after the last step, which GAE bootstraps from (the next rollout starts from it:
+    envs are never reset between iterations). Where the policy is masked (aux.action_masking), ``masks[t]`` is the
+    env's action mask of obs_t, which the update uses again. Recurrent policies: ``start_state`` is the (2, N, H)
+    state this rollout started from, which training replays each sequence from (lstm.reconstruct_states), a torch
+    tensor on the policy's device; None otherwise.
     """
 
     obs: np.ndarray
@@ -37,37 +34,27 @@ class Rollout:
     rewards: np.ndarray
     starts: np.ndarray
     final_values: np.ndarray
-    next_obs: np.ndarray
-    next_start: np.ndarray
     next_value: np.ndarray
-    next_state: torch.Tensor | None = None
-    start_state: torch.Tensor | None = None
+    next_start: np.ndarray
     masks: np.ndarray | None = None
-    next_mask: np.ndarray | None = None
+    start_state: torch.Tensor | None = None
 
     @classmethod
-    def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple,
-                 action_space: gym.Space | None = None, obs_dtype=np.float32,
-                 mask_size: int | None = None) -> "Rollout":
-        """Storage for ``action_space``'s actions as the policy takes them: (T, N) int64 for Discrete (the
-        default), (T, N, K) int64 for MultiDiscrete's K components, (T, N, act_dim) float32 for Box (the
-        unclipped sample, cont.action_clip). Observations are stored as float32, or as uint8 where ``obs_dtype``
-        is uint8 (Atari frames, muRTS grids). ``mask_size``: bool action masks of that many entries per env."""
+    def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple, action_shape: tuple = (),
+                 action_dtype=np.int64, obs_dtype=np.float32, mask_size: int | None = None) -> "Rollout":
+        """Storage for actions of ``action_shape`` and ``action_dtype`` per env as the policy takes them (its
+        distribution's: () int64 for Discrete, the default; (K,) int64 for MultiDiscrete's K components;
+        (act_dim,) float32 for Box). Observations are stored as float32, or as uint8 where ``obs_dtype`` is uint8
+        (Atari frames, muRTS grids). ``mask_size``: bool action masks of that many entries per env."""
         obs_dtype = np.uint8 if np.dtype(obs_dtype) == np.uint8 else np.float32
         def z(*shape, dtype=np.float32):
             return np.zeros(shape, dtype=dtype)
-        if isinstance(action_space, gym.spaces.Box):
-            actions = z(num_steps, num_envs, math.prod(action_space.shape))
-        elif isinstance(action_space, gym.spaces.MultiDiscrete):
-            actions = z(num_steps, num_envs, action_space.nvec.size, dtype=np.int64)
-        else:
-            actions = z(num_steps, num_envs, dtype=np.int64)
-        return cls(obs=z(num_steps, num_envs, *obs_shape, dtype=obs_dtype), actions=actions,
+        return cls(obs=z(num_steps, num_envs, *obs_shape, dtype=obs_dtype),
+                   actions=z(num_steps, num_envs, *action_shape, dtype=action_dtype),
                    logprobs=z(num_steps, num_envs), values=z(num_steps, num_envs), rewards=z(num_steps, num_envs),
                    starts=z(num_steps, num_envs), final_values=z(num_steps, num_envs),
-                   next_obs=z(num_envs, *obs_shape, dtype=obs_dtype), next_start=z(num_envs), next_value=z(num_envs),
-                   masks=None if mask_size is None else z(num_steps, num_envs, mask_size, dtype=bool),
-                   next_mask=None if mask_size is None else z(num_envs, mask_size, dtype=bool))
+                   next_value=z(num_envs), next_start=z(num_envs),
+                   masks=None if mask_size is None else z(num_steps, num_envs, mask_size, dtype=bool))
 
     def training_batch(self, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> dict:
         """The rollout flattened over (step, env) as torch tensors on ``device`` (no copy on the CPU); row t * N + env.
@@ -93,34 +80,27 @@ class RolloutTimes:
     inference: float = 0.0
 
 
-def collect_rollout(envs: VecEnv, actor, buf: Rollout, rng: np.random.Generator, global_step: int,
-                    cfg: Config, times: RolloutTimes | None = None) -> tuple[int, list[tuple[int, float, int]]]:
-    """Fill ``buf`` with ``num_steps`` steps of every env, starting from ``buf.next_obs``/``buf.next_start``.
+def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: Carry, rng: np.random.Generator,
+                    global_step: int, cfg: Config, times: RolloutTimes | None = None):
+    """Fill ``buf`` with ``num_steps`` steps of every env, starting from observation ``obs`` and ``carry``.
 
-    Returns the global step after the rollout and the episodes that ended, as (global_step, return, length).
-    With ``times``, the seconds spent stepping the envs and running the actor are added to it. Where ``buf``
-    stores masks (aux.action_masking), the actor gets each observation's mask, read from the envs after the step
-    that returned the observation (after an autoreset: the new episode's first mask).
+    Returns (the observation and the carry the next rollout starts from, the global step after the rollout, the
+    episodes that ended, as (global_step, return, length)). With ``times``, the seconds spent stepping the envs
+    and running the actor are added to it.
     """
     num_steps, num_envs = buf.actions.shape[:2]
     truncation_bootstrap = cfg.on("opt.truncation_bootstrap")
     episodes = []
-    obs, start, mask = buf.next_obs, buf.next_start, buf.next_mask
-    state = buf.next_state  # recurrent policies only
-    buf.start_state = state  # lstm.reconstruct_states: training replays each sequence from it
+    buf.start_state = carry.state  # lstm.reconstruct_states: training replays each sequence from it
     clock = time.perf_counter
     env_seconds = inference_seconds = 0.0
     for t in range(num_steps):
         buf.obs[t] = obs
-        buf.starts[t] = start
+        buf.starts[t] = carry.start
+        if buf.masks is not None:
+            buf.masks[t] = carry.mask
         t0 = clock()
-        if state is not None:
-            action, buf.logprobs[t], buf.values[t], state = actor.act(obs, rng, state, start)
-        elif mask is not None:
-            buf.masks[t] = mask
-            action, buf.logprobs[t], buf.values[t] = actor.act(obs, rng, mask)
-        else:
-            action, buf.logprobs[t], buf.values[t] = actor.act(obs, rng)
+        action, buf.logprobs[t], buf.values[t], carry = actor.act(obs, carry, rng)
         t1 = clock()
         # cont.action_clip: the env gets the clipped (or squashed) action, the rollout stores the policy's own;
         # timed as env time, as the reference's ClipActionsWrapper is part of its env
@@ -136,23 +116,14 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, rng: np.random.Generator,
             truncated = np.flatnonzero(step.truncated & ~step.terminated)
             if truncated.size:
                 t0 = clock()
-                final_obs = step.final_obs[truncated]
-                # an LSTM sees the final observation after the episode's last state, without a reset
-                buf.final_values[t, truncated] = (actor.value(final_obs) if state is None
-                                                  else actor.value(final_obs, state[:, truncated]))
+                buf.final_values[t, truncated] = actor.value(step.final_obs[truncated], carry.continuing(truncated))
                 inference_seconds += clock() - t0
-        obs, start = step.obs, (step.terminated | step.truncated).astype(np.float32)
-        if mask is not None:
-            mask = action_masks(envs)
+        obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
         episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
-    buf.next_obs[:] = obs
-    buf.next_start[:] = start
-    buf.next_state = state
-    if mask is not None:
-        buf.next_mask[:] = mask
     t0 = clock()
-    buf.next_value[:] = actor.value(obs) if state is None else actor.value(obs, state, start)
+    buf.next_value[:] = actor.value(obs, carry)
+    buf.next_start[:] = carry.start
     if times is not None:
         times.inference += inference_seconds + (clock() - t0)
         times.env += env_seconds
-    return global_step, episodes
+    return obs, carry, global_step, episodes

@@ -19,11 +19,11 @@ from .config import Config, env_worker_count, validate
 from .envs import VecEnv, action_masks, is_atari_id, make_envs
 from .envs.normalize import Normalizer, normalize_envs
 from .errors import UserError
-from .actors import make_actor
+from .carry import Carry
+from .fast_paths import make_actor, make_update
 from .logs import RunLogger
-from .policy import ActorCritic, RecurrentActorCritic, make_policy
+from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
-from .numpy_update import make_update
 from .update import clip_range, explained_variance, learning_rate, make_optimizer
 
 
@@ -37,16 +37,23 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class TrainerState:
+    """Everything that must survive a restart, and what a checkpoint saves: the config, the networks and their
+    optimizer, the random generators, the counters, the carry (the observation the next rollout starts from and
+    what the policy carries with it) and the normalization statistics. ``rollout`` is preallocated storage,
+    refilled by every rollout and not saved."""
+
     cfg: Config
     policy: ActorCritic
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # minibatch shuffling
     rng: np.random.Generator  # sampling noise of the rollout
-    rollout: Rollout  # its next_obs / next_start carry over between iterations
+    rollout: Rollout
+    obs: np.ndarray  # (N, *obs_shape): the observation the next rollout starts from
+    carry: Carry  # its episode starts, action masks and recurrent state
     update: int = 0  # updates completed
     global_step: int = 0
-    # observation/reward normalization statistics (cont.obs_norm, cont.reward_scaling); the envs' wrapper holds a
-    # reference to this object. None where both are off
+    # observation/reward normalization statistics (cont.obs_norm, cont.reward_scaling), which the envs' wrapper
+    # reads and updates as it normalizes; None where both are off
     normalizer: Normalizer | None = None
 
     def checkpoint(self, envs: VecEnv) -> dict:
@@ -58,12 +65,8 @@ class TrainerState:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "rng": self.rng.bit_generator.state,
-            "next_obs": torch.from_numpy(self.rollout.next_obs.copy()),
-            "next_start": torch.from_numpy(self.rollout.next_start.copy()),
-            # the LSTM state the next rollout starts from (None for feedforward policies)
-            "lstm_state": None if self.rollout.next_state is None else self.rollout.next_state.cpu().clone(),
-            # aux.action_masking: the mask of next_obs; None where the policy takes no masks
-            "next_mask": None if self.rollout.next_mask is None else torch.from_numpy(self.rollout.next_mask.copy()),
+            "obs": torch.from_numpy(np.array(self.obs)),
+            "carry": self.carry.to_checkpoint(),
             "normalizer": self.normalizer.state_dict() if self.normalizer is not None else {},
             "env": envs.get_state(),
         }
@@ -81,15 +84,12 @@ def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Norma
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
     rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape,
-                               envs.single_action_space, envs.single_observation_space.dtype,
+                               policy.dist.action_shape, policy.dist.action_dtype, envs.single_observation_space.dtype,
                                mask_size=None if masks is None else masks.shape[1])
-    rollout.next_obs[:] = obs
-    if masks is not None:
-        rollout.next_mask[:] = masks
-    if isinstance(policy, RecurrentActorCritic):
-        rollout.next_state = policy.initial_state(cfg.num_envs)  # lstm.zero_state
+    # no episode start flagged at the first observation, as the reference's runner (the LSTM state is zero anyway)
+    carry = Carry(start=np.zeros(cfg.num_envs, np.float32), mask=masks, state=policy.initial_state(cfg.num_envs))
     return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout,
-                        normalizer=normalizer)
+                        obs, carry, normalizer=normalizer)
 
 
 def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
@@ -102,19 +102,15 @@ def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
     state.update, state.global_step = payload["update"], payload["global_step"]
     if state.normalizer is not None:  # in place: the envs' wrapper holds this object
         state.normalizer.load_state_dict(payload["normalizer"])
+    device = next(state.policy.parameters()).device
+    carry = Carry.from_checkpoint(payload["carry"], device)
     if payload["env"] is not None:
         envs.set_state(payload["env"])
-        state.rollout.next_obs[:] = payload["next_obs"].numpy()
-        state.rollout.next_start[:] = payload["next_start"].numpy()
-        if payload["lstm_state"] is not None:
-            state.rollout.next_state = payload["lstm_state"].to(state.rollout.next_state.device)
-        if state.rollout.next_mask is not None:
-            state.rollout.next_mask[:] = payload["next_mask"].numpy()
+        state.obs, state.carry = payload["obs"].numpy().copy(), carry
         return True
-    state.rollout.next_obs[:] = envs.reset(seed=state.cfg.seed + state.update)
-    state.rollout.next_start[:] = 1.0
-    if state.rollout.next_mask is not None:
-        state.rollout.next_mask[:] = action_masks(envs)
+    state.obs = envs.reset(seed=state.cfg.seed + state.update)
+    state.carry = Carry(start=np.ones(state.cfg.num_envs, np.float32),
+                        mask=None if carry.mask is None else action_masks(envs), state=state.carry.state)
     return False
 
 
@@ -222,7 +218,8 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
 
         times = RolloutTimes()
         with rollout_threads:
-            state.global_step, episodes = collect_rollout(envs, actor, buf, state.rng, state.global_step, cfg, times)
+            state.obs, state.carry, state.global_step, episodes = collect_rollout(
+                envs, actor, buf, state.obs, state.carry, state.rng, state.global_step, cfg, times)
         learn_start = clock()
         advantages, returns = compute_advantages(buf, cfg)
         batch = buf.training_batch(advantages, returns, device)

@@ -46,20 +46,18 @@ def sequence_minibatch_indices(num_steps: int, num_envs: int, num_minibatches: i
     return tuple((steps + group).reshape(-1) for group in envs.split(num_envs // num_minibatches))
 
 
-def evaluate_minibatch(policy: nn.Module, batch: dict[str, torch.Tensor], mb: torch.Tensor, cfg: Config):
-    """The training path on rows ``mb`` of the batch: (log-prob, entropy, value). A recurrent policy's batch
-    holds ``start_state``: ``mb`` is then every step of some envs, t-major, as ``sequence_minibatch_indices``
-    draws them (its first rows are those envs at t = 0), and the policy replays their sequences from the state
-    stored at the start of the rollout (lstm.reconstruct_states; off: from zeros)."""
-    if "start_state" not in batch:
-        masks = () if "masks" not in batch else (batch["masks"][mb],)  # aux.action_masking: the stored masks
-        return policy.evaluate(batch["obs"][mb], batch["actions"][mb], *masks)
-    num_envs = batch["start_state"].shape[1]
-    envs = mb[: len(mb) * num_envs // len(batch["starts"])]
-    state = batch["start_state"][:, envs]
-    if not cfg.on("lstm.reconstruct_states"):
-        state = torch.zeros_like(state)
-    return policy.evaluate(batch["obs"][mb], batch["actions"][mb], batch["starts"][mb], state)
+def minibatch(batch: dict[str, torch.Tensor], mb: torch.Tensor, cfg: Config) -> dict[str, torch.Tensor]:
+    """Rows ``mb`` of the batch, what ``policy.evaluate`` reads. A recurrent policy's batch holds ``start_state``:
+    ``mb`` is then every step of some envs, t-major, as ``sequence_minibatch_indices`` draws them (its first rows
+    are those envs at t = 0), and the minibatch holds their ``state`` before their first step: the state stored at
+    the start of the rollout (lstm.reconstruct_states; off: zeros)."""
+    rows = {k: v[mb] for k, v in batch.items() if k != "start_state"}
+    if "start_state" in batch:
+        num_envs = batch["start_state"].shape[1]
+        envs = mb[: len(mb) * num_envs // len(batch["starts"])]
+        state = batch["start_state"][:, envs]
+        rows["state"] = state if cfg.on("lstm.reconstruct_states") else torch.zeros_like(state)
+    return rows
 
 
 def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
@@ -134,9 +132,10 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
         else:
             indices = minibatch_indices(batch_size, cfg.minibatches_per_epoch, generator)
         for mb in indices:
-            new_logprob, entropy, new_value = evaluate_minibatch(policy, batch, mb, cfg)
-            loss, stats = ppo_loss(new_logprob, batch["logprobs"][mb], entropy, new_value, batch["values"][mb],
-                                   batch["advantages"][mb], batch["returns"][mb], clip, cfg)
+            rows = minibatch(batch, mb, cfg)
+            new_logprob, entropy, new_value = policy.evaluate(rows)
+            loss, stats = ppo_loss(new_logprob, rows["logprobs"], entropy, new_value, rows["values"],
+                                   rows["advantages"], rows["returns"], clip, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradients(params, cfg)

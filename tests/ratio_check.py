@@ -3,7 +3,7 @@
 import torch
 
 import proximal.update as update_mod
-from proximal.update import evaluate_minibatch, ppo_update
+from proximal.update import minibatch, ppo_update
 
 
 def assert_ratio_is_one(state, cfg, monkeypatch, atol: float = 1e-6) -> dict:
@@ -15,7 +15,7 @@ def assert_ratio_is_one(state, cfg, monkeypatch, atol: float = 1e-6) -> dict:
     assert buf.starts.sum() > 0, "the batch holds episode ends"
     batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
     with torch.no_grad():
-        logprob, _, value = evaluate_minibatch(state.policy, batch, torch.arange(len(batch["obs"])), cfg)
+        logprob, _, value = state.policy.evaluate(minibatch(batch, torch.arange(len(batch["obs"])), cfg))
     ratio = (logprob - batch["logprobs"]).exp()
     torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=atol)
     torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-6)

@@ -102,7 +102,7 @@ def check_gae_uses_lambda(cfg):
     rewards, values, dones, final_values, next_value = random_rollout(rng, num_steps=8, num_envs=2)
     r, v, s, fv, nv, ns = as_gae_inputs(rewards, values, dones, final_values, next_value)
     buf = Rollout(obs=None, actions=None, logprobs=None, values=v, rewards=r, starts=s, final_values=fv,
-                  next_obs=None, next_start=ns, next_value=nv)
+                  next_value=nv, next_start=ns)
     advantages, _ = compute_advantages(buf, cfg)
     expected = [explicit_gae(rewards[:, e], values[:, e], dones[:, e], final_values[:, e], next_value[e],
                              cfg.gamma, 0.95) for e in range(2)]

@@ -449,7 +449,7 @@ def test_atari_vector_env_stacks_frames_zeroes_on_done_and_reports_full_games():
 def test_atari_ratio_is_one_over_a_collected_breakout_batch():
     import torch
 
-    from proximal.actors import make_actor
+    from proximal.fast_paths import make_actor
     from proximal.envs import make_envs
     from proximal.rollout import collect_rollout
     from proximal.trainer import new_state
@@ -459,12 +459,12 @@ def test_atari_ratio_is_one_over_a_collected_breakout_batch():
     state = new_state(cfg, envs, torch.device("cpu"))
     buf = state.rollout
     assert buf.obs.dtype == np.uint8
-    collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.rng, 0, cfg)
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.obs, state.carry, state.rng, 0, cfg)
     envs.close()
     batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
     assert batch["obs"].dtype == torch.uint8 and batch["obs"].shape == (64, 4, 84, 84)
     with torch.no_grad():
-        logprob, _, value = state.policy.evaluate(batch["obs"], batch["actions"])
+        logprob, _, value = state.policy.evaluate({"obs": batch["obs"], "actions": batch["actions"]})
     ratio = (logprob - batch["logprobs"]).exp()
     torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-5)
     torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-5)
@@ -473,13 +473,13 @@ def test_atari_ratio_is_one_over_a_collected_breakout_batch():
 def test_atari_preset_trains_on_breakout_with_uint8_storage(tmp_path):
     import torch
 
-    from proximal.policy import CNNActorCritic
+    from proximal.nets import NatureCNN
     from proximal.trainer import train
 
     cfg = atari_cfg()
     state = train(cfg, tmp_path / "run", quiet=True)
     assert state.update == 2 and state.global_step == 128
-    assert isinstance(state.policy, CNNActorCritic) and state.rollout.obs.dtype == np.uint8
+    assert isinstance(state.policy.trunk, NatureCNN) and state.rollout.obs.dtype == np.uint8
     assert state.rollout.obs.max() > 0
     assert all(torch.isfinite(p).all() for p in state.policy.parameters())
     assert (tmp_path / "run" / "updates.csv").is_file()

@@ -62,12 +62,13 @@ def test_checkpoint_holds_the_trainer_state(run):
 
     assert torch.equal(payload["generator"], state.generator.get_state())
     assert payload["rng"] == state.rng.bit_generator.state
-    assert torch.equal(payload["next_obs"], torch.as_tensor(state.rollout.next_obs))
-    assert torch.equal(payload["next_start"], torch.as_tensor(state.rollout.next_start))
-    assert payload["next_obs"].shape == (cfg.num_envs, 4)
+    assert torch.equal(payload["obs"], torch.as_tensor(state.obs))
+    assert torch.equal(payload["carry"]["start"], torch.as_tensor(state.carry.start))
+    assert payload["obs"].shape == (cfg.num_envs, 4)
+    assert payload["carry"]["mask"] is None and payload["carry"]["state"] is None, "nothing else to carry"
 
 
-def test_env_state_is_captured_at_the_same_moment_as_next_obs(run):
+def test_env_state_is_captured_at_the_same_moment_as_the_carried_obs(run):
     cfg, run_dir, _ = run
     payload = checkpoint.load(checkpoint.latest(run_dir))
     assert payload["env"] is not None, "CartPole's state is plain Python; a resumed run must continue it exactly"
@@ -76,7 +77,7 @@ def test_env_state_is_captured_at_the_same_moment_as_next_obs(run):
     for i, env in enumerate(payload["env"]["envs"]):
         kind, physical = env["layers"][-1]["state"]
         assert kind == "array"
-        torch.testing.assert_close(physical.float(), payload["next_obs"][i])
+        torch.testing.assert_close(physical.float(), payload["obs"][i])
 
     envs = make_envs(cfg.env_id, cfg.num_envs)
     try:
@@ -85,7 +86,7 @@ def test_env_state_is_captured_at_the_same_moment_as_next_obs(run):
         restored = [torch.as_tensor(e.unwrapped.state, dtype=torch.float32) for e in envs.groups.local_envs]
     finally:
         envs.close()
-    torch.testing.assert_close(torch.stack(restored), payload["next_obs"])
+    torch.testing.assert_close(torch.stack(restored), payload["obs"])
 
 
 def _non_plain(value, where="checkpoint"):

@@ -450,7 +450,7 @@ def greedy_returns(policy, episodes: int, seed: int) -> list[float]:
     while len(returns) < episodes:
         obs_t = torch.as_tensor(obs, dtype=torch.float32).expand(len(actions), -1)
         with torch.no_grad():
-            logprobs, _, _ = policy.evaluate(obs_t, actions)
+            logprobs, _, _ = policy.evaluate({"obs": obs_t, "actions": actions})
         obs, reward, terminated, truncated, _ = env.step(int(logprobs.argmax()))
         total += float(reward)
         if terminated or truncated:

@@ -11,11 +11,15 @@ import pytest
 import torch
 
 import proximal.evaluate as evaluate_mod
-from proximal.actors import NumpyMLPActor, TorchActor, make_actor
+from proximal.actors import TorchActor
+from proximal.fast_paths import make_actor
+from proximal.numpy_actor import NumpyMLPActor
 from proximal.distributions import DiagGaussian, TanhDiagGaussian
 from proximal.envs import make_envs
 from proximal.errors import UserError
-from proximal.policy import EnvAction, make_policy
+from proximal.carry import Carry
+from proximal.distributions import make_distribution
+from proximal.policy import make_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
 from ratio_check import assert_ratio_is_one
@@ -41,7 +45,7 @@ def rollout_on(cfg, env_id, num_steps=16, num_envs=3, fast=True):
     cfg.env_id, cfg.num_envs, cfg.num_steps = env_id, num_envs, num_steps
     envs = make_envs(env_id, num_envs)
     state = new_state(cfg, envs, torch.device("cpu"))
-    collect_rollout(envs, make_actor(state.policy, torch.device("cpu"), fast=fast), state.rollout, state.rng, 0, cfg)
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu"), fast=fast), state.rollout, state.obs, state.carry, state.rng, 0, cfg)
     got = received(envs)
     envs.close()
     return state, got
@@ -60,10 +64,10 @@ def squash_cfg(cfg, clip=False):
 
 def test_tanh_squash_log_prob_is_the_density_of_the_env_action(cfg):
     """Change of variables checked numerically: log p(a) = log N(u) - log |da/du| with da/du by central finite
-    differences of the transform the env's action goes through (``EnvAction``)."""
+    differences of the transform the env's action goes through (the distribution's ``to_env``)."""
     space = gym.spaces.Box(LOW, HIGH, dtype=np.float64)
-    to_env = EnvAction(space, squash_cfg(cfg))
-    dist = TanhDiagGaussian(LOW, HIGH)
+    dist = TanhDiagGaussian(space, squash_cfg(cfg))
+    to_env = dist.to_env
     mean, log_std = (t.double() for t in random_params(batch=200, dims=3, seed=1))
     # tanh(6) = 1 - 1.2e-5: the finite differences still resolve the slope
     u = torch.rand(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 12.0 - 6.0
@@ -87,9 +91,10 @@ def test_tanh_squash_env_receives_the_squashed_stored_sample(cfg):
     assert (got >= low).all() and (got <= high).all()
     # the stored log-prob is the squashed density of the stored u
     with torch.no_grad():
-        logprob, _, _ = state.policy.evaluate(torch.from_numpy(state.rollout.obs.reshape(-1, 2, 2)),
-                                              torch.from_numpy(stored.reshape(-1, 3)))
-    gaussian = DiagGaussian.log_prob((torch.zeros(1, 3), torch.zeros(1, 3)), torch.from_numpy(stored.reshape(-1, 3)))
+        logprob, _, _ = state.policy.evaluate({"obs": torch.from_numpy(state.rollout.obs.reshape(-1, 2, 2)),
+                                               "actions": torch.from_numpy(stored.reshape(-1, 3))})
+    gaussian = DiagGaussian.log_prob(state.policy.dist, (torch.zeros(1, 3), torch.zeros(1, 3)),
+                                     torch.from_numpy(stored.reshape(-1, 3)))
     torch.testing.assert_close(torch.from_numpy(state.rollout.logprobs.reshape(-1)), logprob, rtol=0, atol=1e-5)
     assert (logprob - gaussian).abs().min() > 0.5, "the log-det correction is in the stored log-prob"
 
@@ -106,17 +111,17 @@ def test_tanh_squash_needs_finite_bounds(cfg):
 def test_cont_gaussian_head_outputs_the_mean_with_gain_001(cfg):
     torch.manual_seed(0)
     policy = make_policy(OBS, ACT, cfg)
-    weight = policy.policy_head.weight.detach()
+    weight = policy.policy_head.mean.weight.detach()
     assert weight.shape == (4, 64)
     np.testing.assert_allclose(torch.linalg.svdvals(weight).numpy(), 0.01, rtol=1e-4)
-    assert torch.count_nonzero(policy.policy_head.bias) == 0
+    assert torch.count_nonzero(policy.policy_head.mean.bias) == 0
     obs = torch.randn(5, 3, 2)
     with torch.no_grad():
-        mean = policy.policy_head(policy.actor_trunk(obs.flatten(1)))
-        action, logprob, _ = policy.act(obs, None)  # deterministic: the mean
+        mean = policy.policy_head.mean(policy.trunk.actor(obs.flatten(1)))
+        action, logprob, _, _ = policy.act(obs, Carry(None), None)  # deterministic: the mean
         torch.testing.assert_close(action, mean)
         torch.testing.assert_close(logprob, normal((mean, torch.zeros_like(mean))).log_prob(mean).sum(-1))
-        sample, _, _ = policy.act(obs, np.random.default_rng(0))
+        sample, _, _, _ = policy.act(obs, Carry(None), np.random.default_rng(0))
     noise = torch.from_numpy(np.random.default_rng(0).standard_normal((5, 4), dtype=np.float32))
     torch.testing.assert_close(sample, mean + noise)  # std exp(0) = 1 at init
 
@@ -125,17 +130,17 @@ def check_state_independent_logstd(cfg):
     torch.manual_seed(0)
     policy = make_policy(OBS, ACT, cfg)
     params = dict(policy.named_parameters())
-    assert "log_std" in params and params["log_std"].shape == (4,)
-    assert torch.equal(params["log_std"].detach(), torch.zeros(4))
+    assert "policy_head.log_std" in params and params["policy_head.log_std"].shape == (4,)
+    assert torch.equal(params["policy_head.log_std"].detach(), torch.zeros(4))
     # the log std the training path uses does not depend on the observation, and it is that parameter
     obs = torch.randn(16, 3, 2) * 3
     with torch.no_grad():
-        params["log_std"].copy_(torch.tensor([0.1, -0.2, 0.3, -0.4]))
-    _, entropy, _ = policy.evaluate(obs, torch.zeros(16, 4))
+        params["policy_head.log_std"].copy_(torch.tensor([0.1, -0.2, 0.3, -0.4]))
+    _, entropy, _ = policy.evaluate({"obs": obs, "actions": torch.zeros(16, 4)})
     torch.testing.assert_close(entropy, torch.full((16,), 4 * (0.5 + 0.5 * math.log(2 * math.pi)) - 0.2))
     policy.zero_grad()
     entropy.sum().backward()
-    assert torch.equal(params["log_std"].grad, torch.full((4,), 16.0))
+    assert torch.equal(params["policy_head.log_std"].grad, torch.full((4,), 16.0))
 
 
 def test_cont_state_independent_logstd_parameter(cfg):
@@ -146,17 +151,17 @@ def test_cont_state_independent_logstd_off_gives_a_state_dependent_head(cfg):
     cfg.details["cont.state_independent_logstd"] = False
     torch.manual_seed(0)
     policy = make_policy(OBS, ACT, cfg)
-    assert policy.log_std is None and "log_std" not in dict(policy.named_parameters())
-    head = policy.log_std_head.weight.detach()
+    assert policy.policy_head.log_std is None and "policy_head.log_std" not in dict(policy.named_parameters())
+    head = policy.policy_head.log_std_head.weight.detach()
     np.testing.assert_allclose(torch.linalg.svdvals(head).numpy(), 0.01, rtol=1e-4)  # documented init: gain 0.01
-    assert torch.count_nonzero(policy.log_std_head.bias) == 0
+    assert torch.count_nonzero(policy.policy_head.log_std_head.bias) == 0
     obs = torch.randn(16, 3, 2) * 3
     with torch.no_grad():
-        _, entropy, _ = policy.evaluate(obs, torch.zeros(16, 4))
-        log_std = policy.log_std_head(policy.actor_trunk(obs.flatten(1)))
+        _, entropy, _ = policy.evaluate({"obs": obs, "actions": torch.zeros(16, 4)})
+        log_std = policy.policy_head.log_std_head(policy.trunk.actor(obs.flatten(1)))
     assert entropy.std() > 1e-4, "the log std depends on the observation"
     assert log_std.abs().max() < 0.1, "and starts near 0, as the reference's"
-    torch.testing.assert_close(entropy, DiagGaussian.entropy((log_std, log_std)))
+    torch.testing.assert_close(entropy, policy.dist.entropy((log_std, log_std)))
 
 
 def test_cont_independent_dims_log_prob_and_entropy_are_sums(cfg):
@@ -167,10 +172,9 @@ def test_cont_independent_dims_log_prob_and_entropy_are_sums(cfg):
         for p in policy.parameters():
             p.add_(torch.randn_like(p) * 0.3)
     obs, actions = torch.randn(32, 3, 2), torch.randn(32, 4) * 2
-    logprob, entropy, _ = policy.evaluate(obs, actions)
+    logprob, entropy, _ = policy.evaluate({"obs": obs, "actions": actions})
     with torch.no_grad():
-        features = policy.actor_trunk(obs.flatten(1))
-        reference = normal((policy.policy_head(features), policy.log_std_head(features)))
+        reference = normal(policy.policy_head(policy.trunk.actor(obs.flatten(1))))
     per_dim = reference.log_prob(actions)
     assert per_dim.shape == (32, 4)
     torch.testing.assert_close(logprob, per_dim.sum(-1))
@@ -193,11 +197,11 @@ def test_cont_separate_networks_off_shares_the_trunk(cfg):
 def test_each_action_kind_reads_its_own_separate_networks_detail(cfg):
     discrete = gym.spaces.Discrete(3)
     cfg.details["cont.separate_networks"] = False
-    assert make_policy(OBS, discrete, cfg).critic_trunk is not None
-    assert make_policy(OBS, ACT, cfg).critic_trunk is None
+    assert make_policy(OBS, discrete, cfg).trunk.critic is not None
+    assert make_policy(OBS, ACT, cfg).trunk.critic is None
     cfg.details["cont.separate_networks"], cfg.details["core.separate_networks"] = True, False
-    assert make_policy(OBS, discrete, cfg).critic_trunk is None
-    assert make_policy(OBS, ACT, cfg).critic_trunk is not None
+    assert make_policy(OBS, discrete, cfg).trunk.critic is None
+    assert make_policy(OBS, ACT, cfg).trunk.critic is not None
 
 
 # --- spaces ------------------------------------------------------------------------------------------------------
@@ -212,18 +216,18 @@ def test_make_policy_accepts_box_actions_with_any_bounds_and_observations_of_any
     obs_space = gym.spaces.Box(0, 255, (4, 3, 2), np.uint8)
     policy = make_policy(obs_space, space, cfg)
     obs = torch.randint(0, 255, (5, 4, 3, 2)).float()
-    action, logprob, value = policy.act(obs, np.random.default_rng(0))
+    action, logprob, value, _ = policy.act(obs, Carry(None), np.random.default_rng(0))
     act_dim = math.prod(space.shape)
     assert action.shape == (5, act_dim) and logprob.shape == (5,) and value.shape == (5,)
-    to_env = policy.env_action(action.numpy())
+    to_env = policy.dist.to_env(action.numpy())
     assert to_env.shape == (5, *space.shape) and to_env.dtype == space.dtype
     assert space.contains(to_env[0])
 
 
 @pytest.mark.parametrize("obs_space, act_space, words", [
-    (OBS, gym.spaces.MultiBinary(3), "MultiBinary.*supported: .*Discrete, or Box"),
+    (OBS, gym.spaces.MultiBinary(3), "MultiBinary.*supported: Discrete, MultiDiscrete, Box"),
     (OBS, gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), "Dict.*supported"),
-    (OBS, gym.spaces.Box(0, 3, (2,), np.int64), "integer dtype.*supported"),
+    (OBS, gym.spaces.Box(0, 3, (2,), np.int64), "int64.*supported.*float dtype"),
     (gym.spaces.Discrete(4), ACT, "observation space .*supported: observations: Box"),
 ])
 def test_make_policy_refuses_unsupported_spaces_naming_the_supported_ones(cfg, obs_space, act_space, words):
@@ -248,8 +252,8 @@ def check_action_clip(cfg):
     # the rollout stores the UNCLIPPED sample and ITS log-prob: the training path reproduces it exactly
     obs, stored = torch.from_numpy(buf.obs.reshape(-1, 2, 2)), torch.from_numpy(buf.actions.reshape(-1, 3))
     with torch.no_grad():
-        logprob, _, _ = state.policy.evaluate(obs, stored)
-        clipped_logprob, _, _ = state.policy.evaluate(obs, torch.from_numpy(got.reshape(-1, 3)))
+        logprob, _, _ = state.policy.evaluate({"obs": obs, "actions": stored})
+        clipped_logprob, _, _ = state.policy.evaluate({"obs": obs, "actions": torch.from_numpy(got.reshape(-1, 3))})
     torch.testing.assert_close(torch.from_numpy(buf.logprobs.reshape(-1)), logprob, rtol=0, atol=1e-5)
     assert (logprob - clipped_logprob).abs().max() > 0.1
 
@@ -275,17 +279,17 @@ def test_cont_action_clip_infinite_bounds_clip_nothing(cfg, fast):
 def test_cont_action_clip_zeroes_nans_on_the_way_to_the_env(cfg):
     space = gym.spaces.Box(np.array([-1.0, 0.5, -np.inf], np.float32), np.array([1.0, 2.0, np.inf], np.float32))
     actions = np.array([[np.nan, 5.0, np.nan], [-7.0, np.nan, -1e30], [0.25, 1.0, np.inf]], np.float32)
-    np.testing.assert_array_equal(EnvAction(space, cfg)(actions), np.array(
+    np.testing.assert_array_equal(make_distribution(space, cfg).to_env(actions), np.array(
         [[0.0, 2.0, 0.0], [-1.0, 0.5, -1e30], [0.25, 1.0, np.finfo(np.float32).max]], np.float32))
     assert np.isnan(actions).sum() == 3, "the policy's own action is left alone"
     cfg.details["cont.action_clip"] = False
-    raw = EnvAction(space, cfg)(actions)
+    raw = make_distribution(space, cfg).to_env(actions)
     assert np.isnan(raw).sum() == 3 and raw[1, 0] == -7.0
 
 
 def test_discrete_actions_pass_through_to_the_env(cfg):
     actions = np.array([0, 2, 1])
-    assert EnvAction(gym.spaces.Discrete(3), cfg)(actions) is actions
+    assert make_distribution(gym.spaces.Discrete(3), cfg).to_env(actions) is actions
 
 
 def test_deterministic_evaluation_sends_the_clipped_mean(cfg, monkeypatch):
@@ -294,7 +298,7 @@ def test_deterministic_evaluation_sends_the_clipped_mean(cfg, monkeypatch):
     policy = new_state(cfg, envs, torch.device("cpu")).policy
     envs.close()
     with torch.no_grad():  # a mean outside the bounds in some dimensions
-        policy.policy_head.bias.copy_(torch.tensor([1.0, -1.0, 0.2]))
+        policy.policy_head.mean.bias.copy_(torch.tensor([1.0, -1.0, 0.2]))
     made = []
     monkeypatch.setattr(evaluate_mod, "make_envs", lambda *a, **k: made.append(make_envs(*a, **k)) or made[-1])
     evaluate_mod.evaluate(policy, RECORDER, 2, seed=0, deterministic=True)
@@ -303,7 +307,7 @@ def test_deterministic_evaluation_sends_the_clipped_mean(cfg, monkeypatch):
     obs = torch.from_numpy(np.stack([np.array([[t % 4, t // 4], [np.sin(t % 4), np.cos(t // 4)]], np.float32)
                                      for t in range(8)]))
     with torch.no_grad():
-        mean = policy.act(obs, None)[0].numpy()
+        mean = policy.act(obs, Carry(None), None)[0].numpy()
     np.testing.assert_allclose(got, np.clip(mean, *RECORDER_BOUNDS), rtol=0, atol=1e-6)
     assert (got[:, 0] == 0.3).all() and (got[:, 1] == -0.2).all()
 
@@ -338,18 +342,20 @@ def test_fast_numpy_actor_takes_the_torch_actors_actions(cfg, variant):
     fast, plain = make_actor(policy, torch.device("cpu")), make_actor(policy, torch.device("cpu"), fast=False)
     assert isinstance(fast, NumpyMLPActor) and isinstance(plain, TorchActor)
     obs = np.random.default_rng(1).normal(size=(6, 3, 2)).astype(np.float32)
+    carry = Carry(np.zeros(6, np.float32))
     for rng_seed in (5, None):
-        a = fast.act(obs, None if rng_seed is None else np.random.default_rng(rng_seed))
-        b = plain.act(obs, None if rng_seed is None else np.random.default_rng(rng_seed))
-        for x, y in zip(a, b):
+        a = fast.act(obs, carry, None if rng_seed is None else np.random.default_rng(rng_seed))
+        b = plain.act(obs, carry, None if rng_seed is None else np.random.default_rng(rng_seed))
+        assert a[3] is carry and b[3] == carry
+        for x, y in zip(a[:3], b[:3]):
             assert x.dtype == y.dtype == np.float32
             np.testing.assert_allclose(x, y, rtol=0, atol=2e-6)
-    np.testing.assert_allclose(fast.value(obs), plain.value(obs), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(fast.value(obs, carry), plain.value(obs, carry), rtol=0, atol=2e-6)
     # the fast actor sees parameter updates through its views
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.05)
-    np.testing.assert_allclose(fast.act(obs, None)[0], plain.act(obs, None)[0], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(fast.act(obs, carry, None)[0], plain.act(obs, carry, None)[0], rtol=0, atol=2e-6)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -374,9 +380,9 @@ def test_gaussian_policy_learns_to_hit_a_target(cfg, tmp_path):
     policy = state.policy
     targets = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (256, 2)).astype(np.float32))
     with torch.no_grad():
-        mean, _, _ = policy.act(targets, None)
+        mean, _, _, _ = policy.act(targets, Carry(None), None)
     error = (mean - targets).abs().mean().item()
-    std = policy.log_std.exp().detach()
+    std = policy.policy_head.log_std.exp().detach()
     returns = np.loadtxt(tmp_path / "run" / "episodes.csv", delimiter=",", skiprows=1)[:, 1]
     assert returns[:500].mean() < -2.0, "a random policy"
     assert error < 0.1 and (std < 0.5).all(), (error, std)
@@ -390,7 +396,7 @@ def test_resumed_pendulum_run_equals_uninterrupted_run(cfg, tmp_path):
     train(cfg, tmp_path / "resumed", quiet=True, max_updates=3)
     resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
     assert resumed.update == full.update == 6
-    assert not torch.equal(full.policy.log_std, torch.zeros(1)), "the log std was trained"
+    assert not torch.equal(full.policy.policy_head.log_std, torch.zeros(1)), "the log std was trained"
     for (name, a), b in zip(full.policy.named_parameters(), resumed.policy.parameters()):
         assert torch.equal(a, b), name
     np.testing.assert_array_equal(full.rollout.actions, resumed.rollout.actions)

@@ -1,10 +1,22 @@
 """The distributions' plain-tensor functions agree with torch.distributions; the tanh-squashed Gaussian's
 log-prob is a density (it integrates to one) and its entropy matches a Monte-Carlo estimate."""
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+from proximal.config import preset
 from proximal.distributions import Categorical, DiagGaussian, TanhDiagGaussian
+
+CFG = preset("mujoco")
+
+
+def gaussian(dims: int) -> DiagGaussian:
+    return DiagGaussian(gym.spaces.Box(-1.0, 1.0, (dims,), np.float32), CFG)
+
+
+def squashed(low, high) -> TanhDiagGaussian:
+    return TanhDiagGaussian(gym.spaces.Box(np.asarray(low), np.asarray(high), dtype=np.float64), CFG)
 
 
 def test_categorical_log_prob_and_entropy_match_torch():
@@ -12,14 +24,16 @@ def test_categorical_log_prob_and_entropy_match_torch():
     logits = torch.randn(64, 5, generator=g) * 3
     actions = torch.randint(0, 5, (64,), generator=g)
     reference = torch.distributions.Categorical(logits=logits)
-    torch.testing.assert_close(Categorical.log_prob(logits, actions), reference.log_prob(actions))
-    torch.testing.assert_close(Categorical.entropy(logits), reference.entropy())
+    dist = Categorical(5)
+    torch.testing.assert_close(dist.log_prob(logits, actions), reference.log_prob(actions))
+    torch.testing.assert_close(dist.entropy(logits), reference.entropy())
 
 
 def test_categorical_sample_frequencies_follow_softmax():
     logits = torch.tensor([[0.0, 1.0, -1.0, 2.0]]).expand(200_000, 4)
-    noise = torch.from_numpy(Categorical.noise(np.random.default_rng(1), tuple(logits.shape)))
-    samples = Categorical.sample(logits, noise)
+    dist = Categorical(4)
+    noise = torch.from_numpy(dist.noise(np.random.default_rng(1), tuple(logits.shape)))
+    samples = dist.sample(logits, noise)
     freq = torch.bincount(samples, minlength=4).float() / len(samples)
     torch.testing.assert_close(freq, torch.softmax(logits[0], 0), atol=4e-3, rtol=0)
 
@@ -27,8 +41,10 @@ def test_categorical_sample_frequencies_follow_softmax():
 def test_categorical_sampling_is_seeded():
     logits = torch.zeros(1000, 3)
 
+    dist = Categorical(3)
+
     def sample(seed):
-        return Categorical.sample(logits, torch.from_numpy(Categorical.noise(np.random.default_rng(seed), (1000, 3))))
+        return dist.sample(logits, torch.from_numpy(dist.noise(np.random.default_rng(seed), (1000, 3))))
 
     assert torch.equal(sample(7), sample(7)) and not torch.equal(sample(7), sample(8))
 
@@ -46,29 +62,30 @@ def random_params(batch=64, dims=3, seed=0):
 def test_diag_gaussian_log_prob_and_entropy_match_torch_normal():
     params = random_params()
     actions = torch.randn(64, 3) * 3
-    torch.testing.assert_close(DiagGaussian.log_prob(params, actions), normal(params).log_prob(actions).sum(-1))
-    torch.testing.assert_close(DiagGaussian.entropy(params), normal(params).entropy().sum(-1))
+    dist = gaussian(3)
+    torch.testing.assert_close(dist.log_prob(params, actions), normal(params).log_prob(actions).sum(-1))
+    torch.testing.assert_close(dist.entropy(params), normal(params).entropy().sum(-1))
 
 
 def test_diag_gaussian_sample_is_mean_plus_std_times_standard_normal_noise():
     params = random_params(batch=100_000, dims=2)
     mean, log_std = params
-    noise = DiagGaussian.noise(np.random.default_rng(3), DiagGaussian.noise_shape(params))
+    dist = gaussian(2)
+    noise = dist.noise(np.random.default_rng(3), dist.noise_shape(params))
     assert noise.dtype == np.float32 and noise.shape == (100_000, 2)
     assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1.0) < 0.01
-    sample = DiagGaussian.sample(params, torch.from_numpy(noise))
+    sample = dist.sample(params, torch.from_numpy(noise))
     torch.testing.assert_close(sample, mean + log_std.exp() * torch.from_numpy(noise))
-    torch.testing.assert_close(DiagGaussian.mode(params), mean)
-    again = DiagGaussian.noise(np.random.default_rng(3), (100_000, 2))
-    assert np.array_equal(noise, again) and not np.array_equal(noise, DiagGaussian.noise(np.random.default_rng(4),
-                                                                                          (100_000, 2)))
+    torch.testing.assert_close(dist.mode(params), mean)
+    again = dist.noise(np.random.default_rng(3), (100_000, 2))
+    assert np.array_equal(noise, again) and not np.array_equal(noise, dist.noise(np.random.default_rng(4), (100_000, 2)))
 
 
 LOW, HIGH = np.array([-1.0, 0.0, -3.0]), np.array([2.0, 0.5, -1.0])
 
 
 def test_tanh_squash_density_integrates_to_one():
-    dist = TanhDiagGaussian(np.array([-1.0]), np.array([3.0]))
+    dist = squashed([-1.0], [3.0])
     params = (torch.tensor([[0.7]], dtype=torch.float64), torch.tensor([[0.4]], dtype=torch.float64))
     # integrate p(a) over a in (-1, 3), through u = atanh((a - low) / half_range - 1)
     a = torch.linspace(-1.0, 3.0, 400_001, dtype=torch.float64)[1:-1]
@@ -78,7 +95,7 @@ def test_tanh_squash_density_integrates_to_one():
 
 
 def test_tanh_squash_entropy_matches_monte_carlo():
-    dist = TanhDiagGaussian(LOW, HIGH)
+    dist = squashed(LOW, HIGH)
     mean = torch.tensor([[0.0, 1.5, -0.5], [2.0, -3.0, 0.2]], dtype=torch.float64)
     log_std = torch.tensor([[0.0, -1.0, 1.2], [0.5, 0.3, -2.0]], dtype=torch.float64)
     noise = torch.randn(400_000, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -86,4 +103,4 @@ def test_tanh_squash_entropy_matches_monte_carlo():
     monte_carlo = -dist.log_prob((mean.expand_as(u), log_std.expand_as(u)), u).mean(0)
     torch.testing.assert_close(dist.entropy((mean, log_std)), monte_carlo, rtol=0, atol=0.01)
     # and it differs from the Gaussian's entropy by the expected log-det
-    assert (dist.entropy((mean, log_std)) - DiagGaussian.entropy((mean, log_std))).abs().min() > 0.1
+    assert (dist.entropy((mean, log_std)) - DiagGaussian.entropy(dist, (mean, log_std))).abs().min() > 0.1

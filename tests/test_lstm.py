@@ -3,22 +3,24 @@ in training, whole-sequence minibatches, the replay from the stored state, the r
 the memory task, and the atari-lstm preset."""
 
 import csv
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from proximal.actors import RecurrentActor, make_actor
+from proximal.actors import TorchActor
+from proximal.carry import Carry
 from proximal.config import preset, validate
 from proximal.envs import make_envs
 from proximal.errors import UserError
 from proximal.nets import LSTMCore, replay_plan
-from proximal.numpy_update import make_update
-from proximal.policy import RecurrentActorCritic, make_policy
+from proximal.fast_paths import make_actor, make_update
+from proximal.policy import ActorCritic, make_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
-from proximal.update import evaluate_minibatch, make_optimizer, ppo_update, sequence_minibatch_indices
+from proximal.update import make_optimizer, minibatch, ppo_update, sequence_minibatch_indices
 from ratio_check import assert_ratio_is_one
 from test_trainer import params, rows, same
 
@@ -39,7 +41,7 @@ def collected(cfg, rollouts=1):
     state = new_state(cfg, envs, CPU)
     actor = make_actor(state.policy, CPU)
     for _ in range(rollouts):
-        collect_rollout(envs, actor, state.rollout, state.rng, 0, cfg)
+        state.obs, state.carry, _, _ = collect_rollout(envs, actor, state.rollout, state.obs, state.carry, state.rng, 0, cfg)
     envs.close()
     return state
 
@@ -71,7 +73,7 @@ def test_lstm_init_off_is_pytorch_default(cfg):
 def test_lstm_heads_keep_their_gains(cfg):
     policy = make_policy(OBS, ACT, recurrent(cfg))
     # core.orthogonal_init on the heads over the LSTM's 128 outputs: orthonormal rows scaled by the gain
-    for head, gain in ((policy.policy_head, 0.01), (policy.value_head, 1.0)):
+    for head, gain in ((policy.policy_head.linear, 0.01), (policy.value_head, 1.0)):
         w = head.weight
         torch.testing.assert_close(w @ w.T, gain**2 * torch.eye(len(w)), rtol=0, atol=1e-6)
 
@@ -82,11 +84,11 @@ def test_lstm_zero_state_at_the_start_of_training(cfg):
     recurrent(cfg)
     envs = make_envs(cfg.env_id, cfg.num_envs)
     state = new_state(cfg, envs, CPU)
-    assert state.rollout.next_state.shape == (2, cfg.num_envs, 128) and not state.rollout.next_state.any()
-    collect_rollout(envs, make_actor(state.policy, CPU), state.rollout, state.rng, 0, cfg)
+    assert state.carry.state.shape == (2, cfg.num_envs, 128) and not state.carry.state.any()
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, CPU), state.rollout, state.obs, state.carry, state.rng, 0, cfg)
     envs.close()
     assert not state.rollout.start_state.any(), "the first rollout starts from zeros"
-    assert state.rollout.next_state.abs().sum() > 0, "and carries a state on"
+    assert state.carry.state.abs().sum() > 0, "and carries a state on"
 
 
 # -------------------------------------------------------------------------------------- lstm.reset_on_done
@@ -103,23 +105,28 @@ def scripted(policy, num_envs=2, steps=7):
     return obs, actions, starts, state
 
 
+def sequences(obs, actions, starts, state):
+    """The training path's batch of whole sequences: (T, k, ...) steps flattened t-major, the state before them."""
+    return {"obs": obs.flatten(0, 1), "actions": actions.flatten(0, 1), "starts": starts.flatten(0, 1), "state": state}
+
+
 def check_reset_on_done(cfg):
     policy = make_policy(OBS, ACT, recurrent(cfg))
     obs, actions, starts, state = scripted(policy)
     actor = make_actor(policy, CPU)
     # the rollout path, one step at a time with the carried state
-    rollout_values, s = [], state
+    rollout_values, carry = [], Carry(None, state=state)
     for t in range(len(obs)):
-        _, _, value, s = actor.act(obs[t].numpy(), None, s, starts[t].numpy())
+        _, _, value, carry = actor.act(obs[t].numpy(), replace(carry, start=starts[t].numpy()), None)
         rollout_values.append(value)
     rollout_values = np.stack(rollout_values)
     # the training path over the whole sequences
     with torch.no_grad():
-        _, _, train_values = policy.evaluate(obs.reshape(-1, 3), actions.reshape(-1), starts.reshape(-1), state)
+        _, _, train_values = policy.evaluate(sequences(obs, actions, starts, state))
     train_values = train_values.view(len(obs), 2).numpy()
     # right after an episode end, the output is the one from a fresh (zero) state
     for t, env in ((3, 0), (5, 1)):
-        fresh = actor.value(obs[t, env:env + 1].numpy(), policy.initial_state(1))
+        fresh = actor.value(obs[t, env:env + 1].numpy(), Carry(np.zeros(1, np.float32), state=policy.initial_state(1)))
         np.testing.assert_allclose(rollout_values[t, env], fresh[0], rtol=0, atol=1e-6)
         np.testing.assert_allclose(train_values[t, env], fresh[0], rtol=0, atol=1e-6)
     np.testing.assert_allclose(train_values, rollout_values, rtol=0, atol=1e-6)
@@ -134,8 +141,8 @@ def test_lstm_reset_on_done_off_carries_the_state_across_episodes(cfg):
     policy = make_policy(OBS, ACT, recurrent(cfg))
     obs, actions, starts, state = scripted(policy)
     with torch.no_grad():
-        _, _, carried = policy.evaluate(obs.reshape(-1, 3), actions.reshape(-1), starts.reshape(-1), state)
-        _, _, ignored = policy.evaluate(obs.reshape(-1, 3), actions.reshape(-1), torch.zeros(14), state)
+        _, _, carried = policy.evaluate(sequences(obs, actions, starts, state))
+        _, _, ignored = policy.evaluate(sequences(obs, actions, torch.zeros_like(starts), state))
     torch.testing.assert_close(carried, ignored, rtol=0, atol=0)
 
 
@@ -208,13 +215,13 @@ def test_lstm_sequential_minibatches_are_whole_env_sequences_in_time_order():
 def test_lstm_update_gives_the_policy_whole_sequences(cfg, monkeypatch):
     state = collected(recurrent(cfg))
     seen = []
-    real = RecurrentActorCritic.evaluate
+    real = ActorCritic.evaluate
 
-    def spy(self, obs, actions, starts, start_state):
-        seen.append((obs.clone(), starts.clone(), start_state.clone()))
-        return real(self, obs, actions, starts, start_state)
+    def spy(self, batch):
+        seen.append((batch["obs"].clone(), batch["starts"].clone(), batch["state"].clone()))
+        return real(self, batch)
 
-    monkeypatch.setattr(RecurrentActorCritic, "evaluate", spy)
+    monkeypatch.setattr(ActorCritic, "evaluate", spy)
     buf = state.rollout
     batch = buf.training_batch(buf.values, buf.values, CPU)
     ppo_update(state.policy, state.optimizer, batch, cfg, 0.2, state.generator)
@@ -242,7 +249,7 @@ def check_reconstruct_states(cfg):
     assert buf.start_state.abs().sum() > 0 and (buf.starts[0] == 0).any()
     batch = buf.training_batch(buf.values, buf.values, CPU)
     with torch.no_grad():
-        logprob, _, value = evaluate_minibatch(state.policy, batch, torch.arange(len(batch["obs"])), cfg)
+        logprob, _, value = state.policy.evaluate(minibatch(batch, torch.arange(len(batch["obs"])), cfg))
     torch.testing.assert_close(logprob, batch["logprobs"], rtol=0, atol=1e-5)
     torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-5)
 
@@ -268,9 +275,11 @@ def test_lstm_truncation_bootstrap_values_the_final_observation_after_the_episod
     buf, policy = state.rollout, state.policy
     s, checked = buf.start_state, 0
     for t in range(24):
-        _, _, _, s = policy.act(torch.from_numpy(buf.obs[t]), s, torch.from_numpy(buf.starts[t]), None)
+        _, _, _, after = policy.act(torch.from_numpy(buf.obs[t]), Carry(torch.from_numpy(buf.starts[t]), state=s), None)
+        s = after.state
         for env in np.flatnonzero(buf.final_values[t]):
-            expected = policy.value(torch.ones(1, 1), s[:, env:env + 1]).item()
+            with torch.no_grad():
+                expected = policy.value(torch.ones(1, 1), Carry(torch.zeros(1), state=s[:, env:env + 1])).item()
             assert buf.final_values[t, env] == pytest.approx(expected, abs=1e-6)
             checked += 1
     assert checked == 4  # steps 9 and 19 of both envs
@@ -278,14 +287,14 @@ def test_lstm_truncation_bootstrap_values_the_final_observation_after_the_episod
 
 def test_lstm_fast_paths_are_not_picked(cfg):
     policy = make_policy(OBS, ACT, recurrent(cfg))
-    assert type(make_actor(policy, CPU)) is RecurrentActor
+    assert type(make_actor(policy, CPU)) is TorchActor
     assert make_update(policy, make_optimizer(policy, cfg), CPU) is ppo_update
 
 
 def test_lstm_mlp_trunk_option(cfg):
     cfg.lstm_mlp = True
     policy = make_policy(OBS, ACT, recurrent(cfg))
-    assert policy.core.lstm.input_size == 64 and isinstance(policy.trunk[1][0], torch.nn.Linear)
+    assert policy.core.lstm.input_size == 64 and isinstance(policy.trunk.mlp[0], torch.nn.Linear)
     assert make_policy(OBS, ACT, recurrent(preset("classic"))).core.lstm.input_size == 3
 
 
@@ -300,15 +309,15 @@ def tiny(cfg, updates=6):
 def test_lstm_resumed_run_equals_uninterrupted_run(cfg, tmp_path):
     full = train(tiny(cfg), tmp_path / "full", quiet=True)
     stopped = train(cfg, tmp_path / "resumed", quiet=True, max_updates=3)
-    assert stopped.rollout.next_state.abs().sum() > 0
+    assert stopped.carry.state.abs().sum() > 0
     from proximal import checkpoint
 
     payload = checkpoint.load(checkpoint.latest(tmp_path / "resumed"))
-    assert torch.equal(payload["lstm_state"], stopped.rollout.next_state)
+    assert torch.equal(payload["carry"]["state"], stopped.carry.state)
     resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
     assert resumed.update == full.update == 6
     assert same(params(full), params(resumed)), "bitwise the parameters of the uninterrupted run"
-    assert torch.equal(full.rollout.next_state, resumed.rollout.next_state)
+    assert torch.equal(full.carry.state, resumed.carry.state)
     assert rows(tmp_path / "full" / "episodes.csv") == rows(tmp_path / "resumed" / "episodes.csv")
     assert rows(tmp_path / "full" / "updates.csv") == rows(tmp_path / "resumed" / "updates.csv")
 
@@ -373,14 +382,14 @@ def test_atari_lstm_preset_trains_a_few_hundred_steps_from_the_cli(tmp_path):
                  "--num-minibatches", "2", "--quiet", "--run-dir", str(run_dir)])
     assert code in (0, None)
     payload = checkpoint.load(checkpoint.latest(run_dir))
-    assert payload["update"] == 2 and payload["lstm_state"].shape == (2, 2, 128)
-    assert payload["lstm_state"].abs().sum() > 0
+    assert payload["update"] == 2 and payload["carry"]["state"].shape == (2, 2, 128)
+    assert payload["carry"]["state"].abs().sum() > 0
     policy, cfg, _ = load_policy(run_dir)
     # the reference's cnn_lstm: one frame per observation, Nature CNN -> LSTM(512 -> 128) -> both heads
     assert not cfg.on("atari.frame_stack") and cfg.on("atari.episodic_life") and cfg.clip_coef == 0.1
     assert isinstance(policy.trunk, NatureCNN) and policy.trunk.convs[0].in_channels == 1
     assert (policy.core.lstm.input_size, policy.core.lstm.hidden_size) == (512, 128)
-    assert policy.policy_head.in_features == policy.value_head.in_features == 128
+    assert policy.policy_head.linear.in_features == policy.value_head.in_features == 128
 
 
 def test_lstm_learns_the_memory_task_the_mlp_cannot(tmp_path):

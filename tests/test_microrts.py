@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from proximal import checkpoint
-from proximal.actors import make_actor
+from proximal.fast_paths import make_actor
 from proximal.config import preset
 from proximal.distributions import MultiCategorical
 from proximal.envs import make_envs
@@ -72,9 +72,9 @@ def test_microrts_masked_rollout_takes_valid_actions_and_replays_its_log_probs()
     envs = MaskRecorder(make_envs(cfg.env_id, cfg.num_envs))
     try:
         state = new_state(cfg, envs, torch.device("cpu"))
-        assert state.policy.masked and type(state.policy).__name__ == "GridActorCritic"
+        assert state.policy.masked and type(state.policy.trunk).__name__ == "GridCNN"
         buf = state.rollout
-        collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.rng, 0, cfg)
+        state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.obs, state.carry, state.rng, 0, cfg)
     finally:
         envs.close()
     nvec = envs.single_action_space.nvec
@@ -82,7 +82,7 @@ def test_microrts_masked_rollout_takes_valid_actions_and_replays_its_log_probs()
     np.testing.assert_array_equal(buf.masks, np.stack(envs.masks[:cfg.num_steps]))
     batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
     with torch.no_grad():
-        logprob, _, value = state.policy.evaluate(batch["obs"], batch["actions"], batch["masks"])
+        logprob, _, value = state.policy.evaluate({"obs": batch["obs"], "actions": batch["actions"], "masks": batch["masks"]})
     torch.testing.assert_close(logprob, batch["logprobs"], rtol=0, atol=1e-4)
     torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-5)
 
@@ -91,4 +91,4 @@ def test_microrts_preset_trains_through_make_envs(tmp_path):
     state = train(microrts_cfg(updates=2), tmp_path, quiet=True)
     assert state.update == 2 and state.global_step == 64
     payload = checkpoint.load(checkpoint.latest(tmp_path))
-    assert payload["next_mask"].shape == (2, 256 * 78) and payload["env"] is None
+    assert payload["carry"]["mask"].shape == (2, 256 * 78) and payload["env"] is None

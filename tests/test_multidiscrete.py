@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from proximal.actors import TorchActor, make_actor
+from proximal.actors import TorchActor
+from proximal.carry import Carry
 from proximal.config import preset
 from proximal.distributions import Categorical, MultiCategorical, masked_logits
 from proximal.envs import make_envs
 from proximal.errors import UserError
 from proximal.evaluate import evaluate, load_policy
-from proximal.numpy_update import make_update
+from proximal.fast_paths import make_actor, make_update
 from proximal.policy import make_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
@@ -72,21 +73,28 @@ def test_multidiscrete_independent_categoricals_sums_of_torch_categoricals(nvec)
 def test_multidiscrete_one_head_of_sum_nvec_logits_gain_001(cfg):
     space = gym.spaces.MultiDiscrete(NVECS[1])
     policy = make_policy(gym.spaces.Box(-1, 1, (4,), np.float32), space, cfg)
-    assert policy.policy_head.out_features == NVECS[1].sum()
-    np.testing.assert_allclose(torch.linalg.svdvals(policy.policy_head.weight.detach()).numpy(), 0.01, rtol=1e-4)
-    # the grid policy: a 1x1 conv of sum(nvec of a cell) channels, i.e. sum(nvec) logits over the grid
+    head = policy.policy_head.linear
+    assert head.out_features == NVECS[1].sum()
+    np.testing.assert_allclose(torch.linalg.svdvals(head.weight.detach()).numpy(), 0.01, rtol=1e-4)
+    # the grid policy: one Linear of sum(nvec of a cell) logits applied to every cell's features (a 1x1
+    # convolution), i.e. sum(nvec) logits over the grid
     grid = gym.spaces.MultiDiscrete(np.tile([6, 4, 49], (12, 1)))
     policy = make_policy(gym.spaces.Box(0, 1, (3, 4, 5), np.uint8), grid, cfg)
-    assert policy.policy_head.out_channels == 59 and policy.policy_head.kernel_size == (1, 1)
-    np.testing.assert_allclose(torch.linalg.svdvals(policy.policy_head.weight.detach().flatten(1)).numpy(), 0.01,
-                               rtol=1e-4)
+    head = policy.policy_head.linear
+    assert head.out_features == 59
+    np.testing.assert_allclose(torch.linalg.svdvals(head.weight.detach()).numpy(), 0.01, rtol=1e-4)
     obs = torch.randint(0, 2, (2, 3, 4, 5), dtype=torch.uint8)
-    logits, _ = policy._heads(obs)
-    assert logits.shape == (2, 12 * 59)
-    # cell-major: cell (row 1, column 2) has its 59 logits at cell index 1 * 4 + 2
-    cells, _ = policy.trunk(obs)
-    head = policy.policy_head(cells)[:, :, 1, 2]
-    torch.testing.assert_close(logits[:, 6 * 59:7 * 59], head)
+    with torch.no_grad():
+        logits = policy.act(obs, Carry(None), None)[0]  # the mode: one action per component
+        cells, _ = policy.trunk(obs)
+        cell_logits = head(cells)
+    assert logits.shape == (2, 12 * 3) and cell_logits.shape == (2, 12, 59)
+    # cell-major: cell (row 1, column 2) is cell index 1 * 4 + 2, its features those of grid position (1, 2)
+    modes = torch.stack([part.argmax(-1) for part in cell_logits[:, 6].split([6, 4, 49], -1)], -1)
+    assert torch.equal(logits.view(2, 12, 3)[:, 6], modes)
+    x = obs.permute(0, 3, 1, 2).float()
+    local = policy.trunk.local(x)[:, :, 1, 2]
+    torch.testing.assert_close(cells[:, 6, :32], local)
 
 
 @pytest.mark.parametrize("nvec", NVECS, ids=["grid", "row"])
@@ -100,14 +108,11 @@ def test_masked_log_prob_and_entropy_equal_torch_where_masking(nvec):
     torch.testing.assert_close(dist.entropy((logits, mask)), sum(r.entropy() for r in reference))
 
 
-class DiscreteMasked:
-    """A masked policy's Discrete distribution: Categorical of the masked logits (policy.ActorCritic._masked)."""
+class DiscreteMasked(Categorical):
+    """A masked policy's Discrete distribution: Categorical of the masked logits (``Categorical.masked``)."""
 
-    noise = staticmethod(Categorical.noise)
-
-    @staticmethod
-    def sample(params, noise):
-        return Categorical.sample(masked_logits(*params), noise)
+    def sample(self, params, noise):
+        return super().sample(self.masked(*params), noise)
 
 
 def check_masks_respected(dist, logits, mask, nvec, samples):
@@ -137,7 +142,7 @@ def test_aux_action_masking_never_samples_invalid_actions():
     logits[:, :4] = torch.tensor([0.0, 9.0, -1.0, 9.0])
     check_masks_respected(MultiCategorical(nvec), logits, mask, nvec, samples=3000)
     # Discrete: the same with one component, through Categorical of the masked logits
-    check_masks_respected(DiscreteMasked, logits[:, :4], mask[:, :4], [4], samples=3000)
+    check_masks_respected(DiscreteMasked(4), logits[:, :4], mask[:, :4], [4], samples=3000)
 
 
 def test_masked_logits_get_exactly_zero_gradients():
@@ -156,7 +161,8 @@ def test_masked_logits_get_exactly_zero_gradients():
     discrete_logits = logits.detach()[:, :3].clone().requires_grad_(True)
     discrete_mask = mask[:, :3] | (torch.arange(3) == 0)
     masked = masked_logits(discrete_logits, discrete_mask)
-    (Categorical.log_prob(masked, torch.zeros(16, dtype=torch.long)).sum() + Categorical.entropy(masked).sum()).backward()
+    categorical = Categorical(3)
+    (categorical.log_prob(masked, torch.zeros(16, dtype=torch.long)).sum() + categorical.entropy(masked).sum()).backward()
     assert (discrete_logits.grad[~discrete_mask] == 0).all()
 
 
@@ -216,7 +222,7 @@ def masked_rollout(cfg, env_id=SHIPPED, num_envs=4, num_steps=32):
     cfg.env_id, cfg.num_envs, cfg.num_steps = env_id, num_envs, num_steps
     envs = MaskRecorder(make_envs(env_id, num_envs))
     state = new_state(cfg, envs, torch.device("cpu"))
-    collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), state.rollout, state.rng, 0, cfg)
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), state.rollout, state.obs, state.carry, state.rng, 0, cfg)
     return state, envs
 
 
@@ -234,7 +240,7 @@ def test_rollout_stores_the_mask_of_each_observation_and_masking_off_ignores_the
     assert state.policy.masked and buf.masks.dtype == bool and buf.masks.shape == (32, 4, 21)
     # stored with step t: the mask returned with obs_t (the new episode's first mask after an autoreset)
     np.testing.assert_array_equal(buf.masks, np.stack(envs.masks[:32]))
-    np.testing.assert_array_equal(buf.next_mask, envs.masks[32])
+    np.testing.assert_array_equal(state.carry.mask, envs.masks[32])
     assert buf.starts[1:].sum() > 0, "the rollout crosses episode ends"
     cfg = preset("classic")
     cfg.details["aux.action_masking"] = False
@@ -268,7 +274,7 @@ def test_masked_ratio_is_one_with_the_stored_masks(cfg, monkeypatch):
     # the masks matter: the same actions without them have other log-probs
     with torch.no_grad():
         state.policy.masked = False
-        unmasked, _, _ = state.policy.evaluate(batch["obs"], batch["actions"])
+        unmasked, _, _ = state.policy.evaluate({"obs": batch["obs"], "actions": batch["actions"]})
     assert (unmasked - batch["logprobs"]).abs().max() > 0.1
 
 

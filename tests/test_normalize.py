@@ -12,7 +12,7 @@ import torch
 
 import proximal.evaluate as evaluate_mod
 from proximal import checkpoint
-from proximal.actors import make_actor
+from proximal.fast_paths import make_actor
 from proximal.cli import main
 from proximal.config import MUJOCO_NORMALIZATION, preset
 from proximal.envs import Step, make_envs
@@ -193,13 +193,13 @@ def test_cont_obs_norm_rollout_stores_the_observations_of_collection_time(cfg):
     raw = Recorder(make_envs(cfg.env_id, cfg.num_envs))
     envs, normalizer = normalize_envs(raw, cfg)
     state = new_state(cfg, envs, torch.device("cpu"), normalizer)
-    collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), state.rollout, state.rng, 0, cfg)
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), state.rollout, state.obs, state.carry, state.rng, 0, cfg)
     envs.close()
     seen = [raw.resets[0]] + [s.obs for s in raw.steps]
     buf = state.rollout
     for t in range(cfg.num_steps + 1):
         mean, var, _ = with_prior(np.concatenate(seen[:t + 1]))
-        stored = buf.obs[t] if t < cfg.num_steps else buf.next_obs
+        stored = buf.obs[t] if t < cfg.num_steps else state.obs
         np.testing.assert_allclose(stored, normalized(seen[t], mean, var, True), rtol=1e-6, atol=1e-6)
     final_mean, final_var, _ = with_prior(np.concatenate(seen))
     assert not np.allclose(buf.obs[5], normalized(seen[5], final_mean, final_var, True), rtol=1e-3)
@@ -321,7 +321,7 @@ def test_opt_truncation_bootstrap_values_the_normalized_final_observation(cfg):
     raw = Recorder(make_envs(cfg.env_id, cfg.num_envs))
     envs, normalizer = normalize_envs(raw, cfg)
     state = new_state(cfg, envs, torch.device("cpu"), normalizer)
-    collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), state.rollout, state.rng, 0, cfg)
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), state.rollout, state.obs, state.carry, state.rng, 0, cfg)
     envs.close()
     seen = [raw.resets[0]] + [s.obs for s in raw.steps]
     bootstrapped = 0
@@ -414,7 +414,7 @@ def test_eval_normalizes_with_the_frozen_statistics(normalized_runs, monkeypatch
     def recording_actor(*args, **kwargs):
         actor = real_make_actor(*args, **kwargs)
         act = actor.act
-        actor.act = lambda obs, rng: (seen.append(obs.copy()), act(obs, rng))[1]
+        actor.act = lambda obs, carry, rng: (seen.append(obs.copy()), act(obs, carry, rng))[1]
         return actor
 
     monkeypatch.setattr(evaluate_mod, "make_actor", recording_actor)
@@ -452,7 +452,7 @@ def test_ratio_is_one_over_the_whole_batch_with_normalization(cfg, monkeypatch):
     envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs), cfg)
     state = new_state(cfg, envs, torch.device("cpu"), normalizer)
     buf = state.rollout
-    collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.rng, 0, cfg)
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.obs, state.carry, state.rng, 0, cfg)
     envs.close()
     assert buf.starts.sum() > 0, "the batch holds episode ends"
     assert normalizer.obs_rms.count > cfg.batch_size, "the statistics saw the rollout's observations"

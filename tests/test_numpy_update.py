@@ -8,11 +8,15 @@ import torch
 
 from proximal.cli import build_parser, config_from_args
 from proximal.config import preset
-from proximal.numpy_update import NumpyMLPUpdate, make_update
-from proximal.policy import ActorCritic
-from proximal.update import make_optimizer, ppo_update
+from proximal.details import switchable_ids
+from proximal.distributions import DiagGaussian
+from proximal.fast_paths import make_update
+from proximal.numpy_update import HANDLED, NumpyMLPUpdate
+from proximal.policy import make_policy
+from proximal.update import STAT_NAMES, make_optimizer, ppo_update
 
 OBS, ACTIONS, BATCH = 5, 3, 256
+OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
 DISCRETE = gym.spaces.Discrete(ACTIONS)
 BOX = gym.spaces.Box(-1.0, 1.0, (ACTIONS,), np.float32)
 
@@ -22,15 +26,15 @@ def batches(policy, seed, count):
     rng = np.random.default_rng(seed)
     for _ in range(count):
         obs = torch.from_numpy(rng.normal(size=(BATCH, OBS)).astype(np.float32))
-        if policy.continuous:  # samples of the policy's own Gaussian, so that ratios start at 1 and move
+        if isinstance(policy.dist, DiagGaussian):  # samples of the policy's own Gaussian: ratios start at 1, move
+            noise = torch.from_numpy(rng.normal(size=(BATCH, ACTIONS)).astype(np.float32))
             with torch.no_grad():
-                mean = policy.actor_trunk(obs) @ policy.policy_head.weight.T + policy.policy_head.bias
-            noise = rng.normal(size=mean.shape).astype(np.float32)
-            actions = mean + policy.log_std.detach().exp() * torch.from_numpy(noise)
+                mean, log_std = policy.policy_head(policy.trunk.actor(obs))
+                actions = mean + log_std.exp() * noise
         else:
             actions = torch.from_numpy(rng.integers(0, ACTIONS, BATCH))
         with torch.no_grad():
-            logprobs, _, values = policy.evaluate(obs, actions)
+            logprobs, _, values = policy.evaluate({"obs": obs, "actions": actions})
         yield {"obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
                "advantages": torch.from_numpy(rng.normal(1.0, 2.0, BATCH).astype(np.float32)),
                "returns": torch.from_numpy(rng.normal(0.0, 3.0, BATCH).astype(np.float32))}
@@ -39,7 +43,7 @@ def batches(policy, seed, count):
 def train(cfg, updates: list, lr: float = 3e-3, space=DISCRETE):
     """Run the given update functions in turn (a factory per update) on fresh batches; the same seeds for all."""
     torch.manual_seed(0)
-    policy = ActorCritic(OBS, space, cfg)
+    policy = make_policy(OBS_SPACE, space, cfg)
     optimizer = make_optimizer(policy, cfg)
     generator = torch.Generator().manual_seed(1)
     stats = []
@@ -77,38 +81,63 @@ def assert_same_training(a, b):
             assert sa[k] == pytest.approx(sb[k], rel=1e-3, abs=1e-6), k
 
 
-SWITCHES = [None, "core.adv_norm", "core.clipped_objective", "core.value_clipping", "core.entropy_bonus",
-            "core.grad_clip", "core.separate_networks", "core.minibatches", "core.adam_eps"]
+class ReadRecorder:
+    """A config that records which fields and details are read."""
+
+    def __init__(self, cfg):
+        self._cfg, self.read = cfg, set()
+
+    def on(self, detail_id):
+        self.read.add(detail_id)
+        return self._cfg.on(detail_id)
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._cfg, name)
 
 
-@pytest.mark.parametrize("off", SWITCHES)
-def test_numpy_update_equals_torch_update(off):
-    cfg = preset("classic")
-    if off:
-        cfg.details[off] = False
-    reference = train(cfg, [torch_path] * 3)
-    assert_same_training(reference, train(cfg, [numpy_path] * 3))
-    if off is None:
-        # the comparison means something only if clipping and the gradient bound were active
-        assert max(s["clipfrac"] for s in reference[2]) > 0.05
-        assert reference[2][0]["approx_kl"] > 1e-4
+def test_numpy_update_handles_everything_the_torch_update_reads(monkeypatch):
+    """A switch added to ``update.ppo_loss`` or ``ppo_update`` without its numpy counterpart fails here: write it
+    out in ``numpy_update`` (and add it to ``HANDLED``), or refuse the numpy path for it in ``fast_paths``."""
+    for name, space, changes in (("classic", DISCRETE, {}), ("mujoco", BOX, {}),
+                                 ("classic", DISCRETE, {"aux.target_kl": True, "aux.clip_annealing": True})):
+        cfg = preset(name)
+        cfg.details.update(changes)
+        policy = make_policy(OBS_SPACE, space, cfg)
+        recorder = ReadRecorder(cfg)
+        ppo_update(policy, make_optimizer(policy, cfg), next(batches(policy, 0, 1)), recorder, 0.2,
+                   torch.Generator().manual_seed(0))
+        assert recorder.read, "the recorder sees the reads"
+        assert recorder.read <= HANDLED, f"the numpy update ignores {sorted(recorder.read - HANDLED)}"
 
 
-GAUSSIAN_SWITCHES = [None, "core.entropy_bonus", "cont.separate_networks", "core.clipped_objective"]
+# every switch the update could see: the loss, the optimizer, the network structure, the minibatching
+UPDATE_SWITCHES = [i for i in switchable_ids() if i.startswith(("core.", "cont.", "aux.target_kl"))]
 
 
-@pytest.mark.parametrize("off", GAUSSIAN_SWITCHES)
-def test_numpy_update_equals_torch_update_for_gaussian_actions(off):
-    cfg = preset("mujoco")
-    cfg.ent_coef = 0.01  # the mujoco preset has none; the entropy gradient must be checked too
-    cfg.num_minibatches = 4
-    if off:
-        cfg.details[off] = False
-    reference = train(cfg, [torch_path] * 3, space=BOX)
-    assert reference[0].log_std.detach().abs().max() > 1e-3, "the log std must have moved"
-    assert_same_training(reference, train(cfg, [numpy_path] * 3, space=BOX))
-    if off is None:
-        assert max(s["clipfrac"] for s in reference[2]) > 0.05
+@pytest.mark.parametrize("flip", [None, *UPDATE_SWITCHES])
+def test_numpy_update_equals_torch_update(flip):
+    """Each switch flipped from the preset (discrete actions on classic, Gaussian ones on mujoco with an entropy
+    bonus): the same parameters, Adam state and statistics."""
+    for name, space in (("classic", DISCRETE), ("mujoco", BOX)):
+        cfg = preset(name)
+        cfg.num_minibatches = 4
+        if name == "mujoco":
+            cfg.ent_coef = 0.01  # the mujoco preset has none; the entropy gradient must be checked too
+        if flip:
+            cfg.details[flip] = not cfg.details[flip]
+            cfg.target_kl = 0.002  # aux.target_kl on: stop some updates early
+        policy = make_policy(OBS_SPACE, space, cfg)
+        if not isinstance(make_update(policy, make_optimizer(policy, cfg), torch.device("cpu")), NumpyMLPUpdate):
+            continue  # a switch that sends the update to torch (a state-dependent log std)
+        reference = train(cfg, [torch_path] * 3, space=space)
+        assert_same_training(reference, train(cfg, [numpy_path] * 3, space=space))
+        if flip is None:
+            # the comparison means something only if clipping and the gradient bound were active
+            assert max(s["clipfrac"] for s in reference[2]) > 0.05
+            assert reference[2][0]["approx_kl"] > 1e-4
+            if name == "mujoco":
+                assert reference[0].policy_head.log_std.detach().abs().max() > 1e-3, "the log std must have moved"
 
 
 def test_numpy_update_equals_torch_update_with_early_stop():
@@ -138,25 +167,25 @@ def test_ratio_is_one_on_the_first_minibatch(separate, space, monkeypatch):
     cfg = preset("classic")
     cfg.details["core.separate_networks"] = cfg.details["cont.separate_networks"] = separate
     torch.manual_seed(0)
-    policy = ActorCritic(OBS, space, cfg)
+    policy = make_policy(OBS_SPACE, space, cfg)
     optimizer = make_optimizer(policy, cfg)
     update = NumpyMLPUpdate(policy, optimizer)
     seen = []
     real = update._loss_and_grad
     monkeypatch.setattr(update, "_loss_and_grad", lambda *a: seen.append(real(*a)) or seen[-1])
     update(policy, optimizer, next(batches(policy, 3, 1)), cfg, 0.2, torch.Generator().manual_seed(0))
-    first = dict(zip(("policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl", "approxkl_ppo2",
-                      "clipfrac"), seen[0]))
+    first = seen[0]
+    assert set(first) == set(STAT_NAMES)
     assert abs(first["approx_kl"]) < 1e-7 and abs(first["old_approx_kl"]) < 1e-6
     assert first["clipfrac"] == 0.0
     # and the policy moved afterwards, so later minibatches are not trivially 1
-    assert max(abs(s[4]) for s in seen[1:]) > 1e-5
+    assert max(abs(s["old_approx_kl"]) for s in seen[1:]) > 1e-5
 
 
 def test_make_update_picks_the_path():
     cfg = preset("classic")
     for space in (DISCRETE, BOX):
-        policy = ActorCritic(OBS, space, cfg)
+        policy = make_policy(OBS_SPACE, space, cfg)
         optimizer = make_optimizer(policy, cfg)
         assert isinstance(make_update(policy, optimizer, torch.device("cpu")), NumpyMLPUpdate)
         assert make_update(policy, optimizer, torch.device("cpu"), fast=False) is ppo_update
@@ -168,7 +197,7 @@ def test_make_update_picks_the_path():
             cfg.squash_actions = True
         else:
             cfg.details["cont.state_independent_logstd"] = False
-        policy = ActorCritic(OBS, BOX, cfg)
+        policy = make_policy(OBS_SPACE, BOX, cfg)
         assert make_update(policy, make_optimizer(policy, cfg), torch.device("cpu")) is ppo_update
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from proximal.actors import make_actor
+from proximal.fast_paths import make_actor
 from proximal.envs import make_envs
 from proximal.policy import make_policy
 from proximal.rollout import collect_rollout
@@ -26,19 +26,19 @@ def grads_of(policy, output):
 def assert_separate_parameter_sets(policy, obs, actions):
     """The value and the log-prob are trained through disjoint parameter sets, the critic's own."""
     value_params = grads_of(policy, policy.value(obs))
-    logprob, _, _ = policy.evaluate(obs, actions)
+    logprob, _, _ = policy.evaluate({"obs": obs, "actions": actions})
     policy_params = grads_of(policy, logprob)
     assert value_params and policy_params
     assert not value_params & policy_params, "the critic shares no parameter with the actor"
-    assert all(n.startswith(("critic_trunk", "value_head")) for n in value_params)
+    assert all(n.startswith(("trunk.critic", "value_head")) for n in value_params)
 
 
 def assert_shared_trunk(policy, obs, actions):
     """The value loss trains the actor's trunk, there is no critic trunk, and both paths give the same value."""
     value_params = grads_of(policy, policy.value(obs))
-    assert any(n.startswith("actor_trunk") for n in value_params), "the value loss trains the shared trunk"
+    assert any(n.startswith("trunk.actor") for n in value_params), "the value loss trains the shared trunk"
     assert not any("critic" in n for n, _ in policy.named_parameters())
-    _, _, value = policy.evaluate(obs, actions)
+    _, _, value = policy.evaluate({"obs": obs, "actions": actions})
     torch.testing.assert_close(value, policy.value(obs))
 
 
@@ -62,6 +62,6 @@ def test_ratio_is_one_over_the_whole_batch(cfg, separate, monkeypatch):
     state = new_state(cfg, envs, torch.device("cpu"))
     buf = state.rollout
     # the rollout's act path as training uses it (the numpy fast path on the CPU)
-    collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.rng, 0, cfg)
+    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.obs, state.carry, state.rng, 0, cfg)
     envs.close()
     assert_ratio_is_one(state, cfg, monkeypatch)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from proximal.actors import make_actor
+from proximal.fast_paths import make_actor
 from proximal.envs import make_envs
 from proximal.rollout import Rollout, RolloutTimes, collect_rollout
 from proximal.trainer import new_state
@@ -21,8 +21,10 @@ def collected(cfg, env_id, iterations=1, num_steps=24, fast=True):
     actor = make_actor(state.policy, torch.device("cpu"), fast=fast)
     snapshots, step = [], 0
     for _ in range(iterations):
-        step, episodes = collect_rollout(envs, actor, state.rollout, state.rng, step, cfg)
+        state.obs, state.carry, step, episodes = collect_rollout(envs, actor, state.rollout, state.obs, state.carry,
+                                                                 state.rng, step, cfg)
         arrays = {k: torch.from_numpy(v.copy()) for k, v in vars(state.rollout).items() if v is not None}
+        arrays["next_obs"] = torch.from_numpy(state.obs.copy())
         snapshots.append(arrays | {"episodes": episodes, "step": step})
     envs.close()
     return state.policy, snapshots
@@ -141,7 +143,8 @@ def test_collect_rollout_times_env_steps_and_inference(cfg):
     elapsed = 0.0
     for rollouts in (1, 2):
         started = time.perf_counter()
-        collect_rollout(slow_envs, slow_actor, state.rollout, state.rng, 0, cfg, times)
+        state.obs, state.carry, _, _ = collect_rollout(slow_envs, slow_actor, state.rollout, state.obs, state.carry,
+                                                       state.rng, 0, cfg, times)
         elapsed += time.perf_counter() - started
         # an act per step; a value at the two truncations (steps 10 and 20) and for the next observation
         assert slow_envs.calls == {"step": 20 * rollouts}
@@ -153,14 +156,12 @@ def test_collect_rollout_times_env_steps_and_inference(cfg):
 
 
 def test_uint8_observations_are_stored_as_uint8():
-    import gymnasium as gym
-
-    buf = Rollout.allocate(3, 2, (4, 84, 84), gym.spaces.Discrete(4), np.uint8)
-    assert buf.obs.dtype == np.uint8 and buf.next_obs.dtype == np.uint8 and buf.obs.shape == (3, 2, 4, 84, 84)
+    buf = Rollout.allocate(3, 2, (4, 84, 84), obs_dtype=np.uint8)
+    assert buf.obs.dtype == np.uint8 and buf.obs.shape == (3, 2, 4, 84, 84)
     buf.obs[...] = 200
     zeros = np.zeros((3, 2), np.float32)
     batch = buf.training_batch(zeros, zeros, torch.device("cpu"))
     assert batch["obs"].dtype == torch.uint8 and batch["obs"].shape == (6, 4, 84, 84)
     assert int(batch["obs"].max()) == 200
     assert Rollout.allocate(3, 2, (4,)).obs.dtype == np.float32
-    assert Rollout.allocate(3, 2, (4,), None, np.float64).obs.dtype == np.float32
+    assert Rollout.allocate(3, 2, (4,), obs_dtype=np.float64).obs.dtype == np.float32
