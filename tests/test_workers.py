@@ -133,3 +133,18 @@ def test_action_masks_come_back_from_the_workers_in_env_order():
         runs.append(np.stack(masks))
     assert runs[0].shape[1] == 3 and runs[0].any() and not runs[0].all()
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_same_step_info_gives_final_observations_and_episodes():
+    from proximal.envs.workers import unpack_same_step_info
+
+    obs = np.array([[0.0], [1.0], [2.0]])
+    assert unpack_same_step_info(obs, {})[0] is obs, "no episode ended: obs itself, carried once by a pipe"
+    last = np.empty(3, dtype=object)  # gymnasium's: the last observation where an episode ended, else None
+    last[1] = np.array([9.0])
+    info = {"_final_obs": np.array([False, True, False]), "final_obs": last,
+            "final_info": {"episode": {"_r": np.array([False, True, False]), "r": np.array([0.0, 7.5, 0.0]),
+                                       "l": np.array([0, 12, 0])}}}
+    final_obs, episodes = unpack_same_step_info(obs, info)
+    assert final_obs.tolist() == [[0.0], [9.0], [2.0]] and obs.tolist() == [[0.0], [1.0], [2.0]]
+    assert episodes == [(1, 7.5, 12)]
