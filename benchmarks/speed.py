@@ -79,7 +79,7 @@ def time_sb3(cfg) -> tuple[float, int, dict]:
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecNormalize
     from torch import nn
 
-    from proximal.envs.vector import is_atari_id
+    from proximal.envs import is_atari_id
 
     lr0 = cfg.learning_rate
     atari = is_atari_id(cfg.env_id)
@@ -122,7 +122,7 @@ def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, t
     # the first torch.optim.Adam imports torch._dynamo (about 1 s here); both libraries build one inside the
     # clock, so import it now, like every other import
     import torch._dynamo  # noqa: F401
-    from proximal.envs.vector import is_atari_id
+    from proximal.envs import is_atari_id
 
     # the first gym.make imports the env's module; pay that outside the clock, for both libraries
     if is_atari_id(env_id):

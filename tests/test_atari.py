@@ -519,6 +519,7 @@ def test_atari_env_state_round_trip_continues_every_game_exactly():
     """Capture mid-game (a life lost, no-op RNG drawn, the frame-skip buffer filled), step on, restore into fresh
     envs: the restored envs repeat the same observations, rewards, dones and episodes."""
     from proximal.envs.atari_vector import AtariVectorEnv
+    from proximal.envs.contract import EnvOptions
 
     def run(envs, actions):
         out = []
@@ -528,7 +529,7 @@ def test_atari_env_state_round_trip_continues_every_game_exactly():
         return out
 
     rng = np.random.default_rng(1)
-    envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 2, workers=2)
+    envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 2, options=EnvOptions(workers=2))
     envs.reset(seed=7)
     run(envs, rng.integers(4, size=(300, 2)))
     state = envs.get_state()
@@ -536,7 +537,7 @@ def test_atari_env_state_round_trip_continues_every_game_exactly():
     expected = run(envs, later)
     envs.close()
     assert any(t.any() for _, _, t, _, _ in expected), "the compared stretch holds life losses"
-    fresh = AtariVectorEnv("BreakoutNoFrameskip-v4", 2, workers=1)
+    fresh = AtariVectorEnv("BreakoutNoFrameskip-v4", 2)
     fresh.reset(seed=99)
     fresh.set_state(state)
     got = run(fresh, later)
@@ -551,11 +552,12 @@ def test_atari_env_state_round_trip_continues_every_game_exactly():
 
 def test_atari_workers_give_the_same_transitions_as_one_process():
     from proximal.envs.atari_vector import AtariVectorEnv
+    from proximal.envs.contract import EnvOptions
 
     actions = np.random.default_rng(2).integers(4, size=(200, 3))
     runs = []
     for workers in (1, 2):
-        envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 3, workers=workers)
+        envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 3, options=EnvOptions(workers=workers))
         first = envs.reset(seed=5).copy()
         steps = [envs.step(a) for a in actions]
         runs.append((first, [(s.obs.copy(), s.final_obs.copy(), s.reward, s.terminated, s.episodes) for s in steps]))

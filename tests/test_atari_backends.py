@@ -26,6 +26,7 @@ import pytest
 from proximal.envs import atari
 from proximal.envs.atari import NoopReset, make_frame_stack, warp, wrap_atari
 from proximal.envs.atari_backends import atari_game, make_backend_envs
+from proximal.envs.contract import EnvOptions
 from proximal.errors import UserError
 
 try:
@@ -61,7 +62,7 @@ def side_by_side(backend: str, env_id: str):
     raw = RawFrames(gym.make(env_id, repeat_action_probability=0.0, frameskip=1, max_num_frames_per_episode=limit))
     inner = NoopReset(raw, noop_max=1) if backend == "envpool" else raw  # envpool's least: one no-op frame
     chain = wrap_atari(inner, NO_RESET_SEQUENCES)
-    envs = make_backend_envs(backend, env_id, 1, NO_RESET_SEQUENCES)
+    envs = make_backend_envs(env_id, 1, EnvOptions(backend=backend, details=NO_RESET_SEQUENCES))
     return chain, raw, envs
 
 
@@ -123,7 +124,7 @@ def test_atari_backend_max_pools_gray_frames_unlike_the_reference(backend):
 
 def play(backend: str, env_id: str, details: dict, steps: int, num_envs: int = 2):
     """Steps the backend with seeded random actions; returns the steps, each after the stacks it started from."""
-    envs = make_backend_envs(backend, env_id, num_envs, details)
+    envs = make_backend_envs(env_id, num_envs, EnvOptions(backend=backend, details=details))
     obs = envs.reset(seed=1)
     assert obs.dtype == np.uint8 and obs.shape == (num_envs, 4, 84, 84)
     assert (obs[:, :3] == 0).all() and obs[:, 3].any(), "a zeroed stack, the first frame last"
@@ -184,13 +185,15 @@ def test_atari_backend_episodic_life_off_gives_one_done_per_game(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_atari_backend_refuses_what_it_cannot_honour(backend):
     with pytest.raises(UserError, match="atari.frame_skip.*--backend python"):
-        make_backend_envs(backend, "BreakoutNoFrameskip-v4", 1, {**ALL_ON, "atari.frame_skip": False})
+        make_backend_envs("BreakoutNoFrameskip-v4", 1,
+                          EnvOptions(backend=backend, details={**ALL_ON, "atari.frame_skip": False}))
     with pytest.raises(UserError, match="not an Atari.*--backend python"):
-        make_backend_envs(backend, "CartPole-v1", 1, ALL_ON)
-    off = make_backend_envs(backend, "BreakoutNoFrameskip-v4", 1, {**ALL_ON, "atari.frame_stack": False})
+        make_backend_envs("CartPole-v1", 1, EnvOptions(backend=backend, details=ALL_ON))
+    off = make_backend_envs("BreakoutNoFrameskip-v4", 1,
+                            EnvOptions(backend=backend, details={**ALL_ON, "atari.frame_stack": False}))
     assert off.single_observation_space.shape == (1, 84, 84)
     assert make_frame_stack(1, ALL_ON).observation_space == make_backend_envs(
-        backend, "ALE/Breakout-v5", 1, ALL_ON).single_observation_space
+        "ALE/Breakout-v5", 1, EnvOptions(backend=backend, details=ALL_ON)).single_observation_space
 
 
 def test_atari_backend_envpool_missing_or_unknown_backend_is_one_clear_message(monkeypatch):
@@ -198,7 +201,7 @@ def test_atari_backend_envpool_missing_or_unknown_backend_is_one_clear_message(m
 
     monkeypatch.setitem(sys.modules, "envpool", None)  # import envpool now raises ImportError
     with pytest.raises(UserError, match=r"pip install -e '\.\[envpool\]'"):
-        make_backend_envs("envpool", "BreakoutNoFrameskip-v4", 1)
+        make_backend_envs("BreakoutNoFrameskip-v4", 1, EnvOptions(backend="envpool"))
     cfg = preset("atari")
     cfg.backend = "cuda"
     with pytest.raises(UserError, match="backend must be one of python, envpool, ale"):
@@ -210,10 +213,10 @@ def test_atari_backend_trains_the_atari_preset_from_the_cli(backend, tmp_path, m
     import json
 
     from proximal.cli import main
-    from proximal.envs import atari_backends
+    from proximal.envs import make
 
     made = []
-    monkeypatch.setattr(atari_backends, "make_backend_envs",
+    monkeypatch.setattr(make, "make_backend_envs",
                         lambda *a, **k: made.append(make_backend_envs(*a, **k)) or made[-1])
     run_dir = tmp_path / "run"
     code = main(["train", "--preset", "atari", "--backend", backend, "--total-steps", "256", "--num-envs", "2",

@@ -83,7 +83,7 @@ def test_env_state_is_captured_at_the_same_moment_as_the_carried_obs(run):
     try:
         envs.reset(seed=123)
         envs.set_state(payload["env"])
-        restored = [torch.as_tensor(e.unwrapped.state, dtype=torch.float32) for e in envs.groups.local_envs]
+        restored = [torch.as_tensor(e.unwrapped.state, dtype=torch.float32) for e in envs.groups.call(list)]
     finally:
         envs.close()
     torch.testing.assert_close(torch.stack(restored), payload["obs"])

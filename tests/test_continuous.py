@@ -37,7 +37,7 @@ UNBOUNDED = "proximal-test/BoxUnbounded-v0"
 
 def received(envs) -> np.ndarray:
     """(T, N, *action shape): the actions each recording env received, in order."""
-    return np.stack([np.stack(env.unwrapped.received) for env in envs.groups.local_envs], axis=1)
+    return np.stack([np.stack(env.unwrapped.received) for env in envs.groups.call(list)], axis=1)
 
 
 def rollout_on(cfg, env_id, num_steps=16, num_envs=3, fast=True):
@@ -302,7 +302,7 @@ def test_deterministic_evaluation_sends_the_clipped_mean(cfg, monkeypatch):
     made = []
     monkeypatch.setattr(evaluate_mod, "make_envs", lambda *a, **k: made.append(make_envs(*a, **k)) or made[-1])
     evaluate_mod.evaluate(policy, RECORDER, 2, seed=0, deterministic=True)
-    got = np.stack(made[0].groups.local_envs[0].unwrapped.received)
+    got = np.stack(made[0].groups.call(list)[0].unwrapped.received)
     assert len(got) == 8
     obs = torch.from_numpy(np.stack([np.array([[t % 4, t // 4], [np.sin(t % 4), np.cos(t // 4)]], np.float32)
                                      for t in range(8)]))

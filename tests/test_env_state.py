@@ -61,7 +61,7 @@ def test_positions_and_velocities_alone_are_not_enough_on_ant():
     original.reset(seed=1)
     for a in actions_for(original, 40, seed=2):
         original.step(a)
-    sim = original.groups.local_envs[0].unwrapped
+    sim = original.groups.call(list)[0].unwrapped
     qpos, qvel = sim.data.qpos.copy(), sim.data.qvel.copy()
     state = original.get_state()
     ahead = actions_for(original, 60, seed=3)
@@ -71,6 +71,6 @@ def test_positions_and_velocities_alone_are_not_enough_on_ant():
     partial.reset(seed=5)
     state_without_sim = dict(state, mujoco=[None])
     partial.set_state(state_without_sim)  # counters and RNGs, as the full capture has them
-    partial.groups.local_envs[0].unwrapped.set_state(qpos, qvel)  # gymnasium's own restore: qpos, qvel, mj_forward
+    partial.groups.call(list)[0].unwrapped.set_state(qpos, qvel)  # gymnasium's own restore: qpos, qvel, mj_forward
     got = trajectory(partial, ahead)
     assert not all(np.array_equal(e, g) for e, g in zip(expected, got))

@@ -299,7 +299,7 @@ def test_multidiscrete_start_offsets_reach_the_env(cfg):
     envs = make_envs("proximal-test/MultiStart-v0", 2)
     envs.reset(seed=0)
     envs.step(np.array([[0, 1], [1, 0]]))
-    assert envs.groups.local_envs[0].unwrapped.received.tolist() == [5, 11]
+    assert envs.groups.call(list)[0].unwrapped.received.tolist() == [5, 11]
 
 
 class OffsetEnv(gym.Env):

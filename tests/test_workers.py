@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from proximal.envs.contract import EnvOptions
 from proximal.envs.vector import GymVectorEnv
 
 
 def _rollout(workers: int, steps: int = 300):
-    envs = GymVectorEnv("CartPole-v1", 5, workers=workers)
+    envs = GymVectorEnv("CartPole-v1", 5, options=EnvOptions(workers=workers))
     actions = np.random.default_rng(0).integers(2, size=(steps, 5))
     try:
         out = [envs.reset(seed=11).copy()]
@@ -42,7 +43,7 @@ def _fail(envs):
 
 
 def test_an_error_in_a_worker_is_raised_in_the_parent_and_close_ends_the_workers():
-    envs = GymVectorEnv("CartPole-v1", 2, workers=2)
+    envs = GymVectorEnv("CartPole-v1", 2, options=EnvOptions(workers=2))
     processes = [g.process for g in envs.groups.groups]
     assert all(p.is_alive() for p in processes)
     with pytest.raises(ValueError, match="raised in a worker"):
@@ -93,9 +94,10 @@ def test_workers_stop_when_their_parent_is_killed():
     import sys
     import time
 
-    script = ("from proximal.envs.vector import GymVectorEnv\n"
+    script = ("from proximal.envs.contract import EnvOptions\n"
+              "from proximal.envs.vector import GymVectorEnv\n"
               "import os, time\n"
-              "envs = GymVectorEnv('CartPole-v1', 3, workers=3)\n"
+              "envs = GymVectorEnv('CartPole-v1', 3, options=EnvOptions(workers=3))\n"
               "print(' '.join(str(g.process.pid) for g in envs.groups.groups), flush=True)\n"
               "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -120,7 +122,7 @@ def test_action_masks_come_back_from_the_workers_in_env_order():
     """aux.action_masking: the masks read from each env's info reach the learner as from one process."""
     runs = []
     for workers in (1, 2):
-        envs = GymVectorEnv("proximal/MaskedMultiDiscrete-v0", 3, workers=workers)
+        envs = GymVectorEnv("proximal/MaskedMultiDiscrete-v0", 3, options=EnvOptions(workers=workers))
         envs.reset(seed=4)
         masks = [envs.action_masks()]
         rng = np.random.default_rng(0)
@@ -131,3 +133,18 @@ def test_action_masks_come_back_from_the_workers_in_env_order():
         runs.append(np.stack(masks))
     assert runs[0].shape[1] == 3 and runs[0].any() and not runs[0].all()
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_same_step_info_gives_final_observations_and_episodes():
+    from proximal.envs.workers import unpack_same_step_info
+
+    obs = np.array([[0.0], [1.0], [2.0]])
+    assert unpack_same_step_info(obs, {})[0] is obs, "no episode ended: obs itself, carried once by a pipe"
+    last = np.empty(3, dtype=object)  # gymnasium's: the last observation where an episode ended, else None
+    last[1] = np.array([9.0])
+    info = {"_final_obs": np.array([False, True, False]), "final_obs": last,
+            "final_info": {"episode": {"_r": np.array([False, True, False]), "r": np.array([0.0, 7.5, 0.0]),
+                                       "l": np.array([0, 12, 0])}}}
+    final_obs, episodes = unpack_same_step_info(obs, info)
+    assert final_obs.tolist() == [[0.0], [9.0], [2.0]] and obs.tolist() == [[0.0], [1.0], [2.0]]
+    assert episodes == [(1, 7.5, 12)]

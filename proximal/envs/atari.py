@@ -219,8 +219,13 @@ def wrap_atari(env: gym.Env, details: Mapping[str, bool] | None = None) -> gym.E
     return env
 
 
-def is_atari(env_id: str) -> bool:
+def is_atari_id(env_id: str) -> bool:
     """Whether ``env_id`` is an ale-py id (False where ale-py is not installed)."""
+    # a registered id (CartPole-v1) is answered without importing ale-py, which registers its own ids on import
+    try:
+        return "ale_py" in str(gym.spec(env_id).entry_point)
+    except gym.error.Error:
+        pass
     try:
         import ale_py
 

@@ -1,5 +1,6 @@
-"""Opt-in C++ vectorized Atari backends (``--backend envpool`` or ``--backend ale``) behind the ``vector.VecEnv``
-contract, for speed. The Python chain (``atari_vector``) stays the default and defines the semantics.
+"""Opt-in C++ vectorized Atari backends (``--backend envpool`` or ``--backend ale``) behind the
+``contract.VecEnv`` contract, for speed. The Python chain (``atari_vector``) stays the default and defines the
+semantics.
 
 Each backend runs the emulators, the frame skip with its max-pool, the gray 84x84 INTER_AREA warp, the no-op and
 FIRE resets and the life-loss signal in C++ threads, with the reference's emulator settings (no sticky actions,
@@ -18,16 +19,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..config import BACKENDS
 from ..errors import UserError
-from .atari import (FRAME_SIZE, FRAME_SKIP, NOOP_MAX, atari_spec, is_atari, is_on, make_frame_stack,
+from .atari import (FRAME_SIZE, FRAME_SKIP, NOOP_MAX, atari_spec, is_atari_id, is_on, make_frame_stack,
                     reference_max_frames)
-from .vector import Step
+from .contract import EnvOptions, Step
 
 
 def atari_game(env_id: str) -> str:
     """The ALE game (``breakout``, ``space_invaders``) of an ale-py id."""
-    if not is_atari(env_id):
+    if not is_atari_id(env_id):
         raise UserError(f"'{env_id}' is not an Atari (ale-py) id; --backend envpool and ale run Atari games only: "
                         "use an Atari id or --backend python")
     return atari_spec(env_id).kwargs["game"]
@@ -36,8 +36,11 @@ def atari_game(env_id: str) -> str:
 class BackendAtariEnv:
     """What both backends share: the frame stack, the learner's reward, the game statistics, the contract.
 
-    A backend subclass sets ``num_envs``, ``single_action_space`` and implements ``reset`` and ``step`` with
-    ``_first`` and ``_finish``."""
+    A backend subclass names itself (``name``: its --backend value), sets ``single_action_space`` and implements
+    ``reset``, ``step`` and ``close`` with ``_first`` and ``_finish``."""
+
+    name: str
+    metadata: dict = {}  # nothing is rendered
 
     def __init__(self, num_envs: int, details: Mapping[str, bool] | None, repeat_first: bool):
         self.num_envs = num_envs
@@ -66,6 +69,12 @@ class BackendAtariEnv:
         learner_reward = np.sign(reward) if self.clip_reward else reward
         return Step(obs, learner_reward.astype(np.float32), terminated, truncated, final, episodes)
 
+    def action_masks(self) -> None:
+        return None  # every Atari action is always valid
+
+    def render(self):
+        raise UserError(f"--backend {self.name} does not render its games; record videos with --backend python")
+
     def get_state(self) -> dict | None:
         return None  # the emulators' state is not captured: a resumed run starts fresh episodes
 
@@ -91,6 +100,8 @@ class EnvpoolAtariEnv(BackendAtariEnv):
     the reference's frame limit / 4.
     """
 
+    name = "envpool"
+
     def __init__(self, env_id: str, num_envs: int, details: Mapping[str, bool] | None = None,
                  repeat_first: bool = False):
         try:
@@ -99,7 +110,7 @@ class EnvpoolAtariEnv(BackendAtariEnv):
             raise UserError("--backend envpool needs envpool: pip install -e '.[envpool]' (or use --backend "
                             "python)") from None
         game = atari_game(env_id)
-        _refuse_frame_skip_off(details, "envpool")
+        _refuse_frame_skip_off(details, self.name)
         self.task = "".join(part.capitalize() for part in game.split("_")) + "-v5"
         if self.task not in envpool.list_all_envs():
             raise UserError(f"envpool has no Atari game '{game}'; use --backend python or ale")
@@ -154,12 +165,14 @@ class ALEVectorAtariEnv(BackendAtariEnv):
     after a game over they are the new game's.
     """
 
+    name = "ale"
+
     def __init__(self, env_id: str, num_envs: int, details: Mapping[str, bool] | None = None,
                  repeat_first: bool = False):
         from gymnasium.vector import AutoresetMode
 
         game = atari_game(env_id)
-        _refuse_frame_skip_off(details, "ale")
+        _refuse_frame_skip_off(details, self.name)
         try:
             from ale_py.vector_env import AtariVectorEnv
         except ImportError:
@@ -197,10 +210,10 @@ class ALEVectorAtariEnv(BackendAtariEnv):
         self.envs.close()
 
 
-def make_backend_envs(backend: str, env_id: str, num_envs: int, details: Mapping[str, bool] | None = None,
-                      repeat_first: bool = False):
-    """The vector env of a C++ backend (``envpool`` or ``ale``) for an ale-py id."""
-    makers = {"envpool": EnvpoolAtariEnv, "ale": ALEVectorAtariEnv}
-    if backend not in makers:
-        raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    return makers[backend](env_id, num_envs, dict(details) if details is not None else None, repeat_first)
+def make_backend_envs(env_id: str, num_envs: int, options: EnvOptions) -> BackendAtariEnv:
+    """The vector env of the C++ backend ``options.backend`` (``envpool`` or ``ale``) for an ale-py id."""
+    makers = {maker.name: maker for maker in (EnvpoolAtariEnv, ALEVectorAtariEnv)}
+    if options.backend not in makers:
+        raise UserError(f"unknown backend '{options.backend}'; choose one of: {', '.join(['python', *makers])}")
+    details = dict(options.details) if options.details is not None else None
+    return makers[options.backend](env_id, num_envs, details, options.repeat_first)

@@ -1,9 +1,9 @@
 """The reference's Atari vector env: ``make_atari_env`` envs with same-step autoreset and the vector-level
-``FrameStack`` (atari.frame_stack), behind the ``vector.VecEnv`` contract.
+``FrameStack`` (atari.frame_stack), behind the ``contract.VecEnv`` contract.
 
-Each env is the reference's per-env chain (``atari.make_atari_env``, switched by the ``details`` mapping, usually
-``cfg.details``), stepped in this process or split over ``workers`` processes (``workers.EnvGroups``; the same
-transitions either way). A done is every terminated or truncated step the chain reports, a life loss under
+Each env is the reference's per-env chain (``atari.make_atari_env``, switched by ``options.details``, the run's
+detail switches), stepped in this process or split over ``options.workers`` processes (``workers.EnvGroups``; the
+same transitions either way). A done is every terminated or truncated step the chain reports, a life loss under
 atari.episodic_life included; the env is reset in the same step (for a life loss: the pseudo-reset) and its
 stack is zeroed before its new first frame is written. ``final_obs`` holds the stacks the episodes ended with.
 ``episodes`` come from each env's ``RecordEpisodeStatistics``, inside episodic life and reward clipping: one per
@@ -13,57 +13,57 @@ needs to continue the games exactly: each emulator (with its RNG), each wrapper'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
 import torch
 
-from . import state as env_state
 from .atari import make_atari_env, make_frame_stack
-from .vector import Step, render_first, first_spaces, capture_groups
+from .contract import EnvOptions, Step
 from .workers import EnvGroups
 
 
 class AtariVectorEnv:
-    """``num_envs`` Atari envs of the reference's chain, frames stacked on the vector. ``ale_options`` are
-    emulator settings for ``make_atari_env`` (e.g. ``repeat_action_probability``)."""
+    """``num_envs`` Atari envs of the reference's chain, frames stacked on the vector. ``options.ale_options``
+    are emulator settings for ``make_atari_env`` (e.g. ``repeat_action_probability``)."""
 
-    def __init__(self, env_id: str, num_envs: int, details: Mapping[str, bool] | None = None,
-                 render_mode: str | None = None, repeat_first: bool = False, workers: int = 1,
-                 ale_options: Mapping | None = None):
+    def __init__(self, env_id: str, num_envs: int, render_mode: str | None = None,
+                 options: EnvOptions = EnvOptions()):
         self.env_id = env_id
-        details = dict(details) if details is not None else None
-        make_one = partial(make_atari_env, env_id, details, render_mode=render_mode, **(ale_options or {}))
+        details = dict(options.details) if options.details is not None else None
+        make_one = partial(make_atari_env, env_id, details, render_mode=render_mode, **options.ale_options)
         make_one().close()  # an unknown or non-Atari id, or a bad emulator setting, fails here with its message
-        self.groups = EnvGroups(make_one, num_envs, workers)
+        self.groups = EnvGroups(make_one, num_envs, options.workers)
         self.num_envs = num_envs
-        self.stack = make_frame_stack(num_envs, details, repeat_first=repeat_first)
+        self.stack = make_frame_stack(num_envs, details, repeat_first=options.repeat_first)
         self.single_observation_space = self.stack.observation_space
-        _, self.single_action_space, self.metadata = self.groups.call(first_spaces)[0]
+        _, self.single_action_space, self.metadata = self.groups.spaces()
 
     def reset(self, seed: int) -> np.ndarray:
         return self.stack.reset(self.groups.reset(seed)[0])
 
     def step(self, actions: np.ndarray) -> Step:
-        s = self.groups.step(actions)
-        obs, final = self.stack.step(s.obs, s.terminated | s.truncated,
-                                     s.obs if s.final_obs is None else s.final_obs)
-        return Step(obs, s.reward.astype(np.float32), s.terminated, s.truncated, final, s.episodes)
+        step, _ = self.groups.step(actions)
+        obs, final = self.stack.step(step.obs, step.terminated | step.truncated, step.final_obs)
+        return replace(step, obs=obs, reward=step.reward.astype(np.float32), final_obs=final)
+
+    def action_masks(self) -> None:
+        return None  # every Atari action is always valid
 
     def get_state(self) -> dict | None:
-        state = capture_groups(self.groups)
+        state = self.groups.get_state()
         if state is not None:
             state["stack"] = torch.from_numpy(self.stack.obs.copy())
         return state
 
     def set_state(self, state: dict) -> None:
-        self.groups.call(env_state.restore_all, state["envs"])
+        self.groups.set_state(state)
         self.stack.obs[:] = state["stack"].numpy()
 
     def render(self):
         """The first env's rgb_array frame (make the envs with render_mode="rgb_array")."""
-        return self.groups.call(render_first)[0]
+        return self.groups.render()
 
     def close(self) -> None:
         self.groups.close()

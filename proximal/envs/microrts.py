@@ -1,4 +1,4 @@
-"""Gym-muRTS (gym-microrts 0.4.3) in grid mode behind the ``vector.VecEnv`` contract.
+"""Gym-muRTS (gym-microrts 0.4.3) in grid mode behind the ``contract.VecEnv`` contract.
 
 Ids: ``MicroRTS-<map>-<bot>``, e.g. ``MicroRTS-basesWorkers16x16-randomBiasedAI``: a map of the package's
 ``maps/`` folder (without ``.xml``) and one of its ``microrts_ai`` bots (randomBiasedAI, workerRushAI, coacAI,
@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..errors import UserError
-from .vector import Step, read_masks
+from .contract import Step, read_masks
 
 PREFIX = "MicroRTS-"
 INSTALL = "install it with scripts/install_microrts.sh (see the README)"

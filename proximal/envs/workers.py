@@ -1,4 +1,5 @@
-"""Stepping a vector env's envs in worker processes, so that the emulators of a rollout use every core.
+"""The gymnasium envs of the Python adapters (``vector.GymVectorEnv``, ``atari_vector.AtariVectorEnv``), stepped
+in this process or in worker processes, so that the emulators of a rollout use every core.
 
 The envs are split into contiguous groups; each group is a gymnasium ``SyncVectorEnv`` with same-step autoreset,
 in the parent process (``EnvGroup``) or in a worker process of its own (``WorkerGroup``). Both answer the same
@@ -20,17 +21,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-
-
-@dataclass
-class GroupStep:
-    obs: np.ndarray
-    reward: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    final_obs: np.ndarray | None  # obs with the done envs' last observations, None when no env is done
-    episodes: list[tuple[int, float, int]]  # env indices within the group
-    masks: np.ndarray | None  # info["action_mask"] of the observations returned, where the envs give one
+from . import state as env_state
+from .contract import Step
 
 
 class EnvGroup:
@@ -46,10 +38,11 @@ class EnvGroup:
         obs, info = self.envs.reset(seed=seed + self.first_index)
         return obs, info.get("action_mask")
 
-    def step(self, actions: np.ndarray) -> GroupStep:
+    def step(self, actions: np.ndarray) -> tuple[Step, np.ndarray | None]:
+        """The step (episodes' env indices within the group) and the action masks of its observations."""
         obs, reward, terminated, truncated, info = self.envs.step(actions)
         final_obs, episodes = unpack_same_step_info(obs, info)
-        return GroupStep(obs, reward, terminated, truncated, final_obs, episodes, info.get("action_mask"))
+        return Step(obs, reward, terminated, truncated, final_obs, episodes), info.get("action_mask")
 
     def call(self, fn: Callable, *args):
         """``fn(list of this group's envs, *args)``: how a worker's envs are inspected (spaces, state)."""
@@ -138,13 +131,6 @@ class EnvGroups:
             self.groups = [WorkerGroup(env_fn, size, start) for size, start in zip(sizes, self.starts)]
         self.bounds = list(zip(self.starts, self.starts[1:] + [num_envs]))
 
-    @property
-    def local_envs(self) -> list[gym.Env]:
-        """The envs themselves, where they live in this process (``workers`` <= 1)."""
-        if not isinstance(self.groups[0], EnvGroup):
-            raise RuntimeError("the envs live in worker processes")
-        return self.groups[0].envs.envs
-
     def _all(self, method: str, args_per_group: list[tuple]) -> list:
         for group, args in zip(self.groups, args_per_group, strict=True):
             group.send(method, *args)
@@ -158,17 +144,16 @@ class EnvGroups:
         parts = self._all("reset", [(seed,)] * len(self.groups))
         return np.concatenate([obs for obs, _ in parts]), _concatenate_masks([m for _, m in parts])
 
-    def step(self, actions: np.ndarray) -> GroupStep:
+    def step(self, actions: np.ndarray) -> tuple[Step, np.ndarray | None]:
+        """The step of all envs and the action masks of its observations (None where the envs give none)."""
         parts = self._all("step", [(actions[a:b],) for a, b in self.bounds])
         if len(parts) == 1:
             return parts[0]
-        final_obs = None
-        if any(p.final_obs is not None for p in parts):
-            final_obs = np.concatenate([p.obs if p.final_obs is None else p.final_obs for p in parts])
-        episodes = [(start + i, r, n) for p, start in zip(parts, self.starts) for i, r, n in p.episodes]
-        return GroupStep(*(np.concatenate([getattr(p, name) for p in parts])
-                           for name in ("obs", "reward", "terminated", "truncated")), final_obs, episodes,
-                         _concatenate_masks([p.masks for p in parts]))
+        steps = [step for step, _ in parts]
+        episodes = [(start + i, r, n) for step, start in zip(steps, self.starts) for i, r, n in step.episodes]
+        arrays = (np.concatenate([getattr(step, name) for step in steps])
+                  for name in ("obs", "reward", "terminated", "truncated", "final_obs"))
+        return Step(*arrays, episodes), _concatenate_masks([masks for _, masks in parts])
 
     def call(self, fn: Callable, per_env: list | None = None) -> list:
         """``fn(envs of a group)``, or ``fn(envs of a group, that group's slice of per_env)``, for every group;
@@ -176,21 +161,47 @@ class EnvGroups:
         args = [() if per_env is None else (per_env[a:b],) for a, b in self.bounds]
         return [item for part in self._all("call", [(fn, *a) for a in args]) for item in part]
 
+    def spaces(self) -> tuple[gym.Space, gym.Space, dict]:
+        """The first env's observation space, action space and metadata."""
+        return self.call(_spaces)[0]
+
+    def render(self):
+        """The first env's frame (its render_mode's)."""
+        return self.call(_render)[0]
+
+    def get_state(self) -> dict | None:
+        """Every env's state (``state.capture``), or None where one cannot be captured."""
+        states = self.call(env_state.capture_all)
+        return None if any(s is None for s in states) else {"envs": states}
+
+    def set_state(self, state: dict) -> None:
+        self.call(env_state.restore_all, state["envs"])
+
     def close(self) -> None:
         for group in self.groups:
             group.close()
+
+
+# functions of a group's envs for ``EnvGroups.call``, at module level so that a worker can unpickle them
+def _spaces(envs) -> list:
+    return [(envs[0].observation_space, envs[0].action_space, envs[0].metadata)]
+
+
+def _render(envs) -> list:
+    return [envs[0].render()]
 
 
 def _concatenate_masks(masks: list) -> np.ndarray | None:
     return None if any(m is None for m in masks) else np.concatenate(masks)
 
 
-def unpack_same_step_info(obs: np.ndarray, info: dict) -> tuple[np.ndarray | None, list[tuple[int, float, int]]]:
-    """From a step of gymnasium's same-step-autoreset vector env: the final observations (``obs`` with the rows
-    of the envs whose episode ended replaced by their last observation; None when no episode ended) and the
-    ended episodes' (env index, return, length) from each env's RecordEpisodeStatistics."""
+def unpack_same_step_info(obs: np.ndarray, info: dict) -> tuple[np.ndarray, list[tuple[int, float, int]]]:
+    """From a step of gymnasium's same-step-autoreset vector env: the final observations (a copy of ``obs`` with
+    the rows of the envs whose episode ended replaced by their last observation; ``obs`` itself when no episode
+    ended, which a worker's pipe then carries once) and the ended episodes' (env index, return, length) from
+    each env's RecordEpisodeStatistics."""
     if "_final_obs" not in info:
-        return None, []
+        return obs, []
     final_obs = obs.copy()
     for i in np.flatnonzero(info["_final_obs"]):
         final_obs[i] = info["final_obs"][i]

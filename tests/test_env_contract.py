@@ -1,0 +1,105 @@
+"""The env layer's seams: every adapter implements the whole ``contract.VecEnv``, the modules import in layers
+(contract below the adapters, ``make`` above them, the config read by ``make`` alone), and ``make_envs`` hands
+the run's settings to the adapters as ``EnvOptions``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proximal.envs.contract import EnvOptions, VecEnv
+from proximal.errors import UserError
+
+ENVS = Path(__file__).parent.parent / "proximal" / "envs"
+MEMBERS = set(VecEnv.__annotations__) | {name for name, value in vars(VecEnv).items()
+                                          if callable(value) and not name.startswith("_")}
+
+
+def relative_imports(path: Path) -> set[str]:
+    """The proximal modules ``path`` imports: ``config`` for ``..config``, ``envs.atari`` for ``.atari``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            names = [node.module] if node.module else [alias.name for alias in node.names]
+            found |= {("envs." if node.level == 1 else "") + name.split(".")[0] for name in names}
+    return found
+
+
+def test_env_modules_import_in_layers_without_a_circle():
+    imports = {path.stem: relative_imports(path) for path in ENVS.glob("*.py")}
+    assert MEMBERS == {"num_envs", "single_observation_space", "single_action_space", "metadata", "reset", "step",
+                       "action_masks", "render", "get_state", "set_state", "close"}
+    assert imports["contract"] <= {"errors", "spaces"}, "the contract imports no adapter, policy or config"
+    # normalize wraps the made envs and reads its own settings from the config
+    assert {name for name, found in imports.items() if "config" in found} == {"make", "normalize"}
+    assert {name for name, found in imports.items() if "envs.make" in found} == {"__init__"}
+
+    def reaches(start, target, seen=()):
+        return any(dep == target or (dep not in seen and reaches(dep, target, (*seen, dep)))
+                   for dep in (d[len("envs."):] for d in imports.get(start, ()) if d.startswith("envs.")))
+    assert not [name for name in imports if reaches(name, name)]
+
+
+def assert_whole_protocol(envs) -> None:
+    assert all(hasattr(envs, name) for name in MEMBERS), sorted(n for n in MEMBERS if not hasattr(envs, n))
+
+
+def test_gymnasium_and_atari_adapters_implement_the_whole_protocol():
+    from proximal.envs import make_envs
+
+    cartpole = make_envs("CartPole-v1", 2, render_mode="rgb_array")
+    atari = make_envs("BreakoutNoFrameskip-v4", 1, render_mode="rgb_array")
+    for envs, fps, frame in ((cartpole, 50, (400, 600, 3)), (atari, 30, (210, 160, 3))):
+        assert_whole_protocol(envs)
+        envs.reset(seed=0)
+        assert envs.action_masks() is None
+        assert envs.metadata["render_fps"] == fps and envs.render().shape == frame
+        envs.close()
+
+
+@pytest.mark.parametrize("backend", ["envpool", "ale"])
+def test_cpp_backends_implement_the_whole_protocol_and_refuse_to_render(backend):
+    from proximal.envs.atari_backends import make_backend_envs
+
+    envs = make_backend_envs("BreakoutNoFrameskip-v4", 1, EnvOptions(backend=backend))
+    assert_whole_protocol(envs)
+    envs.reset(seed=0)
+    assert envs.action_masks() is None and envs.metadata == {}
+    with pytest.raises(UserError, match=f"--backend {backend} does not render.*--backend python"):
+        envs.render()
+    envs.close()
+
+
+def test_microrts_adapter_has_every_method_of_the_protocol():
+    from proximal.envs.microrts import MicroRTSVectorEnv
+
+    methods = {name for name in MEMBERS if callable(getattr(VecEnv, name, None))}
+    assert all(callable(getattr(MicroRTSVectorEnv, name, None)) for name in methods)
+
+
+def test_env_options_carry_the_runs_env_settings_to_the_atari_chain():
+    from proximal.config import preset
+    from proximal.envs import make_envs
+    from proximal.envs.atari_vector import AtariVectorEnv
+    from proximal.envs.make import env_options
+
+    cfg = preset("atari")
+    cfg.num_envs, cfg.env_workers, cfg.atari_repeat_first = 2, 3, True
+    cfg.ale_options = "repeat_action_probability=0.25"
+    options = env_options(cfg)
+    assert options == EnvOptions(workers=2, details=cfg.details, repeat_first=True,
+                                 ale_options={"repeat_action_probability": 0.25}, backend="python")
+    envs = make_envs("BreakoutNoFrameskip-v4", 2, cfg=cfg)
+    assert isinstance(envs, AtariVectorEnv) and len(envs.groups.groups) == 2, "2 workers: at most one per env"
+    obs = envs.reset(seed=0)
+    assert obs[:, 3].any() and all(np.array_equal(obs[:, j], obs[:, 3]) for j in range(3)), "repeat_first"
+    sticky = envs.groups.call(sticky_action_probability)
+    assert sticky == [0.25, 0.25], "the ale options reach every worker's emulator"
+    envs.close()
+
+
+def sticky_action_probability(envs) -> list:
+    return [env.unwrapped.ale.getFloat("repeat_action_probability") for env in envs]
