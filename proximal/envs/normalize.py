@@ -18,7 +18,7 @@ import torch
 
 from ..config import Config
 from ..errors import UserError
-from .vector import Step, VecEnv
+from .contract import Step, VecEnv
 
 EPSILON = 1e-8  # added to the variance before the square root
 CLIP = 10.0  # cont.obs_clip and cont.reward_clip bound

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..errors import UserError
-from .contract import EnvOptions, Step, VecEnv, read_masks  # noqa: F401 - normalize.py still reads VecEnv here
+from .contract import EnvOptions, Step, read_masks
 from .workers import EnvGroups
 
 
