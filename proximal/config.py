@@ -186,8 +186,12 @@ PRESETS: dict[str, Config] = {
                        ent_coef=0.01, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
                        details=_default_details(off=("core.separate_networks",))),
 }
-# the reference's cnn_lstm: the atari preset with one frame per observation, Nature CNN -> LSTM(512 -> 128)
-PRESETS["atari-lstm"] = replace(PRESETS["atari"], lstm_size=128, details=_default_details(
+# the reference's cnn_lstm: the atari preset (its 4-frame stack included: the reference stacks frames for every
+# Atari network) with Nature CNN -> LSTM(512 -> 128)
+PRESETS["atari-lstm"] = replace(PRESETS["atari"], lstm_size=128, details=dict(PRESETS["atari"].details))
+# proximal's own variant, not the reference's: one frame per observation, the LSTM alone carrying the motion the
+# stack would show
+PRESETS["atari-lstm-1frame"] = replace(PRESETS["atari-lstm"], details=_default_details(
     on=atari_details(), off=("core.separate_networks", "atari.frame_stack")))
 
 

@@ -376,11 +376,29 @@ def test_atari_lstm_preset_trains_a_few_hundred_steps_from_the_cli(tmp_path):
     assert payload["update"] == 2 and payload["lstm_state"].shape == (2, 2, 128)
     assert payload["lstm_state"].abs().sum() > 0
     policy, cfg, _ = load_policy(run_dir)
-    # the reference's cnn_lstm: one frame per observation, Nature CNN -> LSTM(512 -> 128) -> both heads
-    assert not cfg.on("atari.frame_stack") and cfg.on("atari.episodic_life") and cfg.clip_coef == 0.1
-    assert isinstance(policy.trunk, NatureCNN) and policy.trunk.convs[0].in_channels == 1
+    # the reference's cnn_lstm: the 4-frame stack of every reference Atari env, Nature CNN -> LSTM(512 -> 128) ->
+    # both heads
+    assert cfg.on("atari.frame_stack") and cfg.on("atari.episodic_life") and cfg.clip_coef == 0.1
+    assert isinstance(policy.trunk, NatureCNN) and policy.trunk.convs[0].in_channels == 4
     assert (policy.core.lstm.input_size, policy.core.lstm.hidden_size) == (512, 128)
     assert policy.policy_head.in_features == policy.value_head.in_features == 128
+
+
+def test_atari_lstm_1frame_preset_is_atari_lstm_without_the_frame_stack():
+    from proximal.nets import NatureCNN
+
+    stacked, single = preset("atari-lstm"), preset("atari-lstm-1frame")
+    assert [i for i in single.details if single.on(i) != stacked.on(i)] == ["atari.frame_stack"]
+    assert not single.on("atari.frame_stack") and single.lstm_size == stacked.lstm_size == 128
+    assert {k: v for k, v in vars(single).items() if k not in ("details", "preset")} == \
+        {k: v for k, v in vars(stacked).items() if k not in ("details", "preset")}
+    single.env_workers = 1
+    envs = make_envs(single.env_id, 2, cfg=single)
+    assert envs.single_observation_space.shape == (1, 84, 84)
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, single)
+    envs.close()
+    assert isinstance(policy.trunk, NatureCNN) and policy.trunk.convs[0].in_channels == 1
+    assert (policy.core.lstm.input_size, policy.core.lstm.hidden_size) == (512, 128)
 
 
 def test_lstm_learns_the_memory_task_the_mlp_cannot(tmp_path):
