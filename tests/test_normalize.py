@@ -252,7 +252,7 @@ def scripted_rewards(cfg):
 
 def check_reward_scaling(cfg):
     scaled, _ = scripted_rewards(cfg)
-    g = cfg.gamma
+    g = cfg.reward_scaling_gamma
     # ret <- ret * g + r, then the N rets join the statistics, then ret <- 0 where the episode ended
     rets = [
         [1.0, 2.0],
@@ -278,7 +278,7 @@ def test_cont_reward_scaling_is_not_gymnasiums_normalize_reward(cfg):
     script (a truncation at step 3), its rewards differ from the reference's at step 4."""
     cfg.details["cont.reward_scaling"] = True
     scaled, _ = scripted_rewards(cfg)
-    g, ret, seen, gymnasium_style = cfg.gamma, np.zeros(2), [], []
+    g, ret, seen, gymnasium_style = cfg.reward_scaling_gamma, np.zeros(2), [], []
     for r, te in zip(REWARDS, TERMINATED):
         ret = ret * g * (1 - np.asarray(te)) + np.asarray(r)
         seen.append(ret.copy())
@@ -287,6 +287,27 @@ def test_cont_reward_scaling_is_not_gymnasiums_normalize_reward(cfg):
     np.testing.assert_allclose(scaled[0], gymnasium_style[0], rtol=1e-12)  # no episode end yet: the same
     assert not np.allclose(scaled[2], gymnasium_style[2], rtol=1e-6)
     assert not np.allclose(scaled[3], gymnasium_style[3], rtol=1e-6)
+
+
+def test_cont_reward_scaling_discounts_with_reward_scaling_gamma_not_gamma(cfg):
+    """The reference's VecNormalize keeps its own 0.99 whatever PPO's gamma. One env, reward 1 twice: the second
+    return is 1.99 (gamma 0.5 would give 1.5); the two returns' population std is 0.495 (0.25), so the second
+    reward scales to 1 / 0.495 = 2.0202 (4.0), up to the prior's weight of 1e-4."""
+    cfg.details["cont.reward_scaling"] = True
+    cfg.gamma = 0.5
+    one_env = [([[0.0]], [1.0], [0], [0])] * 2
+
+    def second_reward():
+        envs, _ = normalize_envs(ScriptedVecEnv([[0.0]], one_env), cfg)
+        envs.reset(seed=0)
+        return [envs.step(np.zeros(1, dtype=np.int64)).reward[0] for _ in one_env][1]
+
+    assert cfg.reward_scaling_gamma == 0.99
+    assert second_reward() == pytest.approx(1 / 0.495, rel=1e-3)
+    _, var, _ = with_prior(np.array([1.0, 1.99]))
+    assert second_reward() == pytest.approx(1 / np.sqrt(var + 1e-8), rel=1e-12)
+    cfg.reward_scaling_gamma = 0.5
+    assert second_reward() == pytest.approx(4.0, rel=1e-3)
 
 
 # --- cont.reward_clip ---------------------------------------------------------------------------------------------
