@@ -499,20 +499,13 @@ def test_atari_resume_continues_exactly(tmp_path):
     """The emulators (ALE cloneState with its RNG), the chain's wrappers and the frame stacks are checkpointed:
     a run stopped and resumed ends with the parameters and episodes of the uninterrupted run, bit for bit."""
     from proximal import checkpoint
-    from proximal.trainer import train
+    from resume_check import assert_resume_is_exact
 
-    cfg = atari_cfg(total_steps=320, checkpoint_every=0)
-    full = train(cfg, tmp_path / "full", quiet=True)
-    train(cfg, tmp_path / "resumed", quiet=True, max_updates=2)
-    resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
-    assert full.update == resumed.update == 5
+    assert_resume_is_exact(atari_cfg(total_steps=320, checkpoint_every=0), tmp_path, stop_at=2)
     a = checkpoint.load(checkpoint.latest(tmp_path / "full"))
     b = checkpoint.load(checkpoint.latest(tmp_path / "resumed"))
-    for key in a["policy"]:
-        assert torch.equal(a["policy"][key], b["policy"][key]), key
-    assert torch.equal(a["env"]["stack"], b["env"]["stack"])
-    with open(tmp_path / "full" / "episodes.csv") as f, open(tmp_path / "resumed" / "episodes.csv") as g:
-        assert f.read() == g.read()
+    assert a["update"] == b["update"] == 5
+    assert a["env"]["stack"].any() and torch.equal(a["env"]["stack"], b["env"]["stack"])
 
 
 def test_atari_env_state_round_trip_continues_every_game_exactly():

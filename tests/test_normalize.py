@@ -21,7 +21,8 @@ from proximal.evaluate import evaluate, load_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
 from ratio_check import assert_ratio_is_one
-from test_trainer import params, rows, same, tiny
+from resume_check import assert_runs_agree, rows, train_stopped_and_resumed
+from test_trainer import tiny
 
 PRIOR_COUNT = 1e-4
 
@@ -376,19 +377,16 @@ def test_classic_envs_are_not_wrapped(cfg):
 def normalized_runs(tmp_path_factory):
     """CartPole with all four switches on: an uninterrupted run of 6 updates, and one stopped after 3 and
     resumed."""
-    root = tmp_path_factory.mktemp("normalized")
     threads = torch.get_num_threads()
     try:
-        full = train(tiny(all_on(preset("classic"))), root / "full", quiet=True)
-        stopped = train(tiny(all_on(preset("classic"))), root / "resumed", quiet=True, max_updates=3)
-        resumed = train(None, root / "resumed", resume=True, quiet=True)
+        return train_stopped_and_resumed(tiny(all_on(preset("classic"))), tmp_path_factory.mktemp("normalized"),
+                                         stop_at=3)
     finally:
         torch.set_num_threads(threads)
-    return root, full, stopped, resumed
 
 
 def test_statistics_saved_as_float64_tensors_and_plain_values(normalized_runs):
-    root, _, _, _ = normalized_runs
+    root = normalized_runs.root
     payload = checkpoint.load(checkpoint.checkpoint_path(root / "resumed", 3))  # weights-only load
     saved = payload["normalizer"]
     for key in ("mean", "var"):
@@ -401,19 +399,15 @@ def test_statistics_saved_as_float64_tensors_and_plain_values(normalized_runs):
 
 
 def test_resumed_run_with_normalization_equals_uninterrupted_run(normalized_runs):
-    root, full, stopped, resumed = normalized_runs
-    assert stopped.update == 3 and resumed.update == full.update == 6
-    assert same(params(full), params(resumed)), "bitwise the parameters of the uninterrupted run"
-    a, b = full.normalizer.state_dict(), resumed.normalizer.state_dict()
+    assert_runs_agree(normalized_runs)
+    a, b = normalized_runs.full.normalizer.state_dict(), normalized_runs.resumed.normalizer.state_dict()
     for part in ("obs", "ret"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in ("mean", "var")) and a[part]["count"] == b[part]["count"]
     assert torch.equal(a["returns"], b["returns"])
-    assert rows(root / "full" / "episodes.csv") == rows(root / "resumed" / "episodes.csv")
-    assert rows(root / "full" / "updates.csv") == rows(root / "resumed" / "updates.csv")
 
 
 def test_episode_statistics_stay_raw(normalized_runs):
-    root, _, _, _ = normalized_runs
+    root = normalized_runs.root
     episodes = rows(root / "full" / "episodes.csv")
     assert episodes, "episodes ended"
     # CartPole pays 1 per step: raw returns equal lengths, where scaled rewards would not
@@ -421,7 +415,7 @@ def test_episode_statistics_stay_raw(normalized_runs):
 
 
 def test_eval_normalizes_with_the_frozen_statistics(normalized_runs, monkeypatch):
-    root, full, _, _ = normalized_runs
+    root = normalized_runs.root
     policy, cfg, normalizer = load_policy(root / "full")
     saved = checkpoint.load(checkpoint.latest(root / "full"))["normalizer"]
     mean, var = saved["obs"]["mean"].numpy(), saved["obs"]["var"].numpy()
@@ -452,7 +446,7 @@ def test_eval_normalizes_with_the_frozen_statistics(normalized_runs, monkeypatch
 
 
 def test_cli_eval_uses_the_checkpoints_statistics_frozen(normalized_runs, monkeypatch, capsys):
-    root, _, _, _ = normalized_runs
+    root = normalized_runs.root
     saved = checkpoint.load(checkpoint.latest(root / "full"))["normalizer"]
     made = []
 
