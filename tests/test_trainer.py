@@ -34,6 +34,32 @@ def test_resume_from_a_periodic_checkpoint_after_a_kill(cfg, tmp_path):
     assert_resume_is_exact(cfg, tmp_path, stop_at=5, lose_last_checkpoint=True)
 
 
+def test_trainer_hands_the_annealed_clip_range_to_the_loss_and_logs_it(cfg, tmp_path, monkeypatch):
+    """aux.clip_annealing over U = 4 updates from eps0 = 0.2: eps0 * (1 - (i - 1) / U) = 0.2, 0.15, 0.1, 0.05 reaches
+    every minibatch's loss of update i (the torch update: the numpy one does not call ppo_loss) and the log."""
+    import inspect
+
+    import proximal.update as update_mod
+
+    seen = []
+    real_loss = update_mod.ppo_loss
+
+    def recording_loss(*args, **kwargs):
+        seen.append(inspect.signature(real_loss).bind(*args, **kwargs).arguments["clip"])
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    tiny(cfg, updates=4).fast_paths = False
+    cfg.details["aux.clip_annealing"] = True
+    train(cfg, tmp_path, quiet=True)
+    per_update = cfg.minibatches_per_epoch * cfg.update_epochs
+    assert len(seen) == 4 * per_update
+    expected = [0.2, 0.15, 0.1, 0.05]
+    assert seen == pytest.approx([clip for clip in expected for _ in range(per_update)], rel=1e-12)
+    logged = [float(r["clip_range"]) for r in rows(tmp_path / "updates.csv")]
+    assert logged == pytest.approx(expected, rel=1e-12)
+
+
 def learned_value(cfg, tmp_path, bootstrap):
     # gamma 0.9, reward 1 forever, episodes cut by a 10-step time limit: the true value is 1 / (1 - 0.9) = 10.
     # Value clipping would limit the value's move to clip_coef per update; it is off to keep the test short.
