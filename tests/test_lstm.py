@@ -2,7 +2,6 @@
 in training, whole-sequence minibatches, the replay from the stored state, the ratio-is-one check, exact resume,
 the memory task, and the atari-lstm preset."""
 
-import csv
 
 import gymnasium as gym
 import numpy as np
@@ -17,10 +16,11 @@ from proximal.nets import LSTMCore, replay_plan
 from proximal.numpy_update import make_update
 from proximal.policy import RecurrentActorCritic, make_policy
 from proximal.rollout import collect_rollout
-from proximal.trainer import new_state, train
+from proximal.trainer import new_state
 from proximal.update import evaluate_minibatch, make_optimizer, ppo_update, sequence_minibatch_indices
 from ratio_check import assert_ratio_is_one
-from resume_check import assert_resume_is_exact, rows
+from resume_check import assert_resume_is_exact
+from test_trainer import final_return
 
 OBS = gym.spaces.Box(-1, 1, (3,), np.float32)
 ACT = gym.spaces.Discrete(2)
@@ -349,10 +349,8 @@ def test_cartpole_no_velocity_trains_from_the_cli(tmp_path):
 
 def memory_task_return(name, tmp_path, steps):
     cfg = preset(name)
-    cfg.env_id, cfg.checkpoint_every = "proximal/CartPoleNoVelocity-v1", 0
-    train(cfg, tmp_path / name, quiet=True, max_updates=steps // cfg.batch_size)
-    returns = [float(r["episodic_return"]) for r in rows(tmp_path / name / "episodes.csv")]
-    return sum(returns[-20:]) / 20
+    cfg.env_id = "proximal/CartPoleNoVelocity-v1"
+    return final_return(cfg, tmp_path / name, steps)
 
 
 # ------------------------------------------------------------------------------------------------- atari-lstm

@@ -6,6 +6,7 @@ import torch
 
 from proximal.trainer import train
 from resume_check import assert_resume_is_exact, params, rows, same
+from test_update import record_losses
 
 
 def tiny(cfg, env_id="CartPole-v1", updates=6):
@@ -37,22 +38,12 @@ def test_resume_from_a_periodic_checkpoint_after_a_kill(cfg, tmp_path):
 def test_trainer_hands_the_annealed_clip_range_to_the_loss_and_logs_it(cfg, tmp_path, monkeypatch):
     """aux.clip_annealing over U = 4 updates from eps0 = 0.2: eps0 * (1 - (i - 1) / U) = 0.2, 0.15, 0.1, 0.05 reaches
     every minibatch's loss of update i (the torch update: the numpy one does not call ppo_loss) and the log."""
-    import inspect
-
-    import proximal.update as update_mod
-
-    seen = []
-    real_loss = update_mod.ppo_loss
-
-    def recording_loss(*args, **kwargs):
-        seen.append(inspect.signature(real_loss).bind(*args, **kwargs).arguments["clip"])
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    calls = record_losses(monkeypatch)
     tiny(cfg, updates=4).fast_paths = False
     cfg.details["aux.clip_annealing"] = True
     train(cfg, tmp_path, quiet=True)
     per_update = cfg.minibatches_per_epoch * cfg.update_epochs
+    seen = [arguments["clip"] for arguments, _ in calls]
     assert len(seen) == 4 * per_update
     expected = [0.2, 0.15, 0.1, 0.05]
     assert seen == pytest.approx([clip for clip in expected for _ in range(per_update)], rel=1e-12)
@@ -83,12 +74,18 @@ def test_truncation_as_termination_underestimates_the_value(cfg, tmp_path):
     assert learned_value(cfg, tmp_path, False) == pytest.approx(expected, abs=0.5)
 
 
+def final_return(cfg, run_dir, steps) -> float:
+    """The mean return of the last 20 episodes of ``cfg`` trained for its first ``steps`` steps (on its own
+    schedule, which may be longer: the run is stopped there)."""
+    cfg.checkpoint_every = 0
+    train(cfg, run_dir, quiet=True, max_updates=steps // cfg.batch_size)
+    returns = [float(r["episodic_return"]) for r in rows(run_dir / "episodes.csv")]
+    return sum(returns[-20:]) / 20
+
+
 def test_cartpole_learns(cfg, tmp_path):
     # the classic preset (500k steps, its learning-rate schedule) stopped after 200k steps
-    cfg.checkpoint_every = 0
-    train(cfg, tmp_path, quiet=True, max_updates=200_000 // cfg.batch_size)
-    returns = [float(r["episodic_return"]) for r in rows(tmp_path / "episodes.csv")]
-    assert sum(returns[-20:]) / 20 >= 450
+    assert final_return(cfg, tmp_path, 200_000) >= 450
 
 
 def test_resume_with_envs_that_cannot_be_captured_starts_new_episodes_and_says_so(cfg, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The PPO update: schedules, optimizer, minibatches, the loss terms, gradient clipping, debug statistics."""
 
+import inspect
 import math
 
 import numpy as np
@@ -44,6 +45,28 @@ def spy_batch(size, seed=0):
         "advantages": torch.randn(size, generator=g),
         "returns": torch.randn(size, generator=g),
     }
+
+
+def spy_update(cfg, size) -> tuple[SpyPolicy, dict[str, float]]:
+    """One torch update of a fresh SpyPolicy on ``spy_batch(size)``, clip 0.2, minibatches drawn from seed 0."""
+    policy = SpyPolicy()
+    return policy, ppo_update(policy, make_optimizer(policy, cfg), spy_batch(size), cfg, 0.2,
+                              torch.Generator().manual_seed(0))
+
+
+def record_losses(monkeypatch) -> list[tuple[dict, dict]]:
+    """Make ``update.ppo_loss`` record every call: its arguments by name and its statistics as floats."""
+    calls = []
+    real_loss = update_mod.ppo_loss
+
+    def recording_loss(*args, **kwargs):
+        loss, stats = real_loss(*args, **kwargs)
+        arguments = inspect.signature(real_loss).bind(*args, **kwargs).arguments
+        calls.append((arguments, {k: v.item() for k, v in stats.items()}))
+        return loss, stats
+
+    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    return calls
 
 
 def loss_inputs(ratio, advantages, new_value=None, old_value=None, returns=None, entropy=None):
@@ -118,8 +141,7 @@ def test_aux_clip_annealing_schedule(cfg):
 def check_minibatches(cfg):
     cfg.num_envs, cfg.num_steps, cfg.num_minibatches, cfg.update_epochs = 2, 8, 4, 3
     validate(cfg)
-    policy = SpyPolicy()
-    ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    policy, _ = spy_update(cfg, 16)
     assert len(policy.seen) == 4 * 3, "num_minibatches per epoch, update_epochs epochs"
     epochs = [sum(policy.seen[e * 4:(e + 1) * 4], []) for e in range(3)]
     for mb in policy.seen:
@@ -137,8 +159,7 @@ def test_core_minibatches_cover_batch_once_per_epoch(cfg):
 def test_core_minibatches_off_is_one_full_batch_step_per_epoch(cfg):
     cfg.details["core.minibatches"] = False
     cfg.num_envs, cfg.num_steps, cfg.update_epochs = 2, 8, 3
-    policy = SpyPolicy()
-    ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    policy, _ = spy_update(cfg, 16)
     assert [sorted(mb) for mb in policy.seen] == [list(range(16))] * 3
 
 
@@ -240,18 +261,10 @@ def test_core_debug_stats_known_ratios(cfg):
 
 
 def test_core_debug_stats_averaged_over_all_minibatches(cfg, monkeypatch):
-    seen = []
-    real_loss = update_mod.ppo_loss
-
-    def recording_loss(*args, **kwargs):
-        loss, stats = real_loss(*args, **kwargs)
-        seen.append({k: v.item() for k, v in stats.items()})
-        return loss, stats
-
-    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    calls = record_losses(monkeypatch)
     cfg.num_envs, cfg.num_steps, cfg.learning_rate = 2, 8, 0.1
-    policy = SpyPolicy()
-    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    _, result = spy_update(cfg, 16)
+    seen = [stats for _, stats in calls]
     assert len(seen) == 16
     assert seen[0]["approx_kl"] == 0.0 and seen[-1]["approx_kl"] > 0.0
     for name in update_mod.STAT_NAMES:
@@ -260,8 +273,8 @@ def test_core_debug_stats_averaged_over_all_minibatches(cfg, monkeypatch):
 
 def check_target_kl(cfg):
     cfg.num_envs, cfg.num_steps, cfg.learning_rate, cfg.target_kl = 2, 32, 1.0, 0.015
-    policy = SpyPolicy()  # lr 1 moves w by about 1 per step: the KL after the first minibatch is far above 0.015
-    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(64), cfg, 0.2, torch.Generator().manual_seed(0))
+    # lr 1 moves w by about 1 per step: the KL after the first minibatch is far above 0.015
+    policy, result = spy_update(cfg, 64)
     assert result["epochs"] == 1
     assert len(policy.seen) == cfg.num_minibatches
 
@@ -270,8 +283,7 @@ def test_aux_target_kl_stops_after_epoch(cfg):
     cfg.details["aux.target_kl"] = True
     check_target_kl(cfg)
     cfg.details["aux.target_kl"] = False  # off by default: every epoch runs
-    policy = SpyPolicy()
-    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(64), cfg, 0.2, torch.Generator().manual_seed(0))
+    _, result = spy_update(cfg, 64)
     assert result["epochs"] == cfg.update_epochs
 
 
