@@ -3,12 +3,11 @@
 import inspect
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from torch import nn
-
-import gymnasium as gym
 
 import proximal.update as update_mod
 from proximal.config import validate
