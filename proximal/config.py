@@ -58,6 +58,9 @@ class Config:
     """Adam epsilon (core.adam_eps; off gives PyTorch's 1e-8)"""
     gamma: float = 0.99
     """discount factor"""
+    reward_scaling_gamma: float = 0.99
+    """discount of the return whose running std scales the rewards (cont.reward_scaling); the reference's
+    VecNormalize keeps its default 0.99 whatever gamma is"""
     gae_lambda: float = 0.95
     """GAE lambda (core.gae; off gives 1.0)"""
     clip_coef: float = 0.2
@@ -186,8 +189,12 @@ PRESETS: dict[str, Config] = {
                        ent_coef=0.01, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
                        details=_default_details(off=("core.separate_networks",))),
 }
-# the reference's cnn_lstm: the atari preset with one frame per observation, Nature CNN -> LSTM(512 -> 128)
-PRESETS["atari-lstm"] = replace(PRESETS["atari"], lstm_size=128, details=_default_details(
+# the reference's cnn_lstm: the atari preset (its 4-frame stack included: the reference stacks frames for every
+# Atari network) with Nature CNN -> LSTM(512 -> 128)
+PRESETS["atari-lstm"] = replace(PRESETS["atari"], lstm_size=128, details=dict(PRESETS["atari"].details))
+# proximal's own variant, not the reference's: one frame per observation, the LSTM alone carrying the motion the
+# stack would show
+PRESETS["atari-lstm-1frame"] = replace(PRESETS["atari-lstm"], details=_default_details(
     on=atari_details(), off=("core.separate_networks", "atari.frame_stack")))
 
 
@@ -225,6 +232,7 @@ def validate(cfg: Config) -> None:
         (cfg.learning_rate > 0, "learning_rate must be positive"),
         (cfg.adam_eps > 0, "adam_eps must be positive"),
         (0 <= cfg.gamma <= 1, "gamma must lie in [0, 1]"),
+        (0 <= cfg.reward_scaling_gamma <= 1, "reward_scaling_gamma must lie in [0, 1]"),
         (0 <= cfg.gae_lambda <= 1, "gae_lambda must lie in [0, 1]"),
         (cfg.clip_coef >= 0, "clip_coef must be >= 0"),
         (cfg.ent_coef >= 0, "ent_coef must be >= 0"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from proximal.config import Config, field_docs, preset, set_detail, validate
+from proximal.config import PRESETS, Config, field_docs, preset, set_detail, validate
 from proximal.details import switchable_ids
 from proximal.errors import UserError
 
@@ -28,6 +28,8 @@ def test_derived_sizes(cfg):
     ({"num_envs": 0}, "num_envs must be positive"),
     ({"clip_coef": -0.1}, "clip_coef"),
     ({"gamma": 1.5}, "gamma"),
+    ({"reward_scaling_gamma": -0.1}, "reward_scaling_gamma must lie in"),
+    ({"reward_scaling_gamma": 1.01}, "reward_scaling_gamma must lie in"),
     ({"total_steps": 100}, "less than one batch"),
     ({"device": "tpu"}, "device"),
 ])
@@ -62,3 +64,10 @@ def test_every_field_has_a_docstring():
     docs = field_docs()
     assert set(docs) == {f for f in Config.__dataclass_fields__}
     assert "GAE lambda" in docs["gae_lambda"]
+    assert "cont.reward_scaling" in docs["reward_scaling_gamma"]
+
+
+def test_every_preset_scales_rewards_with_the_reference_discount():
+    for name in PRESETS:
+        cfg = preset(name)
+        assert cfg.reward_scaling_gamma == cfg.gamma == 0.99, name

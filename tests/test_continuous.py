@@ -23,6 +23,7 @@ from proximal.policy import make_policy
 from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
 from ratio_check import assert_ratio_is_one
+from resume_check import assert_resume_is_exact
 from test_distributions import normal, random_params
 from test_policy import assert_separate_parameter_sets, assert_shared_trunk
 
@@ -392,11 +393,6 @@ def test_gaussian_policy_learns_to_hit_a_target(cfg, tmp_path):
 def test_resumed_pendulum_run_equals_uninterrupted_run(cfg, tmp_path):
     """A Box-action run (log std in the checkpoint, float actions, noise from the numpy RNG) resumes exactly."""
     cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps = "Pendulum-v1", 2, 32, 2 * 32 * 6
-    full = train(cfg, tmp_path / "full", quiet=True)
-    train(cfg, tmp_path / "resumed", quiet=True, max_updates=3)
-    resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
-    assert resumed.update == full.update == 6
-    assert not torch.equal(full.policy.policy_head.log_std, torch.zeros(1)), "the log std was trained"
-    for (name, a), b in zip(full.policy.named_parameters(), resumed.policy.parameters()):
-        assert torch.equal(a, b), name
-    np.testing.assert_array_equal(full.rollout.actions, resumed.rollout.actions)
+    runs = assert_resume_is_exact(cfg, tmp_path, stop_at=3)
+    assert not torch.equal(runs.full.policy.policy_head.log_std, torch.zeros(1)), "the log std was trained"
+    np.testing.assert_array_equal(runs.full.rollout.actions, runs.resumed.rollout.actions)

@@ -1,8 +1,7 @@
 """Recurrent policies (lstm.*): the LSTM core's init and zero state, the resets at episode starts in the rollout and
 in training, whole-sequence minibatches, the replay from the stored state, the ratio-is-one check, exact resume,
-the memory task, and the atari-lstm preset."""
+the memory task, and the atari-lstm presets."""
 
-import csv
 from dataclasses import replace
 
 import gymnasium as gym
@@ -19,10 +18,11 @@ from proximal.nets import LSTMCore, replay_plan
 from proximal.fast_paths import make_actor, make_update
 from proximal.policy import ActorCritic, make_policy
 from proximal.rollout import collect_rollout
-from proximal.trainer import new_state, train
+from proximal.trainer import new_state
 from proximal.update import make_optimizer, minibatch, ppo_update, sequence_minibatch_indices
 from ratio_check import assert_ratio_is_one
-from test_trainer import params, rows, same
+from resume_check import assert_resume_is_exact
+from test_trainer import final_return
 
 OBS = gym.spaces.Box(-1, 1, (3,), np.float32)
 ACT = gym.spaces.Discrete(2)
@@ -307,19 +307,14 @@ def tiny(cfg, updates=6):
 
 
 def test_lstm_resumed_run_equals_uninterrupted_run(cfg, tmp_path):
-    full = train(tiny(cfg), tmp_path / "full", quiet=True)
-    stopped = train(cfg, tmp_path / "resumed", quiet=True, max_updates=3)
-    assert stopped.carry.state.abs().sum() > 0
     from proximal import checkpoint
 
-    payload = checkpoint.load(checkpoint.latest(tmp_path / "resumed"))
+    runs = assert_resume_is_exact(tiny(cfg), tmp_path, stop_at=3)
+    stopped = runs.stopped
+    assert stopped.carry.state.abs().sum() > 0
+    payload = checkpoint.load(checkpoint.checkpoint_path(tmp_path / "resumed", 3))
     assert torch.equal(payload["carry"]["state"], stopped.carry.state)
-    resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
-    assert resumed.update == full.update == 6
-    assert same(params(full), params(resumed)), "bitwise the parameters of the uninterrupted run"
-    assert torch.equal(full.carry.state, resumed.carry.state)
-    assert rows(tmp_path / "full" / "episodes.csv") == rows(tmp_path / "resumed" / "episodes.csv")
-    assert rows(tmp_path / "full" / "updates.csv") == rows(tmp_path / "resumed" / "updates.csv")
+    assert torch.equal(runs.full.carry.state, runs.resumed.carry.state)
 
 
 def test_cartpole_no_velocity_hides_the_velocities_and_its_state_is_captured():
@@ -363,10 +358,8 @@ def test_cartpole_no_velocity_trains_from_the_cli(tmp_path):
 
 def memory_task_return(name, tmp_path, steps):
     cfg = preset(name)
-    cfg.env_id, cfg.checkpoint_every = "proximal/CartPoleNoVelocity-v1", 0
-    train(cfg, tmp_path / name, quiet=True, max_updates=steps // cfg.batch_size)
-    returns = [float(r["episodic_return"]) for r in rows(tmp_path / name / "episodes.csv")]
-    return sum(returns[-20:]) / 20
+    cfg.env_id = "proximal/CartPoleNoVelocity-v1"
+    return final_return(cfg, tmp_path / name, steps)
 
 
 # ------------------------------------------------------------------------------------------------- atari-lstm
@@ -385,11 +378,29 @@ def test_atari_lstm_preset_trains_a_few_hundred_steps_from_the_cli(tmp_path):
     assert payload["update"] == 2 and payload["carry"]["state"].shape == (2, 2, 128)
     assert payload["carry"]["state"].abs().sum() > 0
     policy, cfg, _ = load_policy(run_dir)
-    # the reference's cnn_lstm: one frame per observation, Nature CNN -> LSTM(512 -> 128) -> both heads
-    assert not cfg.on("atari.frame_stack") and cfg.on("atari.episodic_life") and cfg.clip_coef == 0.1
-    assert isinstance(policy.trunk, NatureCNN) and policy.trunk.convs[0].in_channels == 1
+    # the reference's cnn_lstm: the 4-frame stack of every reference Atari env, Nature CNN -> LSTM(512 -> 128) ->
+    # both heads
+    assert cfg.on("atari.frame_stack") and cfg.on("atari.episodic_life") and cfg.clip_coef == 0.1
+    assert isinstance(policy.trunk, NatureCNN) and policy.trunk.convs[0].in_channels == 4
     assert (policy.core.lstm.input_size, policy.core.lstm.hidden_size) == (512, 128)
     assert policy.policy_head.linear.in_features == policy.value_head.in_features == 128
+
+
+def test_atari_lstm_1frame_preset_is_atari_lstm_without_the_frame_stack():
+    from proximal.nets import NatureCNN
+
+    stacked, single = preset("atari-lstm"), preset("atari-lstm-1frame")
+    assert [i for i in single.details if single.on(i) != stacked.on(i)] == ["atari.frame_stack"]
+    assert stacked.on("atari.frame_stack") and not single.on("atari.frame_stack")
+    assert {k: v for k, v in vars(single).items() if k not in ("details", "preset")} == \
+        {k: v for k, v in vars(stacked).items() if k not in ("details", "preset")}
+    single.env_workers = 1
+    envs = make_envs(single.env_id, 2, cfg=single)
+    assert envs.single_observation_space.shape == (1, 84, 84)
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, single)
+    envs.close()
+    assert isinstance(policy.trunk, NatureCNN) and policy.trunk.convs[0].in_channels == 1
+    assert (policy.core.lstm.input_size, policy.core.lstm.hidden_size) == (512, 128)
 
 
 def test_lstm_learns_the_memory_task_the_mlp_cannot(tmp_path):

@@ -22,6 +22,7 @@ from proximal.rollout import collect_rollout
 from proximal.trainer import new_state, train
 from proximal.update import make_optimizer, ppo_update
 from ratio_check import assert_ratio_is_one
+from resume_check import assert_resume_is_exact
 
 SHIPPED = "proximal/MaskedMultiDiscrete-v0"
 # one grid-like 2-D nvec (rows equal: read as rows of a pattern) and one with every run kind of a single row
@@ -325,11 +326,7 @@ def test_shipped_masked_multidiscrete_env_is_learned(cfg, tmp_path):
 
 def test_masked_run_resumes_exactly_and_evaluates_with_masks(cfg, tmp_path, monkeypatch):
     cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.checkpoint_every = SHIPPED, 2, 32, 256, 0
-    full = train(cfg, tmp_path / "full", quiet=True)
-    train(cfg, tmp_path / "resumed", quiet=True, max_updates=2)
-    resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
-    for key, value in full.policy.state_dict().items():
-        assert torch.equal(value, resumed.policy.state_dict()[key]), key
+    assert_resume_is_exact(cfg, tmp_path, stop_at=2)
     policy, run_cfg, _ = load_policy(tmp_path / "full")
     assert policy.masked
     recorders = []

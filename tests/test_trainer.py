@@ -1,35 +1,18 @@
 """The training loop end to end: determinism, exact resume, the truncation bootstrap's effect on the learned
 value, and learning CartPole."""
 
-import csv
-
 import pytest
 import torch
 
 from proximal.trainer import train
+from resume_check import assert_resume_is_exact, params, rows, same
+from test_update import record_losses
 
 
 def tiny(cfg, env_id="CartPole-v1", updates=6):
     cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.checkpoint_every = env_id, 2, 32, 0
     cfg.total_steps = updates * cfg.batch_size
     return cfg
-
-
-def params(state):
-    return {k: v.clone() for k, v in state.policy.state_dict().items()}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-# wall-clock columns: they differ between two runs of the same seed
-TIMINGS = ("SPS", "env_seconds", "inference_seconds", "learn_seconds", "other_seconds")
-
-
-def rows(path, drop=TIMINGS):
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
 
 
 def test_same_seed_same_run_other_seed_other_run(cfg, tmp_path):
@@ -43,28 +26,29 @@ def test_same_seed_same_run_other_seed_other_run(cfg, tmp_path):
 
 
 def test_resumed_run_equals_uninterrupted_run(cfg, tmp_path):
-    full = train(tiny(cfg), tmp_path / "full", quiet=True)
-    stopped = train(cfg, tmp_path / "resumed", quiet=True, max_updates=3)
-    assert stopped.update == 3
-    resumed = train(None, tmp_path / "resumed", resume=True, quiet=True)
-    assert resumed.update == full.update == 6 and resumed.global_step == full.global_step
-    assert same(params(full), params(resumed)), "bitwise the parameters of the uninterrupted run"
-    full_opt, resumed_opt = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
-    assert all(torch.equal(full_opt[i]["exp_avg_sq"], resumed_opt[i]["exp_avg_sq"]) for i in full_opt)
-    # the logs continue without gaps or duplicates; the learning rate continues on the schedule
-    assert rows(tmp_path / "full" / "episodes.csv") == rows(tmp_path / "resumed" / "episodes.csv")
-    assert rows(tmp_path / "full" / "updates.csv") == rows(tmp_path / "resumed" / "updates.csv")
+    assert_resume_is_exact(tiny(cfg), tmp_path, stop_at=3)
 
 
 def test_resume_from_a_periodic_checkpoint_after_a_kill(cfg, tmp_path):
     # checkpoints at updates 2 and 4; "killed" at update 5 (the update-5 checkpoint removed, logs ran ahead)
     tiny(cfg).checkpoint_every = 2
-    full = train(cfg, tmp_path / "full", quiet=True)
-    train(cfg, tmp_path / "killed", quiet=True, max_updates=5)
-    (tmp_path / "killed" / "checkpoints" / "update_0000005.pt").unlink()
-    resumed = train(None, tmp_path / "killed", resume=True, quiet=True)
-    assert same(params(full), params(resumed))
-    assert rows(tmp_path / "full" / "updates.csv") == rows(tmp_path / "killed" / "updates.csv")
+    assert_resume_is_exact(cfg, tmp_path, stop_at=5, lose_last_checkpoint=True)
+
+
+def test_trainer_hands_the_annealed_clip_range_to_the_loss_and_logs_it(cfg, tmp_path, monkeypatch):
+    """aux.clip_annealing over U = 4 updates from eps0 = 0.2: eps0 * (1 - (i - 1) / U) = 0.2, 0.15, 0.1, 0.05 reaches
+    every minibatch's loss of update i (the torch update: the numpy one does not call ppo_loss) and the log."""
+    calls = record_losses(monkeypatch)
+    tiny(cfg, updates=4).fast_paths = False
+    cfg.details["aux.clip_annealing"] = True
+    train(cfg, tmp_path, quiet=True)
+    per_update = cfg.minibatches_per_epoch * cfg.update_epochs
+    seen = [arguments["clip"] for arguments, _ in calls]
+    assert len(seen) == 4 * per_update
+    expected = [0.2, 0.15, 0.1, 0.05]
+    assert seen == pytest.approx([clip for clip in expected for _ in range(per_update)], rel=1e-12)
+    logged = [float(r["clip_range"]) for r in rows(tmp_path / "updates.csv")]
+    assert logged == pytest.approx(expected, rel=1e-12)
 
 
 def learned_value(cfg, tmp_path, bootstrap):
@@ -90,12 +74,18 @@ def test_truncation_as_termination_underestimates_the_value(cfg, tmp_path):
     assert learned_value(cfg, tmp_path, False) == pytest.approx(expected, abs=0.5)
 
 
+def final_return(cfg, run_dir, steps) -> float:
+    """The mean return of the last 20 episodes of ``cfg`` trained for its first ``steps`` steps (on its own
+    schedule, which may be longer: the run is stopped there)."""
+    cfg.checkpoint_every = 0
+    train(cfg, run_dir, quiet=True, max_updates=steps // cfg.batch_size)
+    returns = [float(r["episodic_return"]) for r in rows(run_dir / "episodes.csv")]
+    return sum(returns[-20:]) / 20
+
+
 def test_cartpole_learns(cfg, tmp_path):
     # the classic preset (500k steps, its learning-rate schedule) stopped after 200k steps
-    cfg.checkpoint_every = 0
-    train(cfg, tmp_path, quiet=True, max_updates=200_000 // cfg.batch_size)
-    returns = [float(r["episodic_return"]) for r in rows(tmp_path / "episodes.csv")]
-    assert sum(returns[-20:]) / 20 >= 450
+    assert final_return(cfg, tmp_path, 200_000) >= 450
 
 
 def test_resume_with_envs_that_cannot_be_captured_starts_new_episodes_and_says_so(cfg, tmp_path, capsys):

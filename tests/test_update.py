@@ -1,7 +1,9 @@
 """The PPO update: schedules, optimizer, minibatches, the loss terms, gradient clipping, debug statistics."""
 
+import inspect
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,11 @@ from torch import nn
 
 import proximal.update as update_mod
 from proximal.config import validate
-from proximal.update import (clip_gradients, clip_range, learning_rate, make_optimizer, ppo_loss, ppo_update)
+from proximal.fast_paths import make_update
+from proximal.numpy_update import NumpyMLPUpdate
+from proximal.policy import make_policy
+from proximal.update import (clip_gradients, clip_range, learning_rate, make_optimizer, minibatch_indices, ppo_loss,
+                             ppo_update)
 
 T = torch.tensor
 
@@ -42,12 +48,57 @@ def spy_batch(size, seed=0):
     }
 
 
+def spy_update(cfg, size) -> tuple[SpyPolicy, dict[str, float]]:
+    """One torch update of a fresh SpyPolicy on ``spy_batch(size)``, clip 0.2, minibatches drawn from seed 0."""
+    policy = SpyPolicy()
+    return policy, ppo_update(policy, make_optimizer(policy, cfg), spy_batch(size), cfg, 0.2,
+                              torch.Generator().manual_seed(0))
+
+
+def record_losses(monkeypatch) -> list[tuple[dict, dict]]:
+    """Make ``update.ppo_loss`` record every call: its arguments by name and its statistics as floats."""
+    calls = []
+    real_loss = update_mod.ppo_loss
+
+    def recording_loss(*args, **kwargs):
+        loss, stats = real_loss(*args, **kwargs)
+        arguments = inspect.signature(real_loss).bind(*args, **kwargs).arguments
+        calls.append((arguments, {k: v.item() for k, v in stats.items()}))
+        return loss, stats
+
+    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    return calls
+
+
 def loss_inputs(ratio, advantages, new_value=None, old_value=None, returns=None, entropy=None):
     n = len(ratio)
     z = torch.zeros(n)
     return dict(new_logprob=torch.log(T(ratio)), old_logprob=z, entropy=z if entropy is None else T(entropy),
                 new_value=z if new_value is None else T(new_value), old_value=z if old_value is None else T(old_value),
                 advantages=T(advantages), returns=z if returns is None else T(returns))
+
+
+BOTH_PATHS = pytest.mark.parametrize("fast", [False, True], ids=["torch", "numpy"])
+
+
+def frozen_update(cfg, fast, logratio, advantages, seed=0):
+    """One update of a classic MLP policy on CartPole-like spaces by the torch or the numpy path, with learning rate
+    0 so that the policy never moves: every minibatch sees the log-ratios ``logratio`` (new minus stored log-prob,
+    per sample) and the given advantages. Minibatches are drawn from a generator seeded with ``seed``."""
+    torch.manual_seed(0)
+    policy = make_policy(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2), cfg)
+    optimizer = make_optimizer(policy, cfg)
+    optimizer.param_groups[0]["lr"] = 0.0
+    update = make_update(policy, optimizer, torch.device("cpu"), fast)
+    assert isinstance(update, NumpyMLPUpdate) if fast else update is ppo_update
+    n = len(advantages)
+    obs = torch.from_numpy(np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32))
+    actions = torch.arange(n) % 2
+    with torch.no_grad():
+        logprob, _, value = policy.evaluate({"obs": obs, "actions": actions})
+    batch = {"obs": obs, "actions": actions, "logprobs": logprob - torch.as_tensor(logratio, dtype=torch.float32),
+             "values": value, "advantages": torch.as_tensor(advantages, dtype=torch.float32), "returns": value.clone()}
+    return update(policy, optimizer, batch, cfg, 0.2, torch.Generator().manual_seed(seed))
 
 
 # --- schedules and optimizer ---------------------------------------------------------------------------------
@@ -91,8 +142,7 @@ def test_aux_clip_annealing_schedule(cfg):
 def check_minibatches(cfg):
     cfg.num_envs, cfg.num_steps, cfg.num_minibatches, cfg.update_epochs = 2, 8, 4, 3
     validate(cfg)
-    policy = SpyPolicy()
-    ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    policy, _ = spy_update(cfg, 16)
     assert len(policy.seen) == 4 * 3, "num_minibatches per epoch, update_epochs epochs"
     epochs = [sum(policy.seen[e * 4:(e + 1) * 4], []) for e in range(3)]
     for mb in policy.seen:
@@ -110,8 +160,7 @@ def test_core_minibatches_cover_batch_once_per_epoch(cfg):
 def test_core_minibatches_off_is_one_full_batch_step_per_epoch(cfg):
     cfg.details["core.minibatches"] = False
     cfg.num_envs, cfg.num_steps, cfg.update_epochs = 2, 8, 3
-    policy = SpyPolicy()
-    ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    policy, _ = spy_update(cfg, 16)
     assert [sorted(mb) for mb in policy.seen] == [list(range(16))] * 3
 
 
@@ -127,6 +176,17 @@ def check_adv_norm(cfg):
 
 def test_core_adv_norm_per_minibatch_population_std(cfg):
     check_adv_norm(cfg)
+
+
+@BOTH_PATHS
+def test_core_adv_norm_adds_the_epsilon_to_the_std_not_the_variance(cfg, fast):
+    """Advantages 3e-4, 1e-4, 3e-4, 1e-4: mean 2e-4, population std 1e-4, so they normalize to +-a with
+    a = 1e-4 / (1e-4 + 1e-8) = 0.9999 (1e-4 / sqrt(1e-8 + 1e-8) = 0.7071 with the epsilon under the root, and
+    0.8660 with the sample std). Ratios 1.1, 1, 1.1, 1 (inside the clip range): policy loss -(1.1 a - a) / 2."""
+    cfg.num_minibatches, cfg.update_epochs = 1, 1
+    a = 1e-4 / (1e-4 + 1e-8)
+    result = frozen_update(cfg, fast, [math.log(1.1), 0.0, math.log(1.1), 0.0], [3e-4, 1e-4, 3e-4, 1e-4])
+    assert result["policy_loss"] == pytest.approx(-0.05 * a, rel=2e-5)
 
 
 def check_clipped_objective(cfg):
@@ -202,18 +262,10 @@ def test_core_debug_stats_known_ratios(cfg):
 
 
 def test_core_debug_stats_averaged_over_all_minibatches(cfg, monkeypatch):
-    seen = []
-    real_loss = update_mod.ppo_loss
-
-    def recording_loss(*args, **kwargs):
-        loss, stats = real_loss(*args, **kwargs)
-        seen.append({k: v.item() for k, v in stats.items()})
-        return loss, stats
-
-    monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
+    calls = record_losses(monkeypatch)
     cfg.num_envs, cfg.num_steps, cfg.learning_rate = 2, 8, 0.1
-    policy = SpyPolicy()
-    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(16), cfg, 0.2, torch.Generator().manual_seed(0))
+    _, result = spy_update(cfg, 16)
+    seen = [stats for _, stats in calls]
     assert len(seen) == 16
     assert seen[0]["approx_kl"] == 0.0 and seen[-1]["approx_kl"] > 0.0
     for name in update_mod.STAT_NAMES:
@@ -222,8 +274,8 @@ def test_core_debug_stats_averaged_over_all_minibatches(cfg, monkeypatch):
 
 def check_target_kl(cfg):
     cfg.num_envs, cfg.num_steps, cfg.learning_rate, cfg.target_kl = 2, 32, 1.0, 0.015
-    policy = SpyPolicy()  # lr 1 moves w by about 1 per step: the KL after the first minibatch is far above 0.015
-    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(64), cfg, 0.2, torch.Generator().manual_seed(0))
+    # lr 1 moves w by about 1 per step: the KL after the first minibatch is far above 0.015
+    policy, result = spy_update(cfg, 64)
     assert result["epochs"] == 1
     assert len(policy.seen) == cfg.num_minibatches
 
@@ -232,6 +284,30 @@ def test_aux_target_kl_stops_after_epoch(cfg):
     cfg.details["aux.target_kl"] = True
     check_target_kl(cfg)
     cfg.details["aux.target_kl"] = False  # off by default: every epoch runs
-    policy = SpyPolicy()
-    result = ppo_update(policy, make_optimizer(policy, cfg), spy_batch(64), cfg, 0.2, torch.Generator().manual_seed(0))
+    _, result = spy_update(cfg, 64)
     assert result["epochs"] == cfg.update_epochs
+
+
+@BOTH_PATHS
+def test_aux_target_kl_stops_on_the_epochs_mean_kl_not_the_last_minibatchs(cfg, fast):
+    """The policy is frozen (frozen_update): a sample of log-ratio 0.3 has approx_kl e^0.3 - 1.3 = 0.0499, one of
+    log-ratio 0 has 0, and every epoch's mean is the batch's mean. Raising the log-ratio of whole minibatches of
+    the first epoch makes the epoch's mean and its last minibatch disagree about the target 0.015."""
+    cfg.details["aux.target_kl"] = True
+    cfg.num_envs, cfg.num_steps, cfg.target_kl = 2, 32, 0.015  # 4 minibatches of 16, 4 epochs
+    first_epoch = minibatch_indices(64, 4, torch.Generator().manual_seed(0))
+    kl = math.exp(0.3) - 1.3
+    advantages = np.random.default_rng(1).normal(size=64)
+
+    def moved(minibatches):
+        logratio = torch.zeros(64)
+        for k in minibatches:
+            logratio[first_epoch[k]] = 0.3
+        return frozen_update(cfg, fast, logratio, advantages)
+
+    # the last minibatch at 0.0499, above the target; the epoch's mean 0.0125, below: no stop, every epoch runs
+    result = moved([3])
+    assert result["approx_kl"] == pytest.approx(kl / 4, rel=1e-4) and result["epochs"] == 4
+    # the first three above: the mean 0.0374 is above the target, the last minibatch's 0 below: one epoch
+    result = moved([0, 1, 2])
+    assert result["approx_kl"] == pytest.approx(3 * kl / 4, rel=1e-4) and result["epochs"] == 1

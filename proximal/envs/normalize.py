@@ -75,7 +75,7 @@ class Normalizer:
             return None
         return cls(obs_shape, num_envs, obs_norm=cfg.on("cont.obs_norm"), obs_clip=cfg.on("cont.obs_clip"),
                    reward_scaling=cfg.on("cont.reward_scaling"), reward_clip=cfg.on("cont.reward_clip"),
-                   gamma=cfg.gamma)
+                   gamma=cfg.reward_scaling_gamma)
 
     def normalize_obs(self, obs: np.ndarray, update: bool) -> np.ndarray:
         """cont.obs_norm: with ``update``, merge the batch into the statistics first; then
