@@ -463,4 +463,6 @@ def markdown() -> str:
 
 
 def _sentence(text: str) -> str:
-    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    # Greek symbols stay as they are: "λ = 1" must not become "Λ = 1"
+    first = text[0].upper() if text[0].isascii() else text[0]
+    return first + text[1:] + ("" if text.endswith(".") else ".")
