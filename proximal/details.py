@@ -282,7 +282,8 @@ DETAILS: tuple[Detail, ...] = (
     Detail(
         "cont.reward_scaling", "reward scaling", True,
         "proximal/envs/normalize.py:scale_reward", "tests/test_normalize.py::test_cont_reward_scaling_hand_numbers",
-        does="ret ← γ·ret + r for each env; the running variance of ret is updated; r ← r / √(var + 1e-8), no "
+        does="ret ← g·ret + r for each env, with g = reward_scaling_gamma (0.99, the discount of the reference's "
+             "VecNormalize, whatever PPO's γ); the running variance of ret is updated; r ← r / √(var + 1e-8), no "
              "mean subtracted; then ret ← 0 where the episode ended (terminated or truncated). Not gymnasium's "
              "NormalizeReward, which resets before adding and on termination only",
         off_means="the raw rewards",
