@@ -6,7 +6,7 @@ The backends alternate in one process (their order rotated every round) so that 
 all alike; each round times ``--steps`` vector steps of each after a reset. Reported: the median steps/s (env
 steps, summed over the envs) and each backend's ratio to the Python chain.
 
-    python benchmarks/atari_envs.py --rounds 5 --steps 500 [--json benchmarks/results/atari_envs.json]
+    python benchmarks/atari_envs.py --rounds 5 --steps 500 [--json docs/benchmarks/results/atari_envs.json]
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ result of ppo2-faithful PPO.
     python benchmarks/learning.py --env Hopper-v4 --jobs 2
     python benchmarks/learning.py --env BreakoutNoFrameskip-v4 --modes default --seeds 1 --steps 500000
 
-Writes one run directory per mode and seed under --out, the curves of both modes in one figure (--plot) and a
-markdown summary (--summary).
+Writes one run directory per mode and seed under --out (benchmarks/runs/, not committed), the curves of both
+modes in one figure (--plot) and a markdown summary (--summary) under docs/benchmarks/results/, where the
+documentation's benchmark page shows them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ BENCHMARKS = {
     "BreakoutNoFrameskip-v4": ("atari", 10_000_000, 415.0, 28.0),
     "PongNoFrameskip-v4": ("atari", 10_000_000, 20.4, 0.2),
 }
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "benchmarks" / "results"
+RUNS = ROOT / "benchmarks" / "runs"
 
 
 def run_config(env_id: str, seed: int, steps: int, truncation_bootstrap: bool, threads: int) -> Config:
@@ -141,11 +144,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int,
                         help="torch threads of each run (default: CPU cores / jobs, at least 1)")
     parser.add_argument("--out", type=Path,
-                        help="directory of the run directories (default: benchmarks/results/learning/<env>)")
+                        help="directory of the run directories (default: benchmarks/runs/<env>)")
     parser.add_argument("--plot", type=Path,
-                        help="curve figure (default: benchmarks/results/<env>_curves.png)")
+                        help="curve figure (default: docs/benchmarks/results/<env>_curves.png)")
     parser.add_argument("--summary", type=Path,
-                        help="markdown summary (default: benchmarks/results/<env>_learning.md)")
+                        help="markdown summary (default: docs/benchmarks/results/<env>_learning.md)")
     args = parser.parse_args()
     if args.jobs <= 0 or len(set(args.seeds)) != len(args.seeds):
         parser.error("--jobs must be positive and --seeds distinct")
@@ -153,7 +156,7 @@ def main() -> None:
     preset_name, default_steps, *published = BENCHMARKS[args.env]
     slug = args.env.split("NoFrameskip")[0].split("-")[0].lower()
     steps = args.steps or default_steps
-    args.out = args.out or RESULTS / "learning" / slug
+    args.out = args.out or RUNS / slug
     args.plot = args.plot or RESULTS / f"{slug}_curves.png"
     args.summary = args.summary or RESULTS / f"{slug}_learning.md"
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)

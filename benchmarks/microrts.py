@@ -6,7 +6,7 @@
 Needs Gym-muRTS (scripts/install_microrts.sh). For each mode: the shaped return of the last training episodes,
 then the final policy (sampling, as in training) plays --games games against the bot, 8 at a time, for the win
 rate. Writes the run directories under --out, and microrts.json, microrts.md and microrts_curves.png under
-benchmarks/results/.
+docs/benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from learning import RESULTS, final_return, train_run
+from learning import RESULTS, RUNS, final_return, train_run
 from proximal.carry import Carry
 from proximal.fast_paths import make_actor
 from proximal.config import Config, preset, set_detail
@@ -103,8 +103,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--games", type=int, default=8, help="games played by each final policy (default: 8)")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one process each (default: 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "learning" / "microrts",
-                        help="directory of the run directories (default: benchmarks/results/learning/microrts)")
+    parser.add_argument("--out", type=Path, default=RUNS / "microrts",
+                        help="directory of the run directories (default: benchmarks/runs/microrts)")
     args = parser.parse_args()
     runs = {mode: (run_config(args.steps, args.bot, args.seed, masking), args.out / mode)
             for mode, masking in MODES.items()}

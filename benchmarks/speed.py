@@ -10,7 +10,7 @@ on both sides; process start and imports are left out.
 With --against PRESET, the other side is proximal too, with that preset on the same env (both warmed up by one
 update outside the clock): the cost of a variant, such as the LSTM policy against the feedforward one.
 
-    python benchmarks/speed.py --rounds 3 --steps 100000 [--json speed.json]
+    python benchmarks/speed.py --rounds 3 --steps 100000 [--json docs/benchmarks/results/speed_cartpole.json]
     python benchmarks/speed.py --preset mujoco --env HalfCheetah-v5 --rounds 3 --steps 40960
     python benchmarks/speed.py --preset atari --env BreakoutNoFrameskip-v4 --threads 2 --rounds 3 --steps 16384
     python benchmarks/speed.py --preset classic-lstm --against classic --env CartPole-v1 --steps 98304

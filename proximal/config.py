@@ -182,7 +182,7 @@ PRESETS: dict[str, Config] = {
     "classic-lstm": Config(env_id="proximal/CartPoleNoVelocity-v1", num_envs=32, learning_rate=2e-3, lstm_size=128,
                            details=_default_details(on=("cont.reward_scaling", "cont.reward_clip"))),
     # Gym-muRTS's grid mode against a bot, with the Atari settings (the Gym-muRTS and invalid-action-masking
-    # papers' choice), the grid CNN (policy.GridActorCritic, chosen by the spaces) and action masks
+    # papers' choice), the grid CNN (nets.GridCNN, chosen by the spaces) and action masks
     # (aux.action_masking, on by default)
     "microrts": Config(env_id="MicroRTS-basesWorkers16x16-randomBiasedAI", total_steps=10_000_000, num_envs=8,
                        num_steps=128, num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.1,

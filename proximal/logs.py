@@ -54,9 +54,9 @@ def _truncate_csv(path: Path, columns: tuple[str, ...], last_step: int) -> None:
 
 class ScalarEvents:
     """TensorBoard scalars, written as few events as possible: one event holds every scalar of a step (a tag
-    may appear once per event). A record costs tens of microseconds whatever it holds (tensorboard hands it to a
-    writer thread and computes its CRCs in pure Python, ~0.2 us a byte), and ``SummaryWriter.add_scalar`` writes
-    one record per scalar.
+    may appear once per event). Each record has a fixed cost whatever it holds (tensorboard hands it to a writer
+    thread and computes its CRCs in pure Python, byte by byte), and ``SummaryWriter.add_scalar`` writes one
+    record per scalar.
 
     A new file starts with a ``SessionLog.START`` at ``purge_step``: TensorBoard then drops the events of earlier
     files at that step and after, which a resumed run writes again (``SummaryWriter(purge_step=...)`` does the
