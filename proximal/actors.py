@@ -8,8 +8,6 @@ after the step out, and ``env_action``, the action the env receives for an actio
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
@@ -36,7 +34,7 @@ class TorchActor:
     def act(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         """(action, log-prob, value, the carry after the step); ``rng`` None takes the most likely action."""
         action, logprob, value, after = self.policy.act(self._obs(obs), self._carry(carry), rng)
-        return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), replace(carry, state=after.state)
+        return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), Carry(carry.start, carry.mask, after.state)
 
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
         """V(obs) after ``carry``, which is not advanced."""

@@ -11,7 +11,7 @@ device throughout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class Carry:
         """The carry of the observation ``envs`` just returned: ``done`` their episode ends (the observation then
         begins a new episode), the envs' action masks where the policy takes them (after an autoreset: the new
         episode's first), the state as the policy's ``act`` left it."""
-        return replace(self, start=done.astype(np.float32), mask=None if self.mask is None else action_masks(envs))
+        return Carry(done.astype(np.float32), None if self.mask is None else action_masks(envs), self.state)
 
     def continuing(self, index: np.ndarray) -> "Carry":
         """Envs ``index`` as if their episodes went on: their state, no episode start. For the value of a
