@@ -15,12 +15,13 @@ import torch
 
 from .errors import UserError
 
-FORMAT = 2  # 2: the carry ("obs", "carry") replaced next_obs, next_start, next_mask and lstm_state
+# 2: the carry ("obs", "carry") replaced next_obs, next_start, next_mask and lstm_state; the spaces were added
+FORMAT = 2
 _NAME = re.compile(r"update_(\d+)\.pt$")
 _REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 # what the trainer's TrainerState.checkpoint writes and what resume and eval read
 KEYS = ("config", "update", "global_step", "policy", "optimizer", "generator", "rng", "obs", "carry", "normalizer",
-        "env")
+        "spaces", "env")
 
 
 def checkpoint_path(run_dir: Path, update: int) -> Path:

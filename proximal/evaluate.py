@@ -16,6 +16,7 @@ from .envs.normalize import NormalizedVecEnv, Normalizer
 from .errors import UserError
 from .fast_paths import make_actor
 from .policy import make_policy
+from .spaces import space_from_dict
 from .trainer import resolve_device
 
 
@@ -25,14 +26,11 @@ def load_policy(path: Path, device: str = "cpu"):
     the policy was trained on observations normalized with them, so evaluate with them."""
     payload = checkpoint.load(checkpoint.latest(path))
     cfg = Config.from_dict(payload["config"])
-    envs = make_envs(cfg.env_id, 1, cfg=replace(cfg, backend="python"))
-    try:
-        # aux.action_masking: the run's policy took masks if its carry holds them
-        policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg,
-                             masked=payload["carry"]["mask"] is not None)
-        normalizer = Normalizer.from_config(cfg, envs.single_observation_space.shape, cfg.num_envs)
-    finally:
-        envs.close()
+    observation_space = space_from_dict(payload["spaces"]["observation"])
+    action_space = space_from_dict(payload["spaces"]["action"])
+    # aux.action_masking: the run's policy took masks if its carry holds them
+    policy = make_policy(observation_space, action_space, cfg, masked=payload["carry"]["mask"] is not None)
+    normalizer = Normalizer.from_config(cfg, observation_space.shape, cfg.num_envs)
     policy.load_state_dict(payload["policy"])
     if normalizer is not None:
         normalizer.load_state_dict(payload["normalizer"])

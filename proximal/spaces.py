@@ -1,5 +1,5 @@
 """What proximal reads from gymnasium spaces, shared by the env layer and the policy: how large an action mask is,
-and which observations the convolutional trunks take."""
+which observations the convolutional trunks take, and the spaces as plain values for checkpoints."""
 
 from __future__ import annotations
 
@@ -28,3 +28,32 @@ def is_image_space(space: gym.Space) -> bool:
     (4, 84, 84). With Discrete actions they are trained with the Nature CNN; anything else is flattened."""
     return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
             and min(space.shape[1:]) >= 36)
+
+
+def space_to_dict(space: gym.Space) -> dict:
+    """A Box, Discrete or MultiDiscrete space as plain values and tensors, which a weights-only checkpoint can
+    hold: a trained policy can then be rebuilt without its environment."""
+    import torch
+
+    if isinstance(space, gym.spaces.Box):
+        return {"kind": "Box", "low": torch.from_numpy(np.array(space.low)),
+                "high": torch.from_numpy(np.array(space.high)), "dtype": np.dtype(space.dtype).name}
+    if isinstance(space, gym.spaces.Discrete):
+        return {"kind": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"kind": "MultiDiscrete", "nvec": torch.from_numpy(np.array(space.nvec, np.int64)),
+                "start": torch.from_numpy(np.array(space.start, np.int64))}
+    raise TypeError(f"{space} cannot be saved: proximal trains Box, Discrete and MultiDiscrete spaces")
+
+
+def space_from_dict(saved: dict) -> gym.Space:
+    """The space ``space_to_dict`` saved."""
+    kind = saved["kind"]
+    if kind == "Box":
+        dtype = np.dtype(saved["dtype"])
+        return gym.spaces.Box(saved["low"].numpy().astype(dtype), saved["high"].numpy().astype(dtype), dtype=dtype)
+    if kind == "Discrete":
+        return gym.spaces.Discrete(saved["n"], start=saved["start"])
+    if kind == "MultiDiscrete":
+        return gym.spaces.MultiDiscrete(saved["nvec"].numpy(), start=saved["start"].numpy())
+    raise ValueError(f"unknown space kind {kind!r}")

@@ -24,6 +24,7 @@ from .fast_paths import make_actor, make_update
 from .logs import RunLogger
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
+from .spaces import space_to_dict
 from .update import clip_range, explained_variance, learning_rate, make_optimizer
 
 
@@ -68,6 +69,9 @@ class TrainerState:
             "obs": torch.from_numpy(np.array(self.obs)),
             "carry": self.carry.to_checkpoint(),
             "normalizer": self.normalizer.state_dict() if self.normalizer is not None else {},
+            # the spaces the policy was built for: evaluation and inference rebuild it without the env
+            "spaces": {"observation": space_to_dict(envs.single_observation_space),
+                       "action": space_to_dict(envs.single_action_space)},
             "env": envs.get_state(),
         }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from proximal import checkpoint
 from proximal.config import preset
 from proximal.envs import make_envs
 from proximal.errors import UserError
+from proximal.spaces import space_from_dict, space_to_dict
 from proximal.trainer import train
 
 # 8 updates of 4 envs x 64 steps; a checkpoint every 3 updates gives files at updates 3, 6 and the final 8
@@ -232,3 +235,26 @@ def test_load_refuses_files_that_are_not_proximal_checkpoints(tmp_path):
     torch.save({"format": checkpoint.FORMAT, "config": {}}, incomplete)
     with pytest.raises(UserError, match="lacks .*policy"):
         checkpoint.load(incomplete)
+
+
+@pytest.mark.parametrize("space", [
+    gym.spaces.Box(np.array([-1.0, -np.inf], np.float32), np.array([2.0, np.inf], np.float32)),
+    gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
+    gym.spaces.Discrete(5, start=-2),
+    gym.spaces.MultiDiscrete(np.array([[3, 4], [2, 2]]), start=np.array([[0, 1], [1, 0]])),
+])
+def test_spaces_round_trip_through_a_weights_only_checkpoint(tmp_path, space):
+    path = tmp_path / "spaces.pt"
+    torch.save({"space": space_to_dict(space)}, path)
+    restored = space_from_dict(torch.load(path, weights_only=True)["space"])
+    assert restored == space and restored.dtype == space.dtype
+
+
+def test_eval_rebuilds_the_policy_from_the_checkpoints_spaces_without_an_env(run, monkeypatch):
+    _, run_dir, state = run
+    import proximal.evaluate as evaluate_mod
+
+    monkeypatch.setattr(evaluate_mod, "make_envs", None)  # loading must not need the env
+    policy, _, _ = evaluate_mod.load_policy(run_dir)
+    for name, tensor in state.policy.state_dict().items():
+        assert torch.equal(policy.state_dict()[name], tensor), name
