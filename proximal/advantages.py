@@ -1,4 +1,4 @@
-"""core.gae: generalized advantage estimation, exactly as the reference (see DETAILS.md, "GAE exactly")."""
+"""core.gae: generalized advantage estimation, exactly as the reference (docs/details.md, core.gae)."""
 
 from __future__ import annotations
 

@@ -100,12 +100,12 @@ class Config:
     repeat_action_probability=0.25 for v5's sticky actions; by default v4 and v5 ids run as the reference's
     NoFrameskip-v4 (frameskip 1 at the emulator, no sticky actions)"""
     fast_paths: bool = True
-    """numpy rollout inference for MLP policies (discrete or Gaussian actions) and numpy update for those with
-    discrete actions, on the CPU, tested to agree with the torch code; false trains with the torch code (do that
-    when you change the loss)"""
+    """numpy rollout inference and numpy update for MLP policies on the CPU (discrete actions, and Gaussian ones:
+    the update with the state-independent log std), tested to agree with the torch code; false trains with the
+    torch code (do that when you change the loss)"""
     backend: str = "python"
     """Atari only: python (the reference's wrapper chain, exact), envpool or ale (C++ vector envs, faster; they
-    differ between episodes and in the max-pool order: README, Backends)"""
+    differ between episodes and in the max-pool order: docs/backends.md)"""
     checkpoint_every: int = 50
     """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
     preset: str = "classic"

@@ -232,8 +232,8 @@ class MultiCategorical:
     1792 components: 6 | 4 4 4 4 | 7 | 49), never a loop over components. With a mask, a component whose actions
     are all invalid (a grid cell without an own unit) contributes 0 to the log-prob and the entropy, and its
     sample is arbitrary (the env ignores it); rows without any valid action are left out of the computation
-    altogether, their samples 0: most of a muRTS grid's cells hold no unit, and leaving them out makes a masked
-    muRTS minibatch's log-prob and entropy 8x faster, sampling 5x.
+    altogether, their samples 0: most of a muRTS grid's cells hold no unit, and leaving them out saves most of a
+    masked muRTS minibatch's work (docs/benchmarks.md).
     """
 
     def __init__(self, nvec):

@@ -1,9 +1,9 @@
 """The PPO update of ``update.ppo_update`` for an MLP policy with discrete actions or Gaussian continuous ones (with
 the reference's state-independent log std), in numpy with the gradients written out by hand.
 
-Why: on the CPU, a 64-64 MLP's minibatch step in torch costs about 1.3 ms, nearly all of it per-op dispatch and
-autograd bookkeeping (and torch's float32 tanh, ~7x numpy's); the same arithmetic in numpy takes a fraction of
-that, and the update is half of a classic-control run's time. ``update.ppo_update`` stays the definition: this
+Why: on the CPU, a small MLP's minibatch step in torch is nearly all per-op dispatch and autograd bookkeeping; the
+same arithmetic in numpy takes a fraction of that (docs/benchmarks.md, "Measurements behind the design"), and the
+update is half of a classic-control run's time. ``update.ppo_update`` stays the definition: this
 file computes the same loss, the same gradients, the same global-norm clipping and the same Adam step, on the
 same minibatch indices (drawn from the same torch generator), and tests check that both give the same parameters,
 optimizer state and statistics for every switch of the details involved. Set ``fast_paths`` off in the config to

@@ -186,7 +186,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     return state
 
 
-class torch_threads:
+class TorchThreads:
     """Run a block with ``n`` torch threads, then restore the previous count (reusable)."""
 
     def __init__(self, n: int):
@@ -213,7 +213,7 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
     first = state.update + 1
     # While worker processes step the envs, inference runs on one thread: more would contend with the workers for
     # the cores (torch's idle threads spin), and a batch of num_envs observations gains little from them.
-    rollout_threads = torch_threads(1) if env_worker_count(cfg) > 1 else nullcontext()
+    rollout_threads = TorchThreads(1) if env_worker_count(cfg) > 1 else nullcontext()
     for update in range(first, cfg.num_updates + 1):
         lr = learning_rate(cfg, update)
         for group in state.optimizer.param_groups:

@@ -1,4 +1,4 @@
-"""DETAILS.md's ratio-is-one check, shared by every policy kind's tests."""
+"""The ratio-is-one check, shared by every policy kind's tests."""
 
 import torch
 

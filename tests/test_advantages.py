@@ -1,4 +1,4 @@
-"""core.gae: GAE exactly as DETAILS.md, against hand numbers, a loop written here, and an analytic case."""
+"""core.gae: GAE exactly as the reference, against hand numbers, a loop written here, and an analytic case."""
 
 import numpy as np
 import pytest

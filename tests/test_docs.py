@@ -53,3 +53,13 @@ def test_relative_links_stay_inside_the_repository(page):
             continue
         file = (path.parent / target.split("#")[0]).resolve()
         assert file.is_relative_to(ROOT) and file.exists(), f"{page}: broken link {target}"
+
+
+def test_no_source_file_points_outside_the_repository():
+    """Users clone the repository alone: code, tests and scripts name no file outside it."""
+    outside = re.compile(r"\.\./shared|DETAILS\.md|ENVIRONMENT\.md")
+    files = [p for folder in ("proximal", "tests", "benchmarks", "scripts", "examples") if (ROOT / folder).is_dir()
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".sh", ".md") and p != Path(__file__)]
+    assert files
+    offenders = [str(p.relative_to(ROOT)) for p in files if outside.search(p.read_text())]
+    assert not offenders, f"these files point outside the repository: {offenders}"

@@ -14,7 +14,7 @@ The chain for each env, innermost first, as baselines' ``make_atari`` + ``Monito
 and ``FrameStack`` (atari.frame_stack) on the vector env. ``make_atari_env`` builds it for an ale-py id,
 ``wrap_atari`` around any ALE-like env (``unwrapped.ale.lives()``, ``unwrapped.get_action_meanings()``,
 ``unwrapped.np_random``). Each switchable detail is read from the ``details`` mapping (``cfg.details``); an ID
-that is absent is on, as in the reference. Off gives the "off means" column of DETAILS.md: no no-ops, frameskip
+that is absent is on, as in the reference. Off gives what docs/details.md says under "off means": no no-ops, frameskip
 1 (the raw frame, no max), a life loss that is not terminal, no FIRE, raw rewards, a stack of 1.
 
 Semantics, where the reference is subtle:
@@ -60,7 +60,7 @@ is the ALE palette's, max-pooled after graying; its ``terminal_on_life_loss`` re
 returns the reset frame max-pooled with zeros; it re-seeds on the reset inside the no-ops; no fire reset),
 ``ClipReward`` (clips to bounds, not the sign), ``FrameStackObservation`` (per env; it pads with the reset
 frame or zeros at reset only, and copies the stack every step); gymnasium has no reference-style episodic life
-or fire reset. The C++ vector envs differ too (see ../shared/ENVIRONMENT.md).
+or fire reset. The C++ vector envs differ too (docs/backends.md).
 """
 
 from __future__ import annotations

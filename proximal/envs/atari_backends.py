@@ -8,7 +8,7 @@ frameskip 4, noop max 30, the reference's frame limit). The adapter here asks it
 raw rewards, and does the rest in Python exactly as the Python chain does: the frame stack (``atari.FrameStack``,
 zeroed on every done, a life loss included), the sign of the reward (atari.clip_reward), full-game raw episode
 statistics (one episode per real game over, lengths in agent steps), and same-step autoreset. What differs from
-the Python chain is listed in the README (Backends): mostly what happens between episodes (no-op counts from
+the Python chain is listed in docs/backends.md: mostly what happens between episodes (no-op counts from
 other RNG streams, one FIRE frame instead of the FIRE and action-2 steps, the backends' own pseudo-reset after a
 life loss) and what the episode statistics count.
 """
