@@ -60,33 +60,35 @@ class ActorCritic(nn.Module):
         """lstm.zero_state: the core's state before the first step; None without a core."""
         return None if self.core is None else self.core.initial_state(num_envs)
 
-    def _heads(self, features: torch.Tensor, value_features: torch.Tensor, mask: torch.Tensor | None):
-        params = self.policy_head(features)
-        if self.masked:
-            if mask is None:
-                raise ValueError("this policy was built for action masks (masked=True): pass the env's mask")
-            params = self.dist.masked(params, mask)
-        return params, self.value_head(value_features).squeeze(-1)
-
     def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The trunk's features for the policy head and for the value head (the same tensor where it is shared)."""
         out = self.trunk(obs)
         return out if isinstance(out, tuple) else (out, out)
 
+    def _params(self, features: torch.Tensor, mask: torch.Tensor | None):
+        """The distribution's parameters from the policy head, masked where the policy takes masks."""
+        params = self.policy_head(features)
+        if self.masked:
+            if mask is None:
+                raise ValueError("this policy was built for action masks (masked=True): pass the env's mask")
+            params = self.dist.masked(params, mask)
+        return params
+
     def _step(self, obs: torch.Tensor, carry: Carry):
-        """(distribution parameters, value, state after the step) for one step of N envs."""
+        """(the policy head's features, the value, the state after the step) for one step of N envs."""
         features, value_features = self._features(obs)
         state = carry.state
         if self.core is not None:
             features, state = self.core.step(features, state, carry.start)
             value_features = features
-        return (*self._heads(features, value_features, carry.mask), state)
+        return features, self.value_head(value_features).squeeze(-1), state
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, carry: Carry, rng: np.random.Generator | None):
         """Rollout path: (action, its log-prob, value, the carry after the step). ``rng`` None takes the most likely
         action (the mean for Box actions)."""
-        params, value, state = self._step(obs, carry)
+        features, value, state = self._step(obs, carry)
+        params = self._params(features, carry.mask)
         if rng is None:
             action = self.dist.mode(params)
         else:
@@ -95,7 +97,8 @@ class ActorCritic(nn.Module):
         return action, self.dist.log_prob(params, action), value, Carry(carry.start, carry.mask, state)
 
     def value(self, obs: torch.Tensor, carry: Carry | None = None) -> torch.Tensor:
-        """V(obs) after ``carry`` (whose state is not advanced); a policy without a core needs no carry."""
+        """V(obs) after ``carry`` (whose state is not advanced); a policy without a core needs no carry, and the
+        value needs no action mask."""
         return self._step(obs, Carry(None) if carry is None else carry)[1]
 
     def evaluate(self, batch: dict[str, torch.Tensor]):
@@ -109,7 +112,8 @@ class ActorCritic(nn.Module):
             k = state.shape[1]
             out = self.core.replay(features.view(-1, k, features.shape[-1]), batch["starts"].view(-1, k), state)
             features = value_features = out.reshape(len(features), -1)
-        params, value = self._heads(features, value_features, batch.get("masks"))
+        params = self._params(features, batch.get("masks"))
+        value = self.value_head(value_features).squeeze(-1)
         return (*self.dist.log_prob_and_entropy(params, batch["actions"]), value)
 
 

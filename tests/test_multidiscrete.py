@@ -340,3 +340,16 @@ def test_masked_run_resumes_exactly_and_evaluates_with_masks(cfg, tmp_path, monk
     envs = recorders[0]
     assert len(envs.actions) == 24
     assert all(valid(m, a, envs.single_action_space.nvec).all() for m, a in zip(envs.masks, envs.actions))
+
+
+def test_masked_policy_bootstraps_truncated_episodes_without_a_mask(cfg):
+    """The value of a truncated episode's final observation needs no action mask: a masked policy values it."""
+    from proximal.envs.masked_multidiscrete import MaskedMultiDiscreteEnv
+
+    env_id = "proximal-test/MaskedTimeLimit-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=MaskedMultiDiscreteEnv, max_episode_steps=5)
+    state, _ = masked_rollout(cfg, env_id, num_envs=2, num_steps=12)
+    assert state.policy.masked
+    final = state.rollout.final_values
+    assert np.count_nonzero(final) == 4, "steps 5 and 10 of both envs were truncated and bootstrapped"
