@@ -25,8 +25,8 @@ def atari_details() -> tuple[str, ...]:
     return tuple(i for i in switchable_ids() if i.startswith("atari."))
 
 
-# the one auxiliary detail on by default: it acts only where the env provides action masks
-AUX_ON = ("aux.action_masking",)
+# the auxiliary details on by default: they act only where the env provides action masks, or under torchrun
+AUX_ON = ("aux.action_masking", "aux.parallel_gradients")
 
 
 def _default_details(on: tuple[str, ...] = (), off: tuple[str, ...] = ()) -> dict[str, bool]:
@@ -43,7 +43,7 @@ class Config:
     seed: int = 1
     """seed of the environments, the network initialization, sampling and minibatch shuffling"""
     total_steps: int = 500_000
-    """environment steps to train for (summed over all envs)"""
+    """environment steps to train for (summed over all envs; under torchrun, of each rank, as in the reference)"""
     num_envs: int = 4
     """parallel environments stepped together (core.vector_envs)"""
     num_steps: int = 128
@@ -106,6 +106,12 @@ class Config:
     backend: str = "python"
     """Atari only: python (the reference's wrapper chain, exact), envpool or ale (C++ vector envs, faster; they
     differ between episodes and in the max-pool order: docs/backends.md)"""
+    dist_timeout: float = 300.0
+    """under torchrun: seconds a rank waits for the others in a collective (gradient all-reduce, barrier) before
+    it stops with an error naming what it waited for; a rank that died or hangs cannot stall the run longer"""
+    dist_check_every: int = 10
+    """under torchrun with aux.parallel_gradients: compare a checksum of the parameters across ranks every this
+    many updates (and at the end), stopping if they differ"""
     checkpoint_every: int = 50
     """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
     preset: str = "classic"
@@ -245,6 +251,8 @@ def validate(cfg: Config) -> None:
         (cfg.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
         (cfg.torch_threads >= 0, "torch_threads must be >= 0"),
         (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        (cfg.dist_timeout > 0, "dist_timeout must be positive (seconds)"),
+        (cfg.dist_check_every > 0, "dist_check_every must be positive (updates)"),
         (cfg.env_workers >= 0, "env_workers must be >= 0"),
         (cfg.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
     ]

@@ -378,11 +378,17 @@ DETAILS: tuple[Detail, ...] = (
             "wasting samples and gradient on them, and studies found it decisive there."),
     Detail(
         "aux.parallel_gradients", "parallelized gradient update", True,
-        does="several processes, each with its own envs, average their gradients every minibatch before the "
-             "clipping and the Adam step (the reference uses MPI)",
-        off_means="not implemented yet: every run is one process",
+        "proximal/distributed.py:average_gradients",
+        "tests/test_distributed.py::test_aux_parallel_gradients_average_equals_the_concatenated_minibatch",
+        does="under torchrun, one learner per process, each with its own envs (seeded seed + 10000 · rank), its "
+             "own rollout, advantages and minibatches (advantages normalized per local minibatch); every "
+             "minibatch's flat gradient is summed over the ranks and divided by their number, then clipped to "
+             "the global norm and given to Adam, so the parameters stay the same on every rank (the reference "
+             "does this over MPI). On by default; it acts only with more than one process",
+        off_means="under torchrun, independent learners that share nothing but the start parameters and the run "
+                  "directory (rank 0's are logged; each rank's are checkpointed); a single process is unaffected",
         why="It scales the batch over processes or machines while each optimizer step sees the gradient of the "
-            "whole batch."),
+            "whole batch; the envs of each process step in parallel with the others'."),
     # proximal's own options
     Detail(
         "opt.truncation_bootstrap", "bootstrap truncated episodes from V(final observation)", True,

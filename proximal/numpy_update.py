@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .distributed import average_flat_gradient
 from .distributions import LOG_SQRT_2PI, DiagGaussian
 from .numpy_ops import gaussian_log_prob, linear_layers, tanh_mlp
 from .update import STAT_NAMES, minibatch_indices
@@ -112,7 +113,7 @@ def _gaussian_backward(g_logprob, ent_coef, cache):
 HANDLED = frozenset({
     "update_epochs", "minibatches_per_epoch", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
     "core.adv_norm", "core.clipped_objective", "core.value_clipping", "core.entropy_bonus", "core.grad_clip",
-    "aux.target_kl",
+    "aux.target_kl", "aux.parallel_gradients",
 })
 
 
@@ -228,6 +229,7 @@ class NumpyMLPUpdate:
                 stats = self._loss_and_grad(p, g, obs[mb], arrays["actions"][mb], arrays["logprobs"][mb],
                                             arrays["values"][mb], arrays["advantages"][mb], arrays["returns"][mb],
                                             clip32, cfg)
+                average_flat_gradient(flat.grad, cfg)  # aux.parallel_gradients
                 if cfg.on("core.grad_clip"):  # as torch's clip_grad_norm_: always scaled, by at most 1
                     norm = np.sqrt(np.dot(flat.grad, flat.grad))
                     flat.grad *= np.float32(min(cfg.max_grad_norm / (norm + 1e-6), 1.0))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .advantages import compute_advantages
 from .config import Config, env_worker_count, validate
 from .envs import VecEnv, action_masks, is_atari_id, make_envs
@@ -76,23 +76,26 @@ class TrainerState:
         }
 
 
-def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Normalizer | None = None) -> TrainerState:
-    """A fresh trainer state; the envs are reset with the run's seed. ``normalizer`` is the one ``envs`` normalize
-    with (``envs.normalize.normalize_envs``): its statistics become part of the state. The policy is masked
-    (aux.action_masking) where the detail is on and the envs provide action masks."""
-    obs = envs.reset(seed=cfg.seed)
+def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Normalizer | None = None,
+              seed: int | None = None) -> TrainerState:
+    """A fresh trainer state; the envs are reset with ``seed`` (default: the run's seed; under torchrun each rank
+    has its own, ``distributed.Context.seed``), which also seeds the generators. ``normalizer`` is the one ``envs``
+    normalize with (``envs.normalize.normalize_envs``): its statistics become part of the state. The policy is
+    masked (aux.action_masking) where the detail is on and the envs provide action masks."""
+    seed = cfg.seed if seed is None else seed
+    obs = envs.reset(seed=seed)
     masks = action_masks(envs) if cfg.on("aux.action_masking") else None
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     policy = make_policy(envs.single_observation_space, envs.single_action_space, cfg,
                          masked=masks is not None).to(device)
     generator = torch.Generator(device=device)
-    generator.manual_seed(cfg.seed)
+    generator.manual_seed(seed)
     rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape,
                                policy.dist.action_shape, policy.dist.action_dtype, envs.single_observation_space.dtype,
                                mask_size=None if masks is None else masks.shape[1])
     # no episode start flagged at the first observation, as the reference's runner (the LSTM state is zero anyway)
     carry = Carry(start=np.zeros(cfg.num_envs, np.float32), mask=masks, state=policy.initial_state(cfg.num_envs))
-    return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(cfg.seed), rollout,
+    return TrainerState(cfg, policy, make_optimizer(policy, cfg), generator, np.random.default_rng(seed), rollout,
                         obs, carry, normalizer=normalizer)
 
 
@@ -134,7 +137,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
           max_updates: int | None = None, device: str | None = None) -> TrainerState:
     """Train, writing everything to ``run_dir``. With ``resume``, continue the run in ``run_dir`` from its newest
     checkpoint with the run's own config. ``max_updates`` stops (with a checkpoint) after that many updates of
-    this call, as if the run were killed there."""
+    this call, as if the run were killed there. Under torchrun every rank calls it: see ``distributed``."""
     payload = None
     if resume:
         payload = checkpoint.load(checkpoint.latest(run_dir))
@@ -146,28 +149,46 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         # other presets switch every Atari detail off: raw 210x160 RGB frames, raw rewards, no frame skip
         raise UserError(f"'{cfg.env_id}' is an Atari game: train it with --preset atari (or atari-2017), which "
                         f"applies the reference's preprocessing; the '{cfg.preset}' preset has none of it")
+    ctx = distributed.launched()
+    if payload is not None:
+        payload = distributed.rank_payload(payload, ctx)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     if not resume and any((run_dir / "checkpoints").glob("*.pt")):
         raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume {run_dir} "
                         "or choose another --run-dir")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    dev = resolve_device(cfg.device)
+    ctx, dev, created = distributed.start(cfg, resolve_device(cfg.device))
+    try:
+        return _train(cfg, run_dir, payload, ctx, dev, quiet, max_updates)
+    finally:
+        distributed.stop(created)
+
+
+def _train(cfg: Config, run_dir: Path, payload: dict | None, ctx: distributed.Context, dev: torch.device,
+           quiet: bool, max_updates: int | None) -> TrainerState:
     # envs and policy first: an unknown env or unsupported space must fail before anything is written
     envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg), cfg)
     try:
-        state = new_state(cfg, envs, dev, normalizer)
+        state = new_state(cfg, envs, dev, normalizer, seed=ctx.seed(cfg.seed))
         exact = restore_state(state, payload, envs) if payload is not None else True
+        if payload is None:
+            distributed.broadcast_parameters(state.policy, cfg)
         if state.update >= cfg.num_updates:
-            if not quiet:
+            if not quiet and ctx.root:
                 print(f"the run in '{run_dir}' is already complete (update {state.update} of {cfg.num_updates}); "
                       "nothing to do")
             return state
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size, quiet)
+        if ctx.root:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size * ctx.world_size, quiet)
+        else:
+            logger = distributed.Silent()
         if not quiet:
             logger.write(summary(cfg, dev))
+            if ctx.parallel:
+                logger.write(distributed.summary(cfg, ctx))
             logger.write(f"run directory: {run_dir}")
             if payload is not None:
                 logger.write(f"resumed at update {state.update} (step {state.global_step})"
@@ -222,8 +243,10 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
 
         times = RolloutTimes()
         with rollout_threads:
-            state.obs, state.carry, state.global_step, episodes = collect_rollout(
+            state.obs, state.carry, local_step, episodes = collect_rollout(
                 envs, actor, buf, state.obs, state.carry, state.rng, state.global_step, cfg, times)
+        # under torchrun: every rank's steps counted, every rank's episodes for rank 0's logs
+        state.global_step, episodes = distributed.gather_rollout(state.global_step, local_step, episodes, cfg)
         learn_start = clock()
         advantages, returns = compute_advantages(buf, cfg)
         batch = buf.training_batch(advantages, returns, device)
@@ -242,7 +265,11 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
         })
         mark = now
         last = update == cfg.num_updates or (max_updates is not None and update - first + 1 >= max_updates)
+        if last or update % cfg.dist_check_every == 0:
+            distributed.check_parameters(state.policy, cfg)
         if last or (cfg.checkpoint_every and update % cfg.checkpoint_every == 0):
-            checkpoint.save(state.checkpoint(envs), checkpoint.checkpoint_path(run_dir, update))
+            payload = distributed.gather_checkpoint(state.checkpoint(envs), cfg)
+            if payload is not None:  # rank 0 alone writes
+                checkpoint.save(payload, checkpoint.checkpoint_path(run_dir, update))
         if last:
             break

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .distributed import average_gradients
 
 STAT_NAMES = ("policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl", "approxkl_ppo2", "clipfrac")
 
@@ -138,6 +139,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
                                    rows["advantages"], rows["returns"], clip, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(params, cfg)  # aux.parallel_gradients: before the clipping, as the reference
             clip_gradients(params, cfg)
             optimizer.step()
             totals += torch.stack([stats[name] for name in STAT_NAMES])
