@@ -1,0 +1,253 @@
+"""Data-parallel training (aux.parallel_gradients): 2 ranks, gloo on localhost.
+
+The update's arithmetic is checked in 2 processes started by ``torch.multiprocessing`` against one process on the
+concatenated data; the training runs start ``python -m torch.distributed.run -m proximal train``, as a user would.
+"""
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from proximal import checkpoint, distributed
+from proximal.config import preset
+from proximal.errors import UserError
+from proximal.fast_paths import make_update
+from proximal.numpy_update import NumpyMLPUpdate
+from proximal.policy import make_policy
+from proximal.update import make_optimizer, normalize_advantages, ppo_update
+
+ROOT = Path(__file__).resolve().parents[1]
+OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+ACTIONS = gym.spaces.Discrete(3)
+ROWS = 64  # per rank
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_batch(policy, rank: int) -> dict[str, torch.Tensor]:
+    """A rollout-like batch of one rank: the stored log-probs and values are the policy's own."""
+    rng = np.random.default_rng(rank)
+    obs = torch.from_numpy(rng.normal(size=(ROWS, 4)).astype(np.float32))
+    actions = torch.from_numpy(rng.integers(0, 3, ROWS))
+    with torch.no_grad():
+        logprobs, _, values = policy.evaluate({"obs": obs, "actions": actions})
+    # advantages far from mean 0, std 1: normalizing them changes the gradient
+    return {"obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
+            "advantages": torch.from_numpy(rng.normal(3.0, 5.0, ROWS).astype(np.float32)),
+            "returns": torch.from_numpy(rng.normal(0.0, 3.0, ROWS).astype(np.float32))}
+
+
+def one_step_cfg(adv_norm: bool, fast: bool, clip: bool):
+    cfg = preset("classic")
+    cfg.update_epochs, cfg.num_minibatches, cfg.fast_paths = 1, 1, fast  # one gradient step on the whole batch
+    cfg.details["core.adv_norm"], cfg.details["core.grad_clip"] = adv_norm, clip
+    return cfg
+
+
+def one_step(cfg, batch_of) -> dict[str, torch.Tensor]:
+    """Parameters and Adam's first moments after one update of a fresh policy (seed 0) on ``batch_of(policy)``.
+    The moments hold the (clipped) gradient itself: Adam's first step alone hardly depends on its scale."""
+    torch.manual_seed(0)
+    policy = make_policy(OBS_SPACE, ACTIONS, cfg)
+    optimizer = make_optimizer(policy, cfg)
+    update = make_update(policy, optimizer, torch.device("cpu"), cfg.fast_paths)
+    assert isinstance(update, NumpyMLPUpdate) == cfg.fast_paths
+    update(policy, optimizer, batch_of(policy), cfg, 0.2, torch.Generator().manual_seed(0))
+    moments = {f"exp_avg.{i}": optimizer.state[p]["exp_avg"].clone() for i, p in enumerate(policy.parameters())}
+    return {**{k: v.clone() for k, v in policy.state_dict().items()}, **moments}
+
+
+# with clipping on, the averaged gradient's norm is what gets clipped (each rank's gradient here is longer than
+# max_grad_norm); off, the moments show that the gradients are averaged, not summed
+CASES = [(adv_norm, fast, clip) for adv_norm in (False, True) for fast in (False, True) for clip in (True, False)]
+
+
+def _rank_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    results = {"one_step": [one_step(one_step_cfg(*case), lambda p: rank_batch(p, rank)) for case in CASES]}
+    # several updates on different data: the parameters stay identical, and the checksum agrees
+    cfg = preset("classic")
+    torch.manual_seed(rank)  # different starts on purpose: the broadcast makes them rank 0's
+    policy = make_policy(OBS_SPACE, ACTIONS, cfg)
+    distributed.broadcast_parameters(policy, cfg)
+    optimizer = make_optimizer(policy, cfg)
+    generator = torch.Generator().manual_seed(rank)
+    for update in range(3):
+        ppo_update(policy, optimizer, rank_batch(policy, 10 * update + rank), cfg, 0.2, generator)
+    distributed.check_parameters(policy, cfg)
+    results["several"] = {k: v.clone() for k, v in policy.state_dict().items()}
+    # a rank whose parameters drifted is caught
+    if rank == 1:
+        with torch.no_grad():
+            next(policy.parameters())[0, 0] += 1e-3
+    try:
+        distributed.check_parameters(policy, cfg)
+        results["drift"] = ""
+    except UserError as e:
+        results["drift"] = str(e)
+    torch.save(results, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ranks")
+    mp.spawn(_rank_worker, args=(free_port(), str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=[f"adv_norm={a}-numpy={f}-clip={c}" for a, f, c in CASES])
+def test_aux_parallel_gradients_average_equals_the_concatenated_minibatch(two_ranks, case):
+    """adv_norm off: one averaged step equals one process's step on both ranks' rows (the loss is a mean, so its
+    gradient is the mean of the halves'). adv_norm on: each rank normalizes its own minibatch, so the step equals
+    one process's on the rows with each half normalized apart. Clipping and Adam come after the averaging: the
+    averaged gradient's norm is what gets clipped. Both the torch and the numpy update."""
+    adv_norm, fast, clip = CASES[case]
+
+    def both(policy):
+        halves = [rank_batch(policy, r) for r in range(2)]
+        if adv_norm:
+            for half in halves:
+                half["advantages"] = normalize_advantages(half["advantages"])
+        return {k: torch.cat([h[k] for h in halves]) for k in halves[0]}
+
+    expected = one_step(one_step_cfg(False, fast, clip), both)
+    for rank in range(2):
+        got = two_ranks[rank]["one_step"][case]
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    # each rank alone would have stepped elsewhere: the comparison has teeth
+    alone = one_step(one_step_cfg(adv_norm, fast, clip), lambda p: rank_batch(p, 0))
+    assert any((alone[k] - expected[k]).abs().max() > 1e-4 for k in expected)
+
+
+def test_parameters_stay_identical_and_drift_is_caught(two_ranks):
+    a, b = two_ranks[0]["several"], two_ranks[1]["several"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert two_ranks[0]["drift"] and "rank(s) 1 differ" in two_ranks[0]["drift"]
+    assert "rank(s) 1 differ" in two_ranks[1]["drift"]
+
+
+def test_a_checkpoint_of_another_rank_count_is_refused():
+    payload = {"update": 3, "ranks": [{"rng": 0}, {"rng": 1}]}
+    assert distributed.rank_payload(payload, distributed.Context(1, 2))["rng"] == 1
+    with pytest.raises(UserError, match="written by 2 rank.*has 1.*torchrun with 2"):
+        distributed.rank_payload(payload, distributed.Context())
+    with pytest.raises(UserError, match="written by 1 rank.*has 2.*without torchrun"):
+        distributed.rank_payload({"update": 3}, distributed.Context(0, 2))
+
+
+# --- training runs under torchrun -------------------------------------------------------------------------------
+SMALL = ["--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "2"]
+
+
+def torchrun(*args: str, wait: bool = True, timeout: float = 120):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               "-m", "proximal", "train", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_rank_zero_writes_every_ranks_episodes_and_counts_every_ranks_steps(tmp_path):
+    run = tmp_path / "run"
+    out = torchrun(*SMALL, "--total-steps", "512", "--run-dir", str(run))
+    assert out.count("run directory:") == 1, "rank 1 prints nothing"
+    assert "global batch 512 (2 x 256)" in out
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events")) == [
+        "checkpoints", "config.json", "episodes.csv", "updates.csv"]
+    assert len(list(run.glob("events*"))) == 1
+    assert [int(r["global_step"]) for r in csv_rows(run / "updates.csv")] == [512, 1024]
+    # rank 0's own completed episodes span at most its 512 steps: more steps than that came from rank 1
+    lengths = [int(r["episodic_length"]) for r in csv_rows(run / "episodes.csv")]
+    assert 512 < sum(lengths) <= 1024
+    payload = checkpoint.load(checkpoint.latest(run))
+    assert len(payload["ranks"]) == 2 and payload["global_step"] == 1024
+    assert not torch.equal(payload["ranks"][0]["obs"], payload["ranks"][1]["obs"]), "seeds differ per rank"
+
+
+def test_two_rank_lstm_run_resumed_equals_the_uninterrupted_run(tmp_path):
+    """A recurrent policy with the parameter check every update (any difference between the ranks stops the run);
+    the run resumed from its update-2 checkpoint ends bit for bit as the uninterrupted one, every rank's part
+    included; a single process refuses the 2-rank checkpoint."""
+    lstm = ["--env", "proximal/CartPoleNoVelocity-v1", "--lstm-size", "16", "--dist-check-every", "1",
+            "--checkpoint-every", "2", "--total-steps", "1024", "--quiet"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    torchrun(*SMALL, *lstm, "--run-dir", str(full))
+    resumed.mkdir()
+    (resumed / "checkpoints").mkdir()
+    os.link(checkpoint.checkpoint_path(full, 2), checkpoint.checkpoint_path(resumed, 2))
+    torchrun("--resume", str(resumed), "--quiet")
+    a, b = (checkpoint.load(checkpoint.checkpoint_path(run, 4)) for run in (full, resumed))
+    assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
+    for rank in range(2):
+        for key in ("obs", "rng", "generator"):
+            assert str(a["ranks"][rank][key]) == str(b["ranks"][rank][key]), (rank, key)
+    assert a["ranks"][0]["carry"].keys() == b["ranks"][0]["carry"].keys()
+    assert all(torch.equal(x, y) for x, y in zip(a["ranks"][1]["carry"].values(), b["ranks"][1]["carry"].values())
+               if isinstance(x, torch.Tensor))
+    alone = subprocess.run([sys.executable, "-m", "proximal", "train", "--resume", str(full)], capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert alone.returncode == 2 and "written by 2 rank(s)" in alone.stderr
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    for task in Path(f"/proc/{launcher}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in environ:
+                return int(child)
+    return None
+
+
+def test_a_rank_that_hangs_stops_the_other_within_the_timeout(tmp_path):
+    """Rank 1 stopped (SIGSTOP: alive, never answering): rank 0 ends with the one-line error within
+    dist_timeout plus slack, instead of waiting for ever."""
+    run = tmp_path / "run"
+    proc = torchrun(*SMALL, "--total-steps", "10000000", "--dist-timeout", "4", "--quiet", "--run-dir", str(run),
+                    wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "updates.csv").exists() or len(csv_rows(run / "updates.csv")) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.2)
+        rank0, rank1 = _rank_pid(proc.pid, 0), _rank_pid(proc.pid, 1)
+        os.kill(rank1, signal.SIGSTOP)
+        stopped = time.monotonic()
+        while Path(f"/proc/{rank0}").exists() and Path(f"/proc/{rank0}/stat").read_text().split()[2] != "Z":
+            assert time.monotonic() - stopped < 30, "rank 0 still waits"
+            time.sleep(0.2)
+        os.kill(rank1, signal.SIGKILL)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "rank 0:" in out and "dist_timeout (4 s)" in out, out[-3000:]
+    assert proc.returncode != 0
