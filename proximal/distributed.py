@@ -105,8 +105,8 @@ def _collective(what: str, cfg: Config):
     except RuntimeError as e:
         said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"rank {dist.get_rank()}: {what} failed: another rank stopped, or did not answer within "
-                        f"dist_timeout ({cfg.dist_timeout:g} s); the backend says: {said}. torchrun's summary "
-                        "names the rank that failed first; raise --dist-timeout if a rank is merely slow") from None
+                        f"dist_timeout ({cfg.dist_timeout:g} s); the backend says: {said}. A rank that died is named "
+                        "in torchrun's failure summary; raise --dist-timeout if a rank is merely slow") from None
 
 
 def summary(cfg: Config, ctx: Context) -> str:

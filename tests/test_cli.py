@@ -132,7 +132,6 @@ SUBPROCESS_CASES = {
 IN_PROCESS_CASES = {
     "unknown_preset": (["train", "--preset", "turbo"], ["turbo", "classic"]),
     "unknown_detail": (["train", "--off", "core.warp_drive"], ["core.warp_drive", "not a detail ID"]),
-    "unimplemented_detail": (["train", "--on", "aux.parallel_gradients"], ["aux.parallel_gradients", "not implemented"]),
     "batch_not_divisible": (["train", "--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"],
                             ["15", "divisible", "num_minibatches"]),
     "zero_envs": (["train", "--num-envs", "0"], ["num_envs", "positive"]),
@@ -254,7 +253,7 @@ def test_details_table_follows_the_preset(capsys):
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:] if not line.startswith(" ")}
     assert lines["aux.target_kl"][1:3] == ["yes", "off"]
     assert lines["core.gae"][1:3] == ["yes", "on"]
-    assert lines["aux.parallel_gradients"][1:3] == ["no", "off"]
+    assert lines["aux.parallel_gradients"][1:3] == ["yes", "on"], "on by default; acts only under torchrun"
     assert lines["lstm.init"][1:3] == ["yes", "on"]
     assert lines["atari.noop_reset"][1:3] == ["yes", "off"], "the Atari details are on only in the atari presets"
 

@@ -10,6 +10,7 @@ import pytest
 import test_advantages
 import test_atari
 import test_continuous
+import test_distributed
 import test_lstm
 import test_multidiscrete
 import test_nets
@@ -47,6 +48,7 @@ CHECKS = {
     "aux.clip_annealing": test_update.check_clip_annealing,
     "aux.target_kl": test_update.check_target_kl,
     "aux.action_masking": test_multidiscrete.check_action_masking,
+    "aux.parallel_gradients": test_distributed.check_parallel_gradients,
     "opt.truncation_bootstrap": test_rollout.check_truncation_bootstrap,
 }
 

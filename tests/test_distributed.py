@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -107,11 +108,37 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+def spawn_two_ranks(worker, out: Path, *args) -> list:
+    """Run ``worker(rank, port, out, *args)`` in 2 processes; what each saved as out/rank{r}.pt."""
+    mp.spawn(worker, args=(free_port(), str(out), *args), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_rank_worker, args=(free_port(), str(out)), nprocs=2, join=True)
-    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    return spawn_two_ranks(_rank_worker, tmp_path_factory.mktemp("ranks"))
+
+
+def _step_worker(rank: int, port: int, out: str, details: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    cfg = preset("classic")
+    cfg.details.update(details)
+    torch.manual_seed(0)
+    policy = make_policy(OBS_SPACE, ACTIONS, cfg)
+    optimizer = make_optimizer(policy, cfg)
+    make_update(policy, optimizer, torch.device("cpu"))(policy, optimizer, rank_batch(policy, rank), cfg, 0.2,
+                                                         torch.Generator().manual_seed(0))
+    torch.save(policy.state_dict(), f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def check_parallel_gradients(cfg) -> None:
+    """aux.parallel_gradients: 2 ranks that start alike and step on different data end with the same
+    parameters (off: each follows its own data)."""
+    with tempfile.TemporaryDirectory() as out:
+        a, b = spawn_two_ranks(_step_worker, Path(out), cfg.details)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"adv_norm={a}-numpy={f}-clip={c}" for a, f, c in CASES])
