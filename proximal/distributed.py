@@ -155,6 +155,18 @@ def average_flat_gradient(grad: np.ndarray, cfg: Config) -> None:
         _mean_in_place(torch.from_numpy(grad), cfg)
 
 
+def average_scalar(value: float, cfg: Config) -> float:
+    """A per-rank number (aux.target_kl's epoch approx_kl) as its mean over the ranks that average gradients, so
+    that a decision taken on it is the same on every rank."""
+    if not _averaging(cfg):
+        return value
+    flat = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        flat = flat.cuda()
+    _mean_in_place(flat, cfg)
+    return flat.item()
+
+
 def broadcast_parameters(policy: torch.nn.Module, cfg: Config) -> None:
     """Every rank starts from rank 0's parameters, as the reference syncs from the root."""
     if not context().parallel:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .distributed import average_flat_gradient
+from .distributed import average_flat_gradient, average_scalar
 from .distributions import LOG_SQRT_2PI, DiagGaussian
 from .numpy_ops import gaussian_log_prob, linear_layers, tanh_mlp
 from .update import STAT_NAMES, minibatch_indices
@@ -245,7 +245,7 @@ class NumpyMLPUpdate:
                 epoch_kl += stats["approx_kl"]
                 minibatches_run += 1
             epochs_run += 1
-            if cfg.on("aux.target_kl") and epoch_kl / len(indices) > cfg.target_kl:
+            if cfg.on("aux.target_kl") and average_scalar(epoch_kl / len(indices), cfg) > cfg.target_kl:
                 break
 
         with torch.no_grad():

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .distributed import average_gradients
+from .distributed import average_gradients, average_scalar
 
 STAT_NAMES = ("policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl", "approxkl_ppo2", "clipfrac")
 
@@ -146,8 +146,9 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
             epoch_kl += stats["approx_kl"]
             minibatches_run += 1
         epochs_run += 1
-        # aux.target_kl: stop after the epoch whose mean approx_kl exceeds the target
-        if cfg.on("aux.target_kl") and epoch_kl.item() / len(indices) > cfg.target_kl:
+        # aux.target_kl: stop after the epoch whose mean approx_kl exceeds the target (the mean over the ranks
+        # where they average gradients: they must all stop together)
+        if cfg.on("aux.target_kl") and average_scalar(epoch_kl.item() / len(indices), cfg) > cfg.target_kl:
             break
     result = dict(zip(STAT_NAMES, (totals / minibatches_run).tolist()))
     result["epochs"] = epochs_run

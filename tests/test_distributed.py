@@ -80,6 +80,30 @@ def one_step(cfg, batch_of) -> dict[str, torch.Tensor]:
 CASES = [(adv_norm, fast, clip) for adv_norm in (False, True) for fast in (False, True) for clip in (True, False)]
 
 
+def target_kl_epochs(rank: int, fast: bool) -> int:
+    """aux.target_kl with a target between the two ranks' own first-epoch approx_kl: the ranks decide on the
+    mean over both, so both stop after the first epoch (deciding alone, one would run on and its next
+    all-reduce would meet no partner)."""
+    cfg = one_step_cfg(False, fast, True)
+    # 4 minibatches: the first sees the rollout's own policy (approx_kl 0), the others the steps taken since
+    cfg.details["aux.target_kl"], cfg.num_minibatches = True, 4
+
+    def update(epochs: int, target: float) -> dict:
+        cfg.update_epochs, cfg.target_kl = epochs, target
+        torch.manual_seed(0)
+        policy = make_policy(OBS_SPACE, ACTIONS, cfg)
+        optimizer = make_optimizer(policy, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3
+        return make_update(policy, optimizer, torch.device("cpu"), fast)(
+            policy, optimizer, rank_batch(policy, rank), cfg, 0.2, torch.Generator().manual_seed(0))
+
+    kls = [None, None]
+    dist.all_gather_object(kls, update(1, 1e9)["approx_kl"])
+    assert kls[0] != kls[1]
+    return update(4, min(kls) + 0.25 * abs(kls[0] - kls[1]))["epochs"]
+
+
 def _rank_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=60))
@@ -95,6 +119,7 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
         ppo_update(policy, optimizer, rank_batch(policy, 10 * update + rank), cfg, 0.2, generator)
     distributed.check_parameters(policy, cfg)
     results["several"] = {k: v.clone() for k, v in policy.state_dict().items()}
+    results["target_kl"] = [target_kl_epochs(rank, fast) for fast in (False, True)]
     # a rank whose parameters drifted is caught
     if rank == 1:
         with torch.no_grad():
@@ -171,6 +196,10 @@ def test_parameters_stay_identical_and_drift_is_caught(two_ranks):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert two_ranks[0]["drift"] and "rank(s) 1 differ" in two_ranks[0]["drift"]
     assert "rank(s) 1 differ" in two_ranks[1]["drift"]
+
+
+def test_aux_target_kl_stops_every_rank_after_the_same_epoch(two_ranks):
+    assert two_ranks[0]["target_kl"] == two_ranks[1]["target_kl"] == [1, 1]
 
 
 def test_a_checkpoint_of_another_rank_count_is_refused():
