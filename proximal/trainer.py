@@ -99,9 +99,10 @@ def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Norma
                         obs, carry, normalizer=normalizer)
 
 
-def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
+def restore_state(state: TrainerState, payload: dict, envs: VecEnv, seed: int | None = None) -> bool:
     """Load a checkpoint into a freshly built state. Returns whether the envs continue exactly (their state
-    was captured); if not they have been reset and every env starts a new episode."""
+    was captured); if not they have been reset (from ``seed``, default the run's, plus the update count) and every
+    env starts a new episode."""
     state.policy.load_state_dict(payload["policy"])
     state.optimizer.load_state_dict(payload["optimizer"])
     state.generator.set_state(payload["generator"])
@@ -115,7 +116,7 @@ def restore_state(state: TrainerState, payload: dict, envs: VecEnv) -> bool:
         envs.set_state(payload["env"])
         state.obs, state.carry = payload["obs"].numpy().copy(), carry
         return True
-    state.obs = envs.reset(seed=state.cfg.seed + state.update)
+    state.obs = envs.reset(seed=(state.cfg.seed if seed is None else seed) + state.update)
     state.carry = Carry(start=np.ones(state.cfg.num_envs, np.float32),
                         mask=None if carry.mask is None else action_masks(envs), state=state.carry.state)
     return False
@@ -171,7 +172,7 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, ctx: distributed.Co
     envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg), cfg)
     try:
         state = new_state(cfg, envs, dev, normalizer, seed=ctx.seed(cfg.seed))
-        exact = restore_state(state, payload, envs) if payload is not None else True
+        exact = restore_state(state, payload, envs, ctx.seed(cfg.seed)) if payload is not None else True
         if payload is None:
             distributed.broadcast_parameters(state.policy, cfg)
         if state.update >= cfg.num_updates:
