@@ -58,17 +58,20 @@ class Context:
         return seed + SEED_STRIDE * self.rank
 
 
-def launched() -> Context:
-    """The ranks torchrun (or another launcher setting its variables) started, before any group exists."""
-    env = os.environ
-    return Context(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
-
-
 def context() -> Context:
     """The ranks of the process group this process belongs to (a single process when there is none)."""
     if not (dist.is_available() and dist.is_initialized()):
         return Context()
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def launched() -> Context:
+    """The ranks of the process group the caller made (the Python API), else those torchrun (or another launcher
+    setting its variables) started, known before any group exists."""
+    if dist.is_available() and dist.is_initialized():
+        return context()
+    env = os.environ
+    return Context(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 
 
 def start(cfg: Config, device: torch.device) -> tuple[Context, torch.device, bool]:

@@ -28,6 +28,7 @@ from proximal.errors import UserError
 from proximal.fast_paths import make_update
 from proximal.numpy_update import NumpyMLPUpdate
 from proximal.policy import make_policy
+from proximal.trainer import train
 from proximal.update import make_optimizer, normalize_advantages, ppo_update
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +130,11 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
         results["drift"] = ""
     except UserError as e:
         results["drift"] = str(e)
+    # the Python API inside a group the caller made: train joins it
+    api = preset("classic")
+    api.total_steps, api.num_envs, api.num_steps = 256, 2, 64
+    results["api_global_step"] = train(api, f"{out}/api_run", quiet=True).global_step
+    results["api_run"] = f"{out}/api_run"
     torch.save(results, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -200,6 +206,12 @@ def test_parameters_stay_identical_and_drift_is_caught(two_ranks):
 
 def test_aux_target_kl_stops_every_rank_after_the_same_epoch(two_ranks):
     assert two_ranks[0]["target_kl"] == two_ranks[1]["target_kl"] == [1, 1]
+
+
+def test_train_from_python_joins_the_callers_group(two_ranks):
+    assert two_ranks[0]["api_global_step"] == two_ranks[1]["api_global_step"] == 2 * 256
+    run = Path(two_ranks[0]["api_run"])
+    assert len(checkpoint.load(checkpoint.latest(run))["ranks"]) == 2
 
 
 def test_a_checkpoint_of_another_rank_count_is_refused():
