@@ -198,12 +198,13 @@ def check_parameters(policy: torch.nn.Module, cfg: Config) -> None:
                         "rank")
 
 
-def wait_for_all(cfg: Config) -> None:
-    """A barrier before the update's collectives: on gloo, rank 0 learns which ranks did not arrive within
-    dist_timeout and names them."""
+def wait_for_all(cfg: Config, what: str) -> None:
+    """A barrier (before the update's collectives, and at the end so that no rank tears the group down while
+    another still sends to it): on gloo, rank 0 learns which ranks did not arrive within dist_timeout and names
+    them."""
     if not context().parallel:
         return
-    with _collective("waiting for every rank to finish its rollout", cfg):
+    with _collective(f"waiting for every rank to finish {what}", cfg):
         dist.monitored_barrier(group=_cpu_group, timeout=timedelta(seconds=cfg.dist_timeout), wait_all_ranks=True)
 
 
@@ -215,7 +216,7 @@ def gather_rollout(start_step: int, local_step: int, episodes: list, cfg: Config
     ctx = context()
     if not ctx.parallel:
         return local_step, episodes
-    wait_for_all(cfg)
+    wait_for_all(cfg, "its rollout")
     stamped = [(start_step + (step - start_step) * ctx.world_size, ret, length) for step, ret, length in episodes]
     gathered = [None] * ctx.world_size if ctx.root else None
     with _collective("gathering the episodes", cfg):

@@ -161,7 +161,9 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         torch.set_num_threads(cfg.torch_threads)
     ctx, dev, created = distributed.start(cfg, resolve_device(cfg.device))
     try:
-        return _train(cfg, run_dir, payload, ctx, dev, quiet, max_updates)
+        state = _train(cfg, run_dir, payload, ctx, dev, quiet, max_updates)
+        distributed.wait_for_all(cfg, "training")
+        return state
     finally:
         distributed.stop(created)
 
