@@ -4,8 +4,10 @@ The update's arithmetic is checked in 2 processes started by ``torch.multiproces
 concatenated data; the training runs start ``python -m torch.distributed.run -m proximal train``, as a user would.
 """
 
+import contextlib
 import csv
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -295,9 +297,17 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
-def test_a_rank_that_hangs_stops_the_other_within_the_timeout(tmp_path):
+def _alive(pid: int) -> bool:
+    try:  # a zombie has ended: it waits only for its parent to collect its exit code
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["hangs", "dies"])
+def test_a_rank_that_hangs_or_dies_stops_the_other_within_the_timeout(tmp_path, sig):
     """Rank 1 stopped (SIGSTOP: alive, never answering): rank 0 ends with the one-line error within
-    dist_timeout plus slack, instead of waiting for ever."""
+    dist_timeout plus slack, instead of waiting for ever. Rank 1 killed: torchrun ends rank 0 and names rank 1."""
     run = tmp_path / "run"
     proc = torchrun(*SMALL, "--total-steps", "10000000", "--dist-timeout", "4", "--quiet", "--run-dir", str(run),
                     wait=False)
@@ -307,15 +317,19 @@ def test_a_rank_that_hangs_stops_the_other_within_the_timeout(tmp_path):
             assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
             time.sleep(0.2)
         rank0, rank1 = _rank_pid(proc.pid, 0), _rank_pid(proc.pid, 1)
-        os.kill(rank1, signal.SIGSTOP)
-        stopped = time.monotonic()
-        while Path(f"/proc/{rank0}").exists() and Path(f"/proc/{rank0}/stat").read_text().split()[2] != "Z":
-            assert time.monotonic() - stopped < 30, "rank 0 still waits"
+        os.kill(rank1, sig)
+        signalled = time.monotonic()
+        while _alive(rank0):
+            assert time.monotonic() - signalled < 30, "rank 0 still waits"
             time.sleep(0.2)
-        os.kill(rank1, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the stopped rank: torchrun would wait for it
+            os.kill(rank1, signal.SIGKILL)
         out = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert "rank 0:" in out and "dist_timeout (4 s)" in out, out[-3000:]
     assert proc.returncode != 0
+    if sig == signal.SIGSTOP:
+        assert "rank 0:" in out and "dist_timeout (4 s)" in out, out[-3000:]
+    else:
+        assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s+exitcode\s*: -9", out), out[-3000:]
