@@ -128,9 +128,9 @@ def _averaging(cfg: Config) -> bool:
         and dist.get_world_size() > 1
 
 
-def _mean_in_place(flat: torch.Tensor, cfg: Config) -> None:
+def _mean_in_place(flat: torch.Tensor, cfg: Config, what: str = "the gradient all-reduce") -> None:
     # the reference's order: sum over the ranks, then divide by their number
-    with _collective("the gradient all-reduce", cfg):
+    with _collective(what, cfg):
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat.div_(dist.get_world_size())
 
@@ -166,7 +166,7 @@ def average_scalar(value: float, cfg: Config) -> float:
     flat = torch.tensor([value], dtype=torch.float64)
     if dist.get_backend() == "nccl":
         flat = flat.cuda()
-    _mean_in_place(flat, cfg)
+    _mean_in_place(flat, cfg, "averaging approx_kl (aux.target_kl)")
     return flat.item()
 
 
