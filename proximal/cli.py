@@ -100,15 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = preset(args.preset)
-    for f in fields(Config):
-        if f.name in vars(args):
-            setattr(cfg, f.name, getattr(args, f.name))
-    if "target_kl" in vars(args):
+    values = {f.name: getattr(args, f.name) for f in fields(Config) if f.name in vars(args)}
+    return apply_overrides(preset(args.preset), values, args.on, args.off)
+
+
+def apply_overrides(cfg: Config, values: dict, on=(), off=()) -> Config:
+    """``cfg`` with field ``values`` (already of the fields' types) and details switched ``on`` and ``off``,
+    validated: what the train command's flags do, shared with ``proximal.train``'s keyword overrides."""
+    for name, value in values.items():
+        setattr(cfg, name, value)
+    if "target_kl" in values:
         cfg.details["aux.target_kl"] = True  # --target-kl X means: stop early at X
-    for detail_id in args.off:
+    for detail_id in off:
         set_detail(cfg, detail_id, False)
-    for detail_id in args.on:
+    for detail_id in on:
         set_detail(cfg, detail_id, True)
     validate(cfg)
     return cfg
