@@ -99,13 +99,20 @@ def import_env_module(env_id: str) -> str:
 
 def make_gym_env(env: EnvSource, render_mode: str | None = None) -> gym.Env:
     if callable(env):
-        env = env()  # a factory takes no arguments, so it renders as it chose to
-    else:
-        kwargs = {"render_mode": render_mode} if render_mode else {}
-        env = gym.make(env, disable_env_checker=True, **kwargs)
+        return wrap_env(env())  # a factory takes no arguments, so it renders as it chose to
+    kwargs = {"render_mode": render_mode} if render_mode else {}
+    return wrap_env(gym.make(env, disable_env_checker=True, **kwargs))
+
+
+def wrap_env(env: gym.Env) -> gym.Env:
     space = env.observation_space
     if isinstance(space, gym.spaces.Dict) and "action_mask" in space.spaces:
         env = MaskInInfo(env)
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        # the vector env could not even stack such observations: say so before it tries
+        raise UserError(f"observation space {env.observation_space} is not supported: the policies take Box "
+                        "observations (vectors, images, grids); flatten a Dict or Tuple observation with "
+                        "gymnasium.wrappers.FlattenObservation")
     return gym.wrappers.RecordEpisodeStatistics(env)
 
 
@@ -120,7 +127,10 @@ def check_factory(factory: Callable[[], gym.Env], workers: int) -> None:
     if not isinstance(env, gym.Env):
         raise UserError(f"the env factory {name} returned a {type(env).__name__}, not a gymnasium.Env; return the "
                         "env itself (e.g. gymnasium.make(...) or an instance of your gymnasium.Env subclass)")
-    env.close()
+    try:
+        wrap_env(env)
+    finally:
+        env.close()
     if workers > 1:
         try:
             pickle.dumps(factory)
