@@ -9,6 +9,7 @@ is reset (lstm.reset_on_done), as in training.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -128,12 +129,15 @@ def load(path: str | Path, device: str = "cpu", seed: int = 0) -> Agent:
                  normalizer, seed)
 
 
-def make_env(run: str | Path | Agent, num_envs: int = 1, *, env=None, render_mode: str | None = None) -> VecEnv:
-    """The envs a run trained on, with its preprocessing (for Atari the reference's wrapper chain and frame stack,
-    as ``proximal eval`` plays them) but without its observation normalization, which the agent applies: a
-    proximal vector env, ``reset(seed)`` -> observations, ``step(actions)`` -> ``Step`` (obs, reward,
+def make_env(run, num_envs: int = 1, *, env=None, render_mode: str | None = None) -> VecEnv:
+    """The envs a run (a run directory, a checkpoint file, an ``Agent`` or a ``Run``) trained on, with its
+    preprocessing (for Atari the reference's wrapper chain and frame stack, as ``proximal eval`` plays them) but
+    without its observation normalization, which the agent applies: a proximal vector env, ``reset(seed)`` -> observations, ``step(actions)`` -> ``Step`` (obs, reward,
     terminated, truncated, final_obs, episodes), ``action_masks()``, ``close()``. ``env``: the factory a
     factory-trained run needs again."""
-    cfg = run.cfg if isinstance(run, Agent) else Config.from_dict(checkpoint.load(checkpoint.latest(Path(run)))["config"])
+    if isinstance(run, (str, os.PathLike)):
+        cfg = Config.from_dict(checkpoint.load(checkpoint.latest(Path(run)))["config"])
+    else:
+        cfg = run.cfg
     # Python chain whichever backend trained, as evaluation does
     return make_envs(cfg.env_id, num_envs, render_mode, cfg=replace(cfg, backend="python"), factory=env)

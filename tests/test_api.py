@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import proximal
-from proximal import checkpoint
+from proximal import checkpoint, cli
 from proximal.config import preset
 from proximal.envs import make_envs
 from proximal.trainer import train as trainer_train
@@ -148,7 +148,7 @@ def test_a_factorys_envs_step_as_the_ids_envs(workers):
         by_factory.close()
 
 
-def test_a_factory_run_records_its_name_and_resume_asks_for_it(tmp_path):
+def test_a_factory_run_records_its_name_and_resume_asks_for_it(tmp_path, capsys):
     run = proximal.train(env=make_corridor, run_dir=tmp_path / "run", quiet=True, **TINY)
     assert run.update == 2 and run.global_step == 64 and not run.stopped
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["env_id"]
@@ -159,6 +159,11 @@ def test_a_factory_run_records_its_name_and_resume_asks_for_it(tmp_path):
         proximal.train(env=make_other, run_dir=tmp_path / "run", resume=True, quiet=True)
     # the same factory is accepted (the run is complete: nothing to do)
     assert proximal.train(env=make_corridor, run_dir=tmp_path / "run", resume=True, quiet=True).update == 2
+    # the command line cannot give a function: it says how to resume from Python, in one line
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("proximal train: error: this run's envs came from the function "
+                              "test_api.make_corridor") and "proximal.train(env=make_corridor" in message
 
 
 def test_bad_factories_fail_with_one_message_before_anything_is_written(tmp_path):
