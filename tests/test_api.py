@@ -271,6 +271,14 @@ def test_the_agent_normalizes_frozen_and_clips_as_in_training(box_run):
     assert np.array_equal(agent.act(obs, deterministic=True)[0], [[2.0], [2.0]])
 
 
+def test_the_agents_samples_follow_its_seed(box_run):
+    obs = np.zeros((50, 3), np.float32)
+    first, again, other = (proximal.load(box_run.run_dir, seed=s).act(obs)[0] for s in (0, 0, 1))
+    greedy = proximal.load(box_run.run_dir).act(obs, deterministic=True)[0]
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert np.allclose(greedy, greedy[0]) and first.std() > 0.1  # log std 0 at the start: unit noise, clipped
+
+
 def test_the_agent_names_expected_and_got_for_a_wrong_observation(box_run):
     agent = proximal.load(box_run.run_dir)
     with pytest.raises(proximal.UserError, match=r"shape \(4,\): this agent takes \(3,\) .* or \(N, 3\)"):
