@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="record every evaluated frame to this file (rgb_array rendering; headless MuJoCo uses EGL "
                          "unless MUJOCO_GL says otherwise)")
 
+    export = sub.add_parser("export", help="write a trained policy as an ONNX graph (observation in, action, value "
+                                           "and distribution parameters out)")
+    export.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
+    export.add_argument("-o", "--output", type=Path, default=Path("policy.onnx"),
+                        help="the .onnx file to write (default: policy.onnx)")
+
     plot = sub.add_parser("plot", help="learning curves of runs; seeds of the same env and preset aggregated")
     plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     plot.add_argument("-o", "--output", type=Path, default=Path("curves.png"),
@@ -100,15 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = preset(args.preset)
-    for f in fields(Config):
-        if f.name in vars(args):
-            setattr(cfg, f.name, getattr(args, f.name))
-    if "target_kl" in vars(args):
+    values = {f.name: getattr(args, f.name) for f in fields(Config) if f.name in vars(args)}
+    return apply_overrides(preset(args.preset), values, args.on, args.off)
+
+
+def apply_overrides(cfg: Config, values: dict, on=(), off=()) -> Config:
+    """``cfg`` with field ``values`` (already of the fields' types) and details switched ``on`` and ``off``,
+    validated: what the train command's flags do, shared with ``proximal.train``'s keyword overrides."""
+    for name, value in values.items():
+        setattr(cfg, name, value)
+    if "target_kl" in values:
         cfg.details["aux.target_kl"] = True  # --target-kl X means: stop early at X
-    for detail_id in args.off:
+    for detail_id in off:
         set_detail(cfg, detail_id, False)
-    for detail_id in args.on:
+    for detail_id in on:
         set_detail(cfg, detail_id, True)
     validate(cfg)
     return cfg
@@ -150,6 +161,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.video}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx, output_names
+    from .agent import load
+
+    agent = load(args.path)
+    export_onnx(agent, args.output)
+    inputs = "obs, state, start" if agent.recurrent else "obs"
+    print(f"wrote {args.output}: inputs {inputs}; outputs {', '.join(output_names(agent))}")
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from .plot import plot_runs
 
@@ -178,7 +199,7 @@ def cmd_details(args: argparse.Namespace) -> None:
             print(indent + r["test"])
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "details": cmd_details}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "plot": cmd_plot, "details": cmd_details}
 
 
 def main(argv: list[str] | None = None) -> int:

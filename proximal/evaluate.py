@@ -24,7 +24,11 @@ def load_policy(path: Path, device: str = "cpu"):
     """(policy, config, normalizer) from a run directory (its newest checkpoint) or a checkpoint file. The
     normalizer holds the run's observation statistics at that checkpoint (None where the run did not normalize):
     the policy was trained on observations normalized with them, so evaluate with them."""
-    payload = checkpoint.load(checkpoint.latest(path))
+    return policy_from_checkpoint(checkpoint.load(checkpoint.latest(path)), device)
+
+
+def policy_from_checkpoint(payload: dict, device: str = "cpu"):
+    """``load_policy`` for a checkpoint already loaded (``checkpoint.load``)."""
     cfg = Config.from_dict(payload["config"])
     observation_space = space_from_dict(payload["spaces"]["observation"])
     action_space = space_from_dict(payload["spaces"]["action"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
@@ -130,11 +132,38 @@ def summary(cfg: Config, device: torch.device) -> str:
             f"= {cfg.num_updates * cfg.batch_size} steps")
 
 
+@dataclass
+class UpdateInfo:
+    """What a callback of ``train`` receives after every update: the update's statistics (the scalars the logs
+    write: losses, approx_kl, SPS, ...), the update number (1-based) of ``num_updates``, the env steps so far, the
+    episodes that ended during its rollout as (global step, return, length), the live policy, the run's
+    normalizer (None where the run does not normalize), config and spaces (``agent.Agent.from_update`` makes an
+    agent of them). Read the policy, do not train it."""
+
+    stats: dict[str, float]
+    update: int
+    num_updates: int
+    global_step: int
+    episodes: list[tuple[int, float, int]]
+    policy: ActorCritic
+    normalizer: Normalizer | None
+    cfg: Config
+    observation_space: gym.Space
+    action_space: gym.Space
+
+
+# a callback returning False stops the run after this update, with a checkpoint (None or True: go on)
+Callback = Callable[[UpdateInfo], bool | None]
+
+
 def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False, quiet: bool = False,
-          max_updates: int | None = None, device: str | None = None) -> TrainerState:
+          max_updates: int | None = None, device: str | None = None, env_fn: Callable | None = None,
+          callbacks: Sequence[Callback] = ()) -> TrainerState:
     """Train, writing everything to ``run_dir``. With ``resume``, continue the run in ``run_dir`` from its newest
     checkpoint with the run's own config. ``max_updates`` stops (with a checkpoint) after that many updates of
-    this call, as if the run were killed there."""
+    this call, as if the run were killed there. ``env_fn``: the zero-argument function that makes the envs, where
+    ``cfg.env_id`` records one (``envs.make.make_envs``). ``callbacks`` are called after every update; one
+    returning False stops the run there, with a checkpoint."""
     payload = None
     if resume:
         payload = checkpoint.load(checkpoint.latest(run_dir))
@@ -154,7 +183,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         torch.set_num_threads(cfg.torch_threads)
     dev = resolve_device(cfg.device)
     # envs and policy first: an unknown env or unsupported space must fail before anything is written
-    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg), cfg)
+    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg, factory=env_fn), cfg)
     try:
         state = new_state(cfg, envs, dev, normalizer)
         exact = restore_state(state, payload, envs) if payload is not None else True
@@ -178,7 +207,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         blas_threads = threadpool_limits(cfg.torch_threads, user_api="blas") if cfg.torch_threads else nullcontext()
         try:
             with blas_threads:
-                _loop(state, envs, logger, run_dir, max_updates)
+                _loop(state, envs, logger, run_dir, max_updates, callbacks)
         finally:
             logger.close()
     finally:
@@ -200,7 +229,8 @@ class TorchThreads:
         torch.set_num_threads(self.saved)
 
 
-def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None) -> None:
+def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None,
+          callbacks: Sequence[Callback] = ()) -> None:
     cfg, buf = state.cfg, state.rollout
     device = next(state.policy.parameters()).device
     actor = make_actor(state.policy, device, cfg.fast_paths)
@@ -235,13 +265,19 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
 
         sps = (state.global_step - start_step) / (now - start_time)
         logger.episodes(episodes)
-        logger.update(state.global_step, update, {
+        scalars = {
             "learning_rate": lr, "clip_range": clip, "SPS": sps, **stats, "explained_variance": ev,
             "env_seconds": times.env, "inference_seconds": times.inference, "learn_seconds": learn,
             "other_seconds": (now - mark) - times.env - times.inference - learn,
-        })
+        }
+        logger.update(state.global_step, update, scalars)
+        info = UpdateInfo(scalars, update, cfg.num_updates, state.global_step, episodes, state.policy,
+                          state.normalizer, cfg, envs.single_observation_space, envs.single_action_space)
+        # every callback sees every update, even after one has asked to stop
+        stop = any(answer is False for answer in [callback(info) for callback in callbacks])
         mark = now
-        last = update == cfg.num_updates or (max_updates is not None and update - first + 1 >= max_updates)
+        last = (stop or update == cfg.num_updates
+                or (max_updates is not None and update - first + 1 >= max_updates))
         if last or (cfg.checkpoint_every and update % cfg.checkpoint_every == 0):
             checkpoint.save(state.checkpoint(envs), checkpoint.checkpoint_path(run_dir, update))
         if last:
