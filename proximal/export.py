@@ -64,7 +64,8 @@ class PolicyGraph(nn.Module):
             obs = obs.float()
         elif obs.dtype != torch.uint8:  # images stay uint8: the network scales them (atari.scale_obs)
             obs = obs.float()
-        params, value, state = self.policy._step(obs, Carry(start, None, state))
+        params, value, carry = self.policy.distribution(obs, Carry(start, None, state))
+        state = carry.state
         action = self._env_action(self.dist.mode(params))
         outputs = (action, value, *(params if isinstance(params, tuple) else (params,)))
         return outputs if state is None else (*outputs, state)
