@@ -52,7 +52,7 @@ def save(payload: dict, path: Path) -> None:
     torch's zip writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = _serialize(payload)
+    body = _serialize({**payload, "format": FORMAT})
     record = _serialize({"format": FORMAT, "sha256": hashlib.sha256(body).hexdigest(),
                          "payload": torch.frombuffer(bytearray(body), dtype=torch.uint8)})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".pt")
@@ -77,13 +77,13 @@ def save(payload: dict, path: Path) -> None:
 def _torch_load(source, path: Path):
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch refuses, before running it, any pickled object that is not a tensor or a plain value
-        refused = _REFUSED_GLOBAL.search(str(e))
-        what = f" ({refused.group(1)})" if refused else ""
-        raise UserError(f"checkpoint '{path}' refused: the file holds pickled code{what}, which proximal never "
-                        "loads") from None
-    except Exception as e:  # truncated, corrupt, not a torch file
+    except Exception as e:  # truncated, corrupt, not a torch file, or pickled code
+        # torch refuses, before running it, any pickled object that is not a tensor or a plain value, and names
+        # the function or class only in its message
+        refused = _REFUSED_GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if refused:
+            raise UserError(f"checkpoint '{path}' refused: the file holds pickled code, which proximal never loads "
+                            f"(it calls for {refused.group(1)})") from None
         raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is corrupt or not a "
                         "proximal checkpoint: evaluate an earlier one from the run's checkpoints/ directory, or "
                         "move this one away before --resume") from None
@@ -92,7 +92,7 @@ def _torch_load(source, path: Path):
 def _migrate(payload: dict, path: Path) -> dict:
     """A payload of an older format as today's, where the difference can be filled in."""
     if payload["format"] == 2:  # no run id was recorded: the checkpoint is accepted by any run
-        payload = {**payload, "run_id": None}
+        payload = {**payload, "format": FORMAT, "run_id": None}
     else:
         raise UserError(f"checkpoint '{path}' has format {payload['format']}, and this version of proximal reads "
                         f"formats 2 and {FORMAT}: evaluate or resume it with the proximal version that wrote it")
@@ -114,6 +114,8 @@ def load(path: Path) -> dict:
     if not isinstance(record, dict) or "format" not in record:
         raise UserError(f"'{path}' is not a proximal checkpoint")
     if record["format"] == FORMAT:
+        if not isinstance(record.get("payload"), torch.Tensor) or not isinstance(record.get("sha256"), str):
+            raise UserError(f"'{path}' is not a proximal checkpoint")
         body = record["payload"].numpy().tobytes()
         if hashlib.sha256(body).hexdigest() != record["sha256"]:
             raise UserError(f"checkpoint '{path}' is damaged: its contents do not match the SHA-256 it was written "

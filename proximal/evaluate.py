@@ -31,7 +31,16 @@ def load_policy(path: Path, device: str = "cpu"):
     # aux.action_masking: the run's policy took masks if its carry holds them
     policy = make_policy(observation_space, action_space, cfg, masked=payload["carry"]["mask"] is not None)
     normalizer = Normalizer.from_config(cfg, observation_space.shape, cfg.num_envs)
-    policy.load_state_dict(payload["policy"])
+    nonfinite = [name for name, t in payload["policy"].items() if t.is_floating_point() and not t.isfinite().all()]
+    if nonfinite:
+        raise UserError(f"checkpoint '{path}' holds non-finite weights ({nonfinite[0]}); evaluate an earlier "
+                        "checkpoint of the run")
+    try:
+        policy.load_state_dict(payload["policy"])
+    except RuntimeError as e:  # names the mismatched tensors over several lines
+        first = str(e).splitlines()[1].strip().rstrip(".") if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"checkpoint '{path}' holds weights that do not fit the network its config describes "
+                        f"({first}); it was altered after it was written") from None
     if normalizer is not None:
         normalizer.load_state_dict(payload["normalizer"])
     return policy.to(resolve_device(device)).eval(), cfg, normalizer

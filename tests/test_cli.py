@@ -38,7 +38,7 @@ CORE_IDS = ["core.vector_envs", "core.orthogonal_init", "core.adam_eps", "core.l
             "core.entropy_bonus", "core.grad_clip", "core.debug_stats", "core.separate_networks"]
 PERF_SECONDS = ["env_seconds", "inference_seconds", "learn_seconds", "other_seconds"]
 UPDATE_SCALARS = ["learning_rate", "clip_range", "SPS", "policy_loss", "value_loss", "entropy", "approx_kl",
-                  "old_approx_kl", "approxkl_ppo2", "clipfrac", "explained_variance", "epochs", *PERF_SECONDS]
+                  "old_approx_kl", "approxkl_ppo2", "clipfrac", "grad_norm", "explained_variance", "epochs", *PERF_SECONDS]
 # CSV column -> TensorBoard tag, written out here so that a tag renamed or dropped in proximal/logs.py fails
 UPDATE_TAGS = {"learning_rate": "charts/learning_rate", "clip_range": "charts/clip_range", "SPS": "charts/SPS",
                "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
