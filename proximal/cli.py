@@ -129,12 +129,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         if given or args.off or args.on or args.run_dir is not None or args.preset != "classic":
             raise UserError("--resume continues a run with its own config; drop the other options "
                             "(only --quiet and --device may be given)")
-        check_location(args.resume)
         if Path(args.resume).is_file():
             # the trainer writes into the directory it resumes, so it needs the run directory itself
             raise UserError(f"--resume takes a run directory, not the file '{args.resume}'; it continues from the "
                             "newest checkpoint in RUN_DIR/checkpoints (move newer ones away to resume from an "
                             "earlier one)")
+        check_location(args.resume)
         args.run_dir = Path(args.resume)  # for the interrupt hint
         train(None, args.run_dir, resume=True, quiet=args.quiet, device=vars(args).get("device"))
         return

@@ -42,18 +42,18 @@ UPDATE_COLUMNS = ("global_step", "update", *UPDATE_TAGS)
 
 def whole_rows(path: Path, columns: tuple[str, ...] | None = None) -> tuple[list[dict], int]:
     """The rows of a CSV file written whole, and how many were dropped as torn: a line without its newline (a
-    write cut short) or a row whose fields are missing, extra, or whose global_step is not an integer (a fault
-    that left part of a row). ``columns`` fills the columns the file's header lacks (an older version's file)
-    with empty strings."""
+    write cut short) or a row that is not as the writer writes them (a fault
+    that left part of a row: a missing, extra or empty field, or a global_step that is not a whole number).
+    ``columns`` fills the columns the file's header lacks (an older version's file) with "nan"."""
     text = path.read_text() if path.exists() else ""
     complete, _, tail = text.rpartition("\n")
     reader = csv.DictReader(io.StringIO(complete + "\n" if complete else ""))
     rows, dropped = [], int(bool(tail))
     for row in reader:
-        if None in row or None in row.values() or not row.get("global_step", "").lstrip("-").isdigit():
+        if None in row or None in row.values() or "" in row.values() or not row["global_step"].isdigit():
             dropped += 1
             continue
-        rows.append({c: row.get(c, "") for c in columns} if columns else row)
+        rows.append({c: row.get(c, "nan") for c in columns} if columns else row)
     return rows, dropped
 
 
