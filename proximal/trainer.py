@@ -166,20 +166,18 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
                       "nothing to do")
             return state
         with rundir.owned(run_dir):
-            if resume:
-                state.run_id = rundir.run_id(run_dir) or rundir.new_run_id(run_dir)
-            else:
+            if not resume and checkpoint.finished(run_dir):
                 # a directory whose run was killed before its first checkpoint holds nothing to resume: reused
-                if checkpoint.finished(run_dir):
-                    raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume "
-                                    f"{run_dir} or choose another --run-dir")
-                state.run_id = rundir.new_run_id(run_dir)
+                raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume "
+                                f"{run_dir} or choose another --run-dir")
             try:
+                state.run_id = (rundir.run_id(run_dir) if resume else None) or rundir.new_run_id(run_dir)
                 _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates)
-            except OSError as e:
-                raise RunFailure(f"cannot write '{e.filename or run_dir}' ({e.strerror}); "
-                                 f"{_last_good(run_dir)}; when the disk has room, continue with: proximal train "
-                                 f"--resume {run_dir}") from None
+            except OSError as e:  # a full disk, a file system gone read-only, an I/O error
+                then = (f"when it can be written again, continue with: proximal train --resume {run_dir}"
+                        if checkpoint.finished(run_dir) else "start the run again when it can be written")
+                raise RunFailure(f"cannot write '{e.filename or run_dir}' ({e.strerror}); {_last_good(run_dir)}; "
+                                 f"{then}") from None
     finally:
         envs.close()
     return state

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,7 +303,7 @@ def test_disk_full_then_resume_equals_the_uninterrupted_run(target, nth, tmp_pat
     assert code == 1 and found and found[-1][0] < 4
     assert one_line(err).startswith("proximal train: error: cannot write '")
     assert f"(No space left on device); the last good checkpoint is {found[-1][1]}" in err
-    assert f"continue with: proximal train --resume {run}" in err
+    assert err.endswith(f"when it can be written again, continue with: proximal train --resume {run}")
     assert not list((run / "checkpoints").glob(".tmp_*"))
     # space is back
     assert run_cli(capsys, "train", "--resume", run, "--quiet")[0] == 0
@@ -366,3 +367,39 @@ def test_memory_estimate_counts_the_rollout_and_the_networks():
     assert rollout == 6 * 48 * 2 + 2 * 2048
     # one 4->5 layer per network, two networks (core.separate_networks), four copies of 4 bytes each
     assert networks == (4 + 1) * 5 * 2 * 16
+
+
+@pytest.mark.skipif(not os.environ.get("PROXIMAL_TEST_TMPFS"),
+                    reason="needs a small tmpfs mounted by hand, named by PROXIMAL_TEST_TMPFS (e.g. mount -t tmpfs "
+                           "-o size=2m tmpfs /mnt/tiny): the suite does not mount file systems")
+def test_a_really_full_disk_then_resume_equals_the_uninterrupted_run(tmp_path, capsys):
+    full = tiny_run(tmp_path / "full")
+    sizes = {p: p.stat().st_size for p in full.rglob("*") if p.is_file()}
+    largest = max(size for p, size in sizes.items() if p.suffix == ".pt")
+    # room for everything but the checkpoints, and for two and a half of those: the third cannot be written
+    room = sum(size for p, size in sizes.items() if p.suffix != ".pt") + 5 * largest // 2
+    base = Path(os.environ["PROXIMAL_TEST_TMPFS"]) / f"proximal-test-{os.getpid()}"
+    base.mkdir()
+    try:
+        filler = base / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(bytes(1 << 16))
+                    f.flush()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+            f.truncate(max(f.tell() - room, 0))
+        run = base / "run"
+        code, err = run_cli(capsys, "train", *TINY, "--run-dir", run)
+        assert code == 1 and "(No space left on device)" in one_line(err), err
+        found = checkpoint.finished(run)
+        assert 0 < len(found) < 4 and f"the last good checkpoint is {found[-1][1]}" in err
+        filler.unlink()
+        assert run_cli(capsys, "train", "--resume", run, "--quiet")[0] == 0
+        a, b = (checkpoint.load(checkpoint.latest(d))["policy"] for d in (full, run))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        for log in ("episodes.csv", "updates.csv"):
+            assert rows(full / log) == rows(run / log), log
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
