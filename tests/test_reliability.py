@@ -403,3 +403,13 @@ def test_a_really_full_disk_then_resume_equals_the_uninterrupted_run(tmp_path, c
             assert rows(full / log) == rows(run / log), log
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_reliability_page_names_tests_that_exist():
+    import re
+
+    page = (ROOT / "docs" / "reliability.md").read_text()
+    named = set(re.findall(r"`(test_\w+)`", page))
+    defined = {name for path in (ROOT / "tests").glob("test_*.py")
+               for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
+    assert named and named <= defined, named - defined
