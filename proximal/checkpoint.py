@@ -104,9 +104,9 @@ def _owner(path: Path) -> str | None:
     return rundir.run_id(path.parent.parent) if path.parent.name == "checkpoints" else None
 
 
-def load(path: Path) -> dict:
-    """The payload of a checkpoint file, its hash verified, migrated to today's format. A file inside a run
-    directory's checkpoints/ must belong to that run."""
+def read(path: Path) -> dict:
+    """The payload of a file ``save`` wrote, its hash verified, migrated to today's format; ``load`` also checks
+    that it is a whole checkpoint of the right run."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist; pass a run directory or a checkpoint file")
@@ -123,6 +123,14 @@ def load(path: Path) -> dict:
         payload = _torch_load(io.BytesIO(body), path)
     else:
         payload = _migrate(record, path)
+    return payload
+
+
+def load(path: Path) -> dict:
+    """The payload of a checkpoint file (``read``), checked to hold every entry the trainer and evaluation read. A
+    file inside a run directory's checkpoints/ must belong to that run."""
+    path = Path(path)
+    payload = read(path)
     # a KeyError deep in resume or eval would be a traceback instead of this message
     missing = sorted(set(KEYS) - set(payload))
     if missing:
