@@ -233,19 +233,19 @@ def test_two_trainings_on_one_directory(tmp_path, capsys):
                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while len(checkpoint.finished(run)) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # the machine may be busy with other tests
+        while len(checkpoint.finished(run)) < 2 and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.1)
-        assert checkpoint.finished(run), "the first training wrote no checkpoint within a minute"
+        assert len(checkpoint.finished(run)) >= 2, (first.poll(), "the first training wrote no checkpoints")
         run_id = rundir.run_id(run)
         for argv in (["train", *TINY, "--seed", "2", "--run-dir", run], ["train", "--resume", run, "--quiet"]):
             code, err = run_cli(capsys, *argv)
             assert code == 2 and f"is in use by another training (pid {first.pid})" in one_line(err)
         first.send_signal(signal.SIGINT)
-        _, stderr = first.communicate(timeout=60)
+        _, stderr = first.communicate(timeout=120)
     finally:
         first.kill()
-    assert first.returncode == 130
+    assert first.returncode == 130, stderr
     assert one_line(stderr.strip()) == f"interrupted; continue with: proximal train --resume {run}"
     # the first run's files are its own: one run id, its seed, updates logged once each and in order
     assert rundir.run_id(run) == run_id
