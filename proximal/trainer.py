@@ -211,9 +211,9 @@ def _run(state: TrainerState, envs: VecEnv, run_dir: Path, payload: dict | None,
 
 
 def _nonfinite_rollout(buf: Rollout, start_step: int, next_obs: np.ndarray | None = None) -> str | None:
-    """What the envs returned that is not finite, first by step then env; None if all is. One sum per array (in
-    float64, which float32 values cannot overflow): the search for the culprit runs only when a sum is not
-    finite."""
+    """What the envs returned that is not finite (observations before rewards, each first by step then env); None
+    if all is. One sum per array (in float64, which float32 values cannot overflow): the search for the culprit
+    runs only when a sum is not finite."""
     num_envs = buf.rewards.shape[1]
     arrays = [("observation", buf.obs, 0), ("reward", buf.rewards[..., None], 1)]
     if next_obs is not None:

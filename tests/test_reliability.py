@@ -229,7 +229,8 @@ def test_a_nonfinite_value_stops_the_run_before_any_checkpoint_holds_it(fault, m
 def test_two_trainings_on_one_directory(tmp_path, capsys):
     run = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "proximal", "train", "--total-steps", "200000", "--num-envs", "2",
-                              "--num-steps", "64", "--checkpoint-every", "1", "--seed", "1", "--quiet", "--run-dir", str(run)],
+                              "--num-steps", "64", "--checkpoint-every", "1", "--seed", "1", "--quiet",
+                              "--run-dir", str(run)],
                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
