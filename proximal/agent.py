@@ -122,8 +122,9 @@ class Agent:
 
 def load(path: str | Path, device: str = "cpu", seed: int = 0) -> Agent:
     """The agent of a run directory (its newest checkpoint) or of a checkpoint file; no env is made."""
-    payload = checkpoint.load(checkpoint.latest(Path(path)))
-    policy, cfg, normalizer = policy_from_checkpoint(payload, device)
+    path = checkpoint.latest(Path(path))
+    payload = checkpoint.load(path)
+    policy, cfg, normalizer = policy_from_checkpoint(payload, device, f"checkpoint '{path}'")
     spaces = payload["spaces"]
     return Agent(policy, cfg, space_from_dict(spaces["observation"]), space_from_dict(spaces["action"]),
                  normalizer, seed)

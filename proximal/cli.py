@@ -7,11 +7,12 @@ import json
 import os
 import sys
 import typing
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
 from .config import PRESETS, Config, field_docs, preset, set_detail, validate
-from .errors import UserError
+from .errors import RunFailure, UserError
 
 # fields with a flag of their own (the names) rather than the generic --field-name
 _RENAMED = {"env_id": "--env"}
@@ -68,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a policy")
     train.add_argument("--preset", default="classic", help=f"starting values: {', '.join(PRESETS)} (default: classic)")
-    train.add_argument("--run-dir", type=Path, help="run directory (default runs/<env>__<preset>__<seed>__<time>)")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    train.add_argument("--run-dir", help="run directory (default runs/<env>__<preset>__<seed>__<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its newest checkpoint, with its own config")
     train.add_argument("--quiet", action="store_true", help="no progress bar or messages (for scripts)")
     train.add_argument("--off", action="append", default=[], metavar="DETAIL_ID",
@@ -117,6 +118,9 @@ def apply_overrides(cfg: Config, values: dict, on=(), off=()) -> Config:
         setattr(cfg, name, value)
     if "target_kl" in values:
         cfg.details["aux.target_kl"] = True  # --target-kl X means: stop early at X
+    both = sorted(set(off) & set(on))
+    if both:
+        raise UserError(f"'{both[0]}' is given to both --off and --on; keep one of them")
     for detail_id in off:
         set_detail(cfg, detail_id, False)
     for detail_id in on:
@@ -126,23 +130,41 @@ def apply_overrides(cfg: Config, values: dict, on=(), off=()) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .trainer import train
+    from .rundir import check_location
+    from .trainer import default_run_dir, train
 
     if args.resume is not None:
         # preset is always in args (it has a default); it is checked against "classic" below
         given = sorted(f.name for f in fields(Config)
                        if f.name in vars(args) and f.name not in _NOT_FLAGS and f.name != "device")
-        if given or args.off or args.on or args.run_dir or args.preset != "classic":
+        if given or args.off or args.on or args.run_dir is not None or args.preset != "classic":
             raise UserError("--resume continues a run with its own config; drop the other options "
                             "(only --quiet and --device may be given)")
-        if args.resume.is_file():
+        if Path(args.resume).is_file():
             # the trainer writes into the directory it resumes, so it needs the run directory itself
             raise UserError(f"--resume takes a run directory, not the file '{args.resume}'; it continues from the "
                             "newest checkpoint in RUN_DIR/checkpoints (move newer ones away to resume from an "
                             "earlier one)")
-        train(None, args.resume, resume=True, quiet=args.quiet, device=vars(args).get("device"))
+        check_location(args.resume)
+        args.run_dir = Path(args.resume)  # for the interrupt hint
+        train(None, args.run_dir, resume=True, quiet=args.quiet, device=vars(args).get("device"))
         return
-    train(config_from_args(args), args.run_dir, quiet=args.quiet)
+    cfg = config_from_args(args)
+    if args.run_dir is not None:
+        check_location(args.run_dir)
+    args.run_dir = Path(args.run_dir) if args.run_dir is not None else default_run_dir(cfg)
+    train(cfg, args.run_dir, quiet=args.quiet)
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    run_dir = getattr(args, "run_dir", None)
+    if args.command != "train" or not isinstance(run_dir, Path):
+        return "interrupted"
+    from .checkpoint import finished
+
+    if finished(run_dir):
+        return f"interrupted; continue with: proximal train --resume {run_dir}"
+    return f"interrupted before the first checkpoint of '{run_dir}'; start it again with the same command"
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -174,7 +196,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_plot(args: argparse.Namespace) -> None:
     from .plot import plot_runs
 
-    groups = plot_runs(args.run_dirs, args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = plot_runs(args.run_dirs, args.output)
+    for warning in caught:
+        print(f"proximal plot: warning: {warning.message}", file=sys.stderr)
     print(f"wrote {args.output}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
                                                for label, n in groups.items()))
 
@@ -213,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"proximal {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunFailure as e:
+        print(f"proximal {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted; continue with: proximal train --resume RUN_DIR", file=sys.stderr)
+        print(interrupted_hint(args), file=sys.stderr)
         return 130
     return 0
 
