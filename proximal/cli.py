@@ -7,11 +7,12 @@ import json
 import os
 import sys
 import typing
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
 from .config import PRESETS, Config, field_docs, preset, set_detail, validate
-from .errors import UserError
+from .errors import RunFailure, UserError
 
 # fields with a flag of their own (the issue's names) rather than the generic --field-name
 _RENAMED = {"env_id": "--env"}
@@ -68,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a policy")
     train.add_argument("--preset", default="classic", help=f"starting values: {', '.join(PRESETS)} (default: classic)")
-    train.add_argument("--run-dir", type=Path, help="run directory (default runs/<env>__<preset>__<seed>__<time>)")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    train.add_argument("--run-dir", help="run directory (default runs/<env>__<preset>__<seed>__<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its newest checkpoint, with its own config")
     train.add_argument("--quiet", action="store_true", help="no progress bar or messages (for scripts)")
     train.add_argument("--off", action="append", default=[], metavar="DETAIL_ID",
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="record every evaluated frame to this file (rgb_array rendering; headless MuJoCo uses EGL "
                          "unless MUJOCO_GL says otherwise)")
 
+    export = sub.add_parser("export", help="write a trained policy as an ONNX graph (observation in, action, value "
+                                           "and distribution parameters out)")
+    export.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
+    export.add_argument("-o", "--output", type=Path, default=Path("policy.onnx"),
+                        help="the .onnx file to write (default: policy.onnx)")
+
     plot = sub.add_parser("plot", help="learning curves of runs; seeds of the same env and preset aggregated")
     plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     plot.add_argument("-o", "--output", type=Path, default=Path("curves.png"),
@@ -100,38 +107,64 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = preset(args.preset)
-    for f in fields(Config):
-        if f.name in vars(args):
-            setattr(cfg, f.name, getattr(args, f.name))
-    if "target_kl" in vars(args):
+    values = {f.name: getattr(args, f.name) for f in fields(Config) if f.name in vars(args)}
+    return apply_overrides(preset(args.preset), values, args.on, args.off)
+
+
+def apply_overrides(cfg: Config, values: dict, on=(), off=()) -> Config:
+    """``cfg`` with field ``values`` (already of the fields' types) and details switched ``on`` and ``off``,
+    validated: what the train command's flags do, shared with ``proximal.train``'s keyword overrides."""
+    for name, value in values.items():
+        setattr(cfg, name, value)
+    if "target_kl" in values:
         cfg.details["aux.target_kl"] = True  # --target-kl X means: stop early at X
-    for detail_id in args.off:
+    both = sorted(set(off) & set(on))
+    if both:
+        raise UserError(f"'{both[0]}' is given to both --off and --on; keep one of them")
+    for detail_id in off:
         set_detail(cfg, detail_id, False)
-    for detail_id in args.on:
+    for detail_id in on:
         set_detail(cfg, detail_id, True)
     validate(cfg)
     return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .trainer import train
+    from .rundir import check_location
+    from .trainer import default_run_dir, train
 
     if args.resume is not None:
         # preset is always in args (it has a default); it is checked against "classic" below
         given = sorted(f.name for f in fields(Config)
                        if f.name in vars(args) and f.name not in _NOT_FLAGS and f.name != "device")
-        if given or args.off or args.on or args.run_dir or args.preset != "classic":
+        if given or args.off or args.on or args.run_dir is not None or args.preset != "classic":
             raise UserError("--resume continues a run with its own config; drop the other options "
                             "(only --quiet and --device may be given)")
-        if args.resume.is_file():
+        if Path(args.resume).is_file():
             # the trainer writes into the directory it resumes, so it needs the run directory itself
             raise UserError(f"--resume takes a run directory, not the file '{args.resume}'; it continues from the "
                             "newest checkpoint in RUN_DIR/checkpoints (move newer ones away to resume from an "
                             "earlier one)")
-        train(None, args.resume, resume=True, quiet=args.quiet, device=vars(args).get("device"))
+        check_location(args.resume)
+        args.run_dir = Path(args.resume)  # for the interrupt hint
+        train(None, args.run_dir, resume=True, quiet=args.quiet, device=vars(args).get("device"))
         return
-    train(config_from_args(args), args.run_dir, quiet=args.quiet)
+    cfg = config_from_args(args)
+    if args.run_dir is not None:
+        check_location(args.run_dir)
+    args.run_dir = Path(args.run_dir) if args.run_dir is not None else default_run_dir(cfg)
+    train(cfg, args.run_dir, quiet=args.quiet)
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    run_dir = getattr(args, "run_dir", None)
+    if args.command != "train" or not isinstance(run_dir, Path):
+        return "interrupted"
+    from .checkpoint import finished
+
+    if finished(run_dir):
+        return f"interrupted; continue with: proximal train --resume {run_dir}"
+    return f"interrupted before the first checkpoint of '{run_dir}'; start it again with the same command"
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -150,10 +183,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.video}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx, output_names
+    from .agent import load
+
+    agent = load(args.path)
+    export_onnx(agent, args.output)
+    inputs = "obs, state, start" if agent.recurrent else "obs"
+    print(f"wrote {args.output}: inputs {inputs}; outputs {', '.join(output_names(agent))}")
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from .plot import plot_runs
 
-    groups = plot_runs(args.run_dirs, args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = plot_runs(args.run_dirs, args.output)
+    for warning in caught:
+        print(f"proximal plot: warning: {warning.message}", file=sys.stderr)
     print(f"wrote {args.output}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
                                                for label, n in groups.items()))
 
@@ -178,7 +225,7 @@ def cmd_details(args: argparse.Namespace) -> None:
             print(indent + r["test"])
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "details": cmd_details}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "plot": cmd_plot, "details": cmd_details}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"proximal {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunFailure as e:
+        print(f"proximal {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted; continue with: proximal train --resume RUN_DIR", file=sys.stderr)
+        print(interrupted_hint(args), file=sys.stderr)
         return 130
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 
@@ -221,8 +222,61 @@ def set_detail(cfg: Config, detail_id: str, value: bool) -> None:
     cfg.details[detail_id] = value
 
 
+# more torch threads than this only slow training down (and a very large count crashes torch's thread pool)
+MAX_THREADS = 256
+# seeds reach the envs (gymnasium and ALE take 0 <= seed < 2**31, plus an env's index) as well as torch and numpy
+MAX_SEED = 2**31 - 2**20
+
+
+def _free_memory() -> int | None:
+    """Bytes the machine can still give this process (MemAvailable); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_estimate(cfg: Config, obs_size: int = 1, obs_itemsize: int = 4) -> tuple[int, int]:
+    """A lower bound on (the rollout's bytes, the networks' bytes). The rollout: per env step the observation and
+    eight 4-byte entries (action, log-prob, value, reward, start, final value, advantage, return), twice (the
+    buffer and the training batch the update reads), and 2 KiB per env (a gymnasium CartPole takes about 3.5).
+    The networks: the MLP trunks' weights (two where
+    core.separate_networks) and the LSTM's, each held four times (weights, gradients, Adam's two moments)."""
+    steps = cfg.num_envs * cfg.num_steps
+    rollout = 2 * steps * (obs_size * obs_itemsize + 8 * 4) + 2048 * cfg.num_envs
+    sizes = (obs_size, *cfg.hidden_sizes)
+    weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:])) * (2 if cfg.on("core.separate_networks") else 1)
+    weights += 4 * cfg.lstm_size * (cfg.lstm_size + sizes[-1] + 2)
+    return rollout, 4 * 4 * weights
+
+
+def check_memory(cfg: Config, obs_size: int = 1, obs_itemsize: int = 4) -> None:
+    """Refuse sizes whose rollout and networks cannot fit in the machine's free memory, before allocating them."""
+    free = _free_memory()
+    rollout, networks = memory_estimate(cfg, obs_size, obs_itemsize)
+    if free is not None and rollout + networks > free:
+        raise UserError(f"the rollout (num_envs {cfg.num_envs} x num_steps {cfg.num_steps} x {obs_size} observation "
+                        f"values) needs {rollout / 2**30:.1f} GiB and the networks (hidden_sizes "
+                        f"{','.join(map(str, cfg.hidden_sizes))}, lstm_size {cfg.lstm_size}) {networks / 2**30:.1f} "
+                        f"GiB, more than the {free / 2**30:.1f} GiB of free memory: lower them")
+
+
 def validate(cfg: Config) -> None:
     """Reject inconsistent values with one message that names the fix."""
+    floats = [f.name for f in fields(Config) if isinstance(getattr(cfg, f.name), float)]
+    bad = [name for name in floats if not math.isfinite(getattr(cfg, name))]
+    if bad:
+        raise UserError(f"{bad[0]} must be a finite number, got {getattr(cfg, bad[0])}: training with it would make "
+                        "every parameter non-finite")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UserError(f"seed must lie in [0, {MAX_SEED}], got {cfg.seed}")
+    if cfg.torch_threads > MAX_THREADS:
+        raise UserError(f"torch_threads {cfg.torch_threads} is more than {MAX_THREADS}; use at most the machine's "
+                        f"cores ({os.cpu_count()}), or 0 for torch's default")
     for name in ("total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
@@ -268,6 +322,7 @@ def validate(cfg: Config) -> None:
                         "reference settings: drop --ale-options or use --backend python")
     if "max_num_frames_per_episode" in emulator:
         raise UserError("the Atari frame limit is the reference's (400k frames); ale_options cannot change it")
+    check_memory(cfg)
 
 
 def env_worker_count(cfg: Config) -> int:

@@ -170,6 +170,16 @@ def average_scalar(value: float, cfg: Config) -> float:
     return flat.item()
 
 
+def any_rank(flag: bool, cfg: Config) -> bool:
+    """Whether ``flag`` is set on any rank (a callback's request to stop): every rank gets the same answer."""
+    if not context().parallel:
+        return flag
+    value = torch.tensor([int(flag)])
+    with _collective("agreeing whether to stop", cfg):
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=_cpu_group)
+    return bool(value.item())
+
+
 def broadcast_parameters(policy: torch.nn.Module, cfg: Config) -> None:
     """Every rank starts from rank 0's parameters, as the reference syncs from the root."""
     if not context().parallel:

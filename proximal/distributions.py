@@ -291,7 +291,7 @@ class MultiCategorical:
     def _run(self, rows: torch.Tensor, run) -> torch.Tensor:
         """The (M, c, n) view of a run in (M, row_size) rows of logits, noise or mask."""
         _, count, size, offset = run
-        return rows[:, offset:offset + count * size].view(len(rows), count, size)
+        return rows[:, offset:offset + count * size].view(-1, count, size)  # -1: an ONNX export keeps the batch free
 
     @staticmethod
     def _scatter(values: torch.Tensor, index: torch.Tensor | None, num_rows: int) -> torch.Tensor:

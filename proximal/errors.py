@@ -1,3 +1,8 @@
 class UserError(Exception):
     """Bad input from the user (a flag, an id, a file). The CLI prints its message as one line and exits 2,
     so the message must say what is wrong and how to fix it."""
+
+
+class RunFailure(Exception):
+    """A run stopped by a fault that is not the user's input: non-finite values from the env or the update, a
+    full disk. The CLI prints its message as one line and exits 1; the message names the last good checkpoint."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from collections import deque
@@ -23,6 +24,7 @@ UPDATE_TAGS = {
     "old_approx_kl": "losses/old_approx_kl",
     "approxkl_ppo2": "losses/approxkl_ppo2",
     "clipfrac": "losses/clipfrac",
+    "grad_norm": "losses/grad_norm",  # before clipping (core.grad_clip), mean over the minibatches
     "explained_variance": "losses/explained_variance",
     "epochs": "losses/epochs",
     # where the update's wall time went (the trainer measures them; they add up to the time since the previous
@@ -38,18 +40,62 @@ PERF_SHARES = {"env": "env_seconds", "inf": "inference_seconds", "learn": "learn
 UPDATE_COLUMNS = ("global_step", "update", *UPDATE_TAGS)
 
 
+def whole_rows(path: Path, columns: tuple[str, ...] | None = None) -> tuple[list[dict], int]:
+    """The rows of a CSV file written whole, and how many were dropped as torn: a line without its newline (a
+    write cut short) or a row that is not as the writer writes them (a fault
+    that left part of a row: a missing, extra or empty field, or a global_step that is not a whole number).
+    ``columns`` fills the columns the file's header lacks (an older version's file) with "nan"."""
+    text = path.read_text() if path.exists() else ""
+    complete, _, tail = text.rpartition("\n")
+    reader = csv.DictReader(io.StringIO(complete + "\n" if complete else ""))
+    rows, dropped = [], int(bool(tail))
+    for row in reader:
+        if None in row or None in row.values() or "" in row.values() or not row["global_step"].isdigit():
+            dropped += 1
+            continue
+        rows.append({c: row.get(c, "nan") for c in columns} if columns else row)
+    return rows, dropped
+
+
 def _truncate_csv(path: Path, columns: tuple[str, ...], last_step: int) -> None:
-    """Keep the header and the rows up to ``last_step``: a resumed run rewrites what came after its checkpoint."""
-    rows = []
-    if path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["global_step"]) <= last_step]
+    """Keep the header and the whole rows up to ``last_step``: a resumed run rewrites what came after its
+    checkpoint, and a row torn by a crash or a full disk is dropped."""
+    rows, _ = whole_rows(path, columns)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r for r in rows if int(r["global_step"]) <= last_step)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    tmp.write_text(text.getvalue())
     os.replace(tmp, path)
+
+
+class RowFile:
+    """A CSV file that rows are appended to whole or not at all: each batch of rows goes out in unbuffered
+    writes, and a write that fails part way (a full disk) is undone by cutting the file back to its length
+    before the batch, so that no reader, and no resumed run, ever sees half a row."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._size = os.fstat(self._fd).st_size
+
+    def append(self, rows: list) -> None:
+        if not rows:
+            return
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        data = memoryview(text.getvalue().encode())
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as e:
+            os.ftruncate(self._fd, self._size)
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+        self._size += len(text.getvalue().encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class ScalarEvents:
@@ -91,10 +137,8 @@ class RunLogger:
         self.tb = ScalarEvents(self.run_dir, purge_step=start_step + 1)
         for name, columns in (("episodes.csv", EPISODE_COLUMNS), ("updates.csv", UPDATE_COLUMNS)):
             _truncate_csv(self.run_dir / name, columns, start_step)
-        self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
-        self._updates_file = open(self.run_dir / "updates.csv", "a", newline="")
-        self._episodes = csv.writer(self._episodes_file)
-        self._updates = csv.DictWriter(self._updates_file, UPDATE_COLUMNS)
+        self._episodes = RowFile(self.run_dir / "episodes.csv")
+        self._updates = RowFile(self.run_dir / "updates.csv")
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True, disable=quiet,
                         dynamic_ncols=True, smoothing=0.1)
@@ -103,14 +147,13 @@ class RunLogger:
     def episodes(self, episodes: list[tuple[int, float, int]]) -> None:
         for global_step, ret, length in episodes:
             self.tb.add(global_step, {"charts/episodic_return": ret, "charts/episodic_length": length})
-            self._episodes.writerow((global_step, ret, length))
             self.recent_returns.append(ret)
+        self._episodes.append(episodes)
 
     def update(self, global_step: int, update: int, scalars: dict[str, float]) -> None:
         self.tb.add(global_step, {UPDATE_TAGS[name]: value for name, value in scalars.items()})
-        self._updates.writerow({"global_step": global_step, "update": update, **scalars})
-        self._episodes_file.flush()
-        self._updates_file.flush()
+        row = {"global_step": global_step, "update": update, **scalars}
+        self._updates.append([[row.get(c, "") for c in UPDATE_COLUMNS]])
         postfix = [f"SPS {scalars['SPS']:.0f}"]
         if self.recent_returns:
             postfix.append(f"return {sum(self.recent_returns) / len(self.recent_returns):.1f}")
@@ -129,5 +172,5 @@ class RunLogger:
     def close(self) -> None:
         self.bar.close()
         self.tb.close()
-        self._episodes_file.close()
-        self._updates_file.close()
+        self._episodes.close()
+        self._updates.close()

@@ -219,6 +219,7 @@ class NumpyMLPUpdate:
         obs = arrays["obs"].reshape(len(arrays["obs"]), -1)
         clip32 = np.float32(clip)
         totals = np.zeros(len(STAT_NAMES))
+        grad_norms = 0.0
         minibatches_run = epochs_run = 0
         for _ in range(cfg.update_epochs):
             epoch_kl = 0.0
@@ -230,8 +231,9 @@ class NumpyMLPUpdate:
                                             arrays["values"][mb], arrays["advantages"][mb], arrays["returns"][mb],
                                             clip32, cfg)
                 average_flat_gradient(flat.grad, cfg)  # aux.parallel_gradients
+                norm = np.sqrt(np.dot(flat.grad, flat.grad))
+                grad_norms += float(norm)
                 if cfg.on("core.grad_clip"):  # as torch's clip_grad_norm_: always scaled, by at most 1
-                    norm = np.sqrt(np.dot(flat.grad, flat.grad))
                     flat.grad *= np.float32(min(cfg.max_grad_norm / (norm + 1e-6), 1.0))
                 # Adam, as torch's: bias corrections from the step count, eps added to the corrected sqrt(v)
                 step += 1.0
@@ -258,5 +260,6 @@ class NumpyMLPUpdate:
                 state["exp_avg"].copy_(torch.from_numpy(mom1))
                 state["exp_avg_sq"].copy_(torch.from_numpy(mom2))
         result = dict(zip(STAT_NAMES, (totals / minibatches_run).tolist()))
+        result["grad_norm"] = grad_norms / minibatches_run
         result["epochs"] = epochs_run
         return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from collections import defaultdict
@@ -12,19 +11,38 @@ import numpy as np
 
 from .config import preset as preset_config, PRESETS
 from .errors import UserError
+from .logs import whole_rows
+
+
+# what run_label and experiment_labels read of a run's config.json
+_LABEL_KEYS = ("env_id", "preset", "details")
 
 
 def read_run(run_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A run's config and its episodes (global step, return); rows that a crash or a full disk left torn or
+    malformed are skipped with a warning."""
     run_dir = Path(run_dir)
     try:
         cfg = json.loads((run_dir / "config.json").read_text())
-        with open(run_dir / "episodes.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows, dropped = whole_rows(run_dir / "episodes.csv")
     except (OSError, ValueError) as e:
         raise UserError(f"'{run_dir}' is not a readable run directory ({e})") from None
-    steps = np.array([int(r["global_step"]) for r in rows], dtype=np.int64)
-    returns = np.array([float(r["episodic_return"]) for r in rows])
-    return cfg, steps, returns
+    missing = [k for k in _LABEL_KEYS if not isinstance(cfg, dict) or k not in cfg]
+    if missing:
+        raise UserError(f"'{run_dir / 'config.json'}' lacks {', '.join(missing)}; it is not a proximal run's config")
+    steps, returns = [], []
+    for row in rows:
+        try:
+            ret = float(row["episodic_return"])
+        except (KeyError, TypeError, ValueError):
+            dropped += 1
+            continue
+        steps.append(int(row["global_step"]))
+        returns.append(ret)
+    if dropped:
+        warnings.warn(f"{run_dir / 'episodes.csv'}: skipped {dropped} malformed row{'s' if dropped > 1 else ''}",
+                      stacklevel=2)
+    return cfg, np.array(steps, dtype=np.int64), np.array(returns)
 
 
 def run_label(cfg: dict) -> str:

@@ -83,18 +83,22 @@ class ActorCritic(nn.Module):
             value_features = features
         return features, self.value_head(value_features).squeeze(-1), state
 
+    def distribution(self, obs: torch.Tensor, carry: Carry):
+        """(the action distribution's parameters, the value, the carry after the step) for one step of N envs."""
+        features, value, state = self._step(obs, carry)
+        return self._params(features, carry.mask), value, Carry(carry.start, carry.mask, state)
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, carry: Carry, rng: np.random.Generator | None):
         """Rollout path: (action, its log-prob, value, the carry after the step). ``rng`` None takes the most likely
         action (the mean for Box actions)."""
-        features, value, state = self._step(obs, carry)
-        params = self._params(features, carry.mask)
+        params, value, carry = self.distribution(obs, carry)
         if rng is None:
             action = self.dist.mode(params)
         else:
             noise = self.dist.noise(rng, self.dist.noise_shape(params))
             action = self.dist.sample(params, torch.from_numpy(noise).to(value.device))
-        return action, self.dist.log_prob(params, action), value, Carry(carry.start, carry.mask, state)
+        return action, self.dist.log_prob(params, action), value, carry
 
     def value(self, obs: torch.Tensor, carry: Carry | None = None) -> torch.Tensor:
         """V(obs) after ``carry`` (whose state is not advanced); a policy without a core needs no carry, and the

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, rundir
 from .advantages import compute_advantages
-from .config import Config, env_worker_count, validate
+from .config import Config, check_memory, env_worker_count, validate
 from .envs import VecEnv, action_masks, is_atari_id, make_envs
 from .envs.normalize import Normalizer, normalize_envs
-from .errors import UserError
+from .errors import RunFailure, UserError
 from .carry import Carry
 from .fast_paths import make_actor, make_update
 from .logs import RunLogger
@@ -56,6 +58,7 @@ class TrainerState:
     # observation/reward normalization statistics (cont.obs_norm, cont.reward_scaling), which the envs' wrapper
     # reads and updates as it normalizes; None where both are off
     normalizer: Normalizer | None = None
+    run_id: str | None = None  # of the run directory (rundir): a checkpoint names the run it belongs to
 
     def checkpoint(self, envs: VecEnv) -> dict:
         return {
@@ -73,6 +76,7 @@ class TrainerState:
             "spaces": {"observation": space_to_dict(envs.single_observation_space),
                        "action": space_to_dict(envs.single_action_space)},
             "env": envs.get_state(),
+            "run_id": self.run_id,
         }
 
 
@@ -134,11 +138,39 @@ def summary(cfg: Config, device: torch.device) -> str:
             f"= {cfg.num_updates * cfg.batch_size} steps")
 
 
+@dataclass
+class UpdateInfo:
+    """What a callback of ``train`` receives after every update: the update's statistics (the scalars the logs
+    write: losses, approx_kl, SPS, ...), the update number (1-based) of ``num_updates``, the env steps so far, the
+    episodes that ended during its rollout as (global step, return, length), the live policy, the run's
+    normalizer (None where the run does not normalize), config and spaces (``agent.Agent.from_update`` makes an
+    agent of them). Read the policy, do not train it."""
+
+    stats: dict[str, float]
+    update: int
+    num_updates: int
+    global_step: int
+    episodes: list[tuple[int, float, int]]
+    policy: ActorCritic
+    normalizer: Normalizer | None
+    cfg: Config
+    observation_space: gym.Space
+    action_space: gym.Space
+
+
+# a callback returning False stops the run after this update, with a checkpoint (None or True: go on)
+Callback = Callable[[UpdateInfo], bool | None]
+
+
 def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False, quiet: bool = False,
-          max_updates: int | None = None, device: str | None = None) -> TrainerState:
+          max_updates: int | None = None, device: str | None = None, env_fn: Callable | None = None,
+          callbacks: Sequence[Callback] = ()) -> TrainerState:
     """Train, writing everything to ``run_dir``. With ``resume``, continue the run in ``run_dir`` from its newest
     checkpoint with the run's own config. ``max_updates`` stops (with a checkpoint) after that many updates of
-    this call, as if the run were killed there. Under torchrun every rank calls it: see ``distributed``."""
+    this call, as if the run were killed there. ``env_fn``: the zero-argument function that makes the envs, where
+    ``cfg.env_id`` records one (``envs.make.make_envs``). ``callbacks`` are called after every update (on every
+    rank under torchrun); one returning False stops the run there, with a checkpoint. Under torchrun every rank
+    calls it: see ``distributed``."""
     payload = None
     if resume:
         payload = checkpoint.load(checkpoint.latest(run_dir))
@@ -154,25 +186,26 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     if payload is not None:
         payload = distributed.rank_payload(payload, ctx)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if not resume and any((run_dir / "checkpoints").glob("*.pt")):
-        raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume {run_dir} "
-                        "or choose another --run-dir")
+    rundir.check_location(run_dir)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     ctx, dev, created = distributed.start(cfg, resolve_device(cfg.device))
     try:
-        state = _train(cfg, run_dir, payload, ctx, dev, quiet, max_updates)
+        state = _train(cfg, run_dir, payload, resume, ctx, dev, quiet, max_updates, env_fn, callbacks)
         distributed.wait_for_all(cfg, "training")
         return state
     finally:
         distributed.stop(created)
 
 
-def _train(cfg: Config, run_dir: Path, payload: dict | None, ctx: distributed.Context, dev: torch.device,
-           quiet: bool, max_updates: int | None) -> TrainerState:
+def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: distributed.Context,
+           dev: torch.device, quiet: bool, max_updates: int | None, env_fn: Callable | None,
+           callbacks: Sequence[Callback]) -> TrainerState:
     # envs and policy first: an unknown env or unsupported space must fail before anything is written
-    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg), cfg)
+    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg, factory=env_fn), cfg)
     try:
+        space = envs.single_observation_space
+        check_memory(cfg, int(np.prod(space.shape)), np.dtype(space.dtype).itemsize)
         state = new_state(cfg, envs, dev, normalizer, seed=ctx.seed(cfg.seed))
         exact = restore_state(state, payload, envs, ctx.seed(cfg.seed)) if payload is not None else True
         if payload is None:
@@ -182,32 +215,99 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, ctx: distributed.Co
                 print(f"the run in '{run_dir}' is already complete (update {state.update} of {cfg.num_updates}); "
                       "nothing to do")
             return state
-        if ctx.root:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-            logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size * ctx.world_size, quiet)
-        else:
-            logger = distributed.Silent()
-        if not quiet:
-            logger.write(summary(cfg, dev))
-            if ctx.parallel:
-                logger.write(distributed.summary(cfg, ctx))
-            logger.write(f"run directory: {run_dir}")
-            if payload is not None:
-                logger.write(f"resumed at update {state.update} (step {state.global_step})"
-                             + ("" if exact else "; the envs' state could not be captured, so every env starts a "
-                                                 "new episode and the run will differ from an uninterrupted one"))
-        # numpy's BLAS (the fast paths) would otherwise start a thread per core and spin between calls: two runs
-        # side by side on 2 cores then train at a quarter of their speed
-        blas_threads = threadpool_limits(cfg.torch_threads, user_api="blas") if cfg.torch_threads else nullcontext()
-        try:
-            with blas_threads:
-                _loop(state, envs, logger, run_dir, max_updates)
-        finally:
-            logger.close()
+        # rank 0 alone holds the run directory's lock and writes in it; every rank refuses a finished run, so that
+        # none waits for a rank 0 that stopped
+        with rundir.owned(run_dir) if ctx.root else nullcontext():
+            if not resume and checkpoint.finished(run_dir):
+                # a directory whose run was killed before its first checkpoint holds nothing to resume: reused
+                raise UserError(f"run directory '{run_dir}' already holds a run; continue it with --resume "
+                                f"{run_dir} or choose another --run-dir")
+            try:
+                if ctx.root:
+                    state.run_id = (rundir.run_id(run_dir) if resume else None) or rundir.new_run_id(run_dir)
+                _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates, callbacks, ctx)
+            except OSError as e:  # a full disk, a file system gone read-only, an I/O error
+                then = (f"when it can be written again, continue with: proximal train --resume {run_dir}"
+                        if checkpoint.finished(run_dir) else "start the run again when it can be written")
+                raise RunFailure(f"cannot write '{e.filename or run_dir}' ({e.strerror}); {_last_good(run_dir)}; "
+                                 f"{then}") from None
     finally:
         envs.close()
     return state
+
+
+def _last_good(run_dir: Path) -> str:
+    found = checkpoint.finished(run_dir)
+    return f"the last good checkpoint is {found[-1][1]}" if found else "no checkpoint was written"
+
+
+def _run(state: TrainerState, envs: VecEnv, run_dir: Path, payload: dict | None, exact: bool, dev: torch.device,
+         quiet: bool, max_updates: int | None, callbacks: Sequence[Callback], ctx: distributed.Context) -> None:
+    cfg = state.cfg
+    if ctx.root:
+        rundir.write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size * ctx.world_size, quiet)
+    else:
+        logger = distributed.Silent()
+    if not quiet:
+        logger.write(summary(cfg, dev))
+        if ctx.parallel:
+            logger.write(distributed.summary(cfg, ctx))
+        logger.write(f"run directory: {run_dir}")
+        if payload is not None:
+            logger.write(f"resumed at update {state.update} (step {state.global_step})"
+                         + ("" if exact else "; the envs' state could not be captured, so every env starts a "
+                                             "new episode and the run will differ from an uninterrupted one"))
+    # numpy's BLAS (the fast paths) would otherwise start a thread per core and spin between calls: two runs
+    # side by side on 2 cores then train at a quarter of their speed
+    blas_threads = threadpool_limits(cfg.torch_threads, user_api="blas") if cfg.torch_threads else nullcontext()
+    try:
+        with blas_threads:
+            _loop(state, envs, logger, run_dir, max_updates, callbacks)
+    finally:
+        logger.close()
+
+
+def _nonfinite_rollout(buf: Rollout, start_step: int, next_obs: np.ndarray | None = None) -> str | None:
+    """What the envs returned that is not finite (observations before rewards, each first by step then env); None
+    if all is. One sum per array (in float64, which float32 values cannot overflow): the search for the culprit
+    runs only when a sum is not finite."""
+    num_envs = buf.rewards.shape[1]
+    arrays = [("observation", buf.obs, 0), ("reward", buf.rewards[..., None], 1)]
+    if next_obs is not None:
+        arrays.append(("observation", next_obs[None], len(buf.obs)))
+    for what, array, first in arrays:
+        if array.dtype.kind != "f" or np.isfinite(array.sum(dtype=np.float64)):
+            continue
+        rows = array.reshape(array.shape[0], num_envs, -1)
+        bad = np.argwhere(~np.isfinite(rows))
+        if len(bad):
+            t, env, i = bad[0]
+            return (f"env {env} returned a non-finite {what} ({rows[t, env, i]}) at step "
+                    f"{start_step + (t + first) * num_envs} (step {t + first} of the rollout)")
+    return None
+
+
+# the update's statistics that a non-finite loss or gradient makes non-finite, and what they are
+_GUARDED_STATS = {"policy_loss": "the policy loss", "value_loss": "the value loss", "entropy": "the entropy",
+                  "grad_norm": "the gradient norm"}
+
+
+def _nonfinite_update(stats: dict, policy: ActorCritic) -> str | None:
+    for name, what in _GUARDED_STATS.items():
+        if not np.isfinite(stats[name]):
+            return f"{what} became {stats[name]}"
+    for name, param in policy.named_parameters():
+        if not torch.isfinite(param.sum(dtype=torch.float64)):
+            return f"the parameter {name} became non-finite"
+    return None
+
+
+def _stop_if_nonfinite(problem: str | None, update: int, run_dir: Path) -> None:
+    """Stop before the values reach a checkpoint: the last one written stays the newest, and finite."""
+    if problem is not None:
+        raise RunFailure(f"training stopped at update {update}: {problem}; {_last_good(run_dir)} (nothing "
+                         "non-finite was saved)")
 
 
 class TorchThreads:
@@ -224,7 +324,8 @@ class TorchThreads:
         torch.set_num_threads(self.saved)
 
 
-def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None) -> None:
+def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, max_updates: int | None,
+          callbacks: Sequence[Callback] = ()) -> None:
     cfg, buf = state.cfg, state.rollout
     device = next(state.policy.parameters()).device
     actor = make_actor(state.policy, device, cfg.fast_paths)
@@ -245,15 +346,23 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
         clip = clip_range(cfg, update)
 
         times = RolloutTimes()
-        with rollout_threads:
-            state.obs, state.carry, local_step, episodes = collect_rollout(
-                envs, actor, buf, state.obs, state.carry, state.rng, state.global_step, cfg, times)
+        rollout_start = state.global_step
+        try:
+            with rollout_threads:
+                state.obs, state.carry, local_step, episodes = collect_rollout(
+                    envs, actor, buf, state.obs, state.carry, state.rng, state.global_step, cfg, times)
+        except Exception:
+            # a non-finite observation can make the policy's action, and then the env, fail: name the cause
+            _stop_if_nonfinite(_nonfinite_rollout(buf, rollout_start), update, run_dir)
+            raise
+        _stop_if_nonfinite(_nonfinite_rollout(buf, rollout_start, state.obs), update, run_dir)
         # under torchrun: every rank's steps counted, every rank's episodes for rank 0's logs
-        state.global_step, episodes = distributed.gather_rollout(state.global_step, local_step, episodes, cfg)
+        state.global_step, episodes = distributed.gather_rollout(rollout_start, local_step, episodes, cfg)
         learn_start = clock()
         advantages, returns = compute_advantages(buf, cfg)
         batch = buf.training_batch(advantages, returns, device)
         stats = ppo_update(state.policy, state.optimizer, batch, cfg, clip, state.generator)
+        _stop_if_nonfinite(_nonfinite_update(stats, state.policy), update, run_dir)
         ev = explained_variance(batch["values"], batch["returns"])
         now = clock()
         learn = now - learn_start
@@ -261,13 +370,20 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
 
         sps = (state.global_step - start_step) / (now - start_time)
         logger.episodes(episodes)
-        logger.update(state.global_step, update, {
+        scalars = {
             "learning_rate": lr, "clip_range": clip, "SPS": sps, **stats, "explained_variance": ev,
             "env_seconds": times.env, "inference_seconds": times.inference, "learn_seconds": learn,
             "other_seconds": (now - mark) - times.env - times.inference - learn,
-        })
+        }
+        logger.update(state.global_step, update, scalars)
+        info = UpdateInfo(scalars, update, cfg.num_updates, state.global_step, episodes, state.policy,
+                          state.normalizer, cfg, envs.single_observation_space, envs.single_action_space)
+        # every callback sees every update, even after one has asked to stop
+        stop = any(answer is False for answer in [callback(info) for callback in callbacks])
         mark = now
-        last = update == cfg.num_updates or (max_updates is not None and update - first + 1 >= max_updates)
+        # under torchrun the ranks leave the loop together: where any rank's callback asked to stop
+        last = (distributed.any_rank(stop, cfg) or update == cfg.num_updates
+                or (max_updates is not None and update - first + 1 >= max_updates))
         if last or update % cfg.dist_check_every == 0:
             distributed.check_parameters(state.policy, cfg)
         if last or (cfg.checkpoint_every and update % cfg.checkpoint_every == 0):

@@ -66,10 +66,13 @@ def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
     return (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
 
 
-def clip_gradients(params: list[torch.Tensor], cfg: Config) -> None:
-    """core.grad_clip: rescale all gradients together so that their global L2 norm is at most max_grad_norm."""
+def clip_gradients(params: list[torch.Tensor], cfg: Config) -> torch.Tensor:
+    """core.grad_clip: rescale all gradients together so that their global L2 norm is at most max_grad_norm.
+    Returns the norm before clipping, clipped or not: a logged statistic, which the trainer's non-finite guard
+    reads."""
     if cfg.on("core.grad_clip"):
-        nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        return nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 def ppo_loss(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns, clip: float,
@@ -116,11 +119,12 @@ def ppo_loss(new_logprob, old_logprob, entropy, new_value, old_value, advantages
 def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg: Config,
                clip: float, generator: torch.Generator) -> dict[str, float]:
     """``update_epochs`` passes over the flattened batch (whole env sequences for a recurrent policy); returns the
-    debug statistics averaged over every minibatch that ran, plus the number of epochs run (fewer with
-    aux.target_kl)."""
+    debug statistics and the gradient norm before clipping averaged over every minibatch that ran, plus the number
+    of epochs run (fewer with aux.target_kl)."""
     batch_size = batch["advantages"].shape[0]
     device = batch["advantages"].device
     totals = torch.zeros(len(STAT_NAMES), device=device)
+    grad_norms = torch.zeros((), device=device)
     minibatches_run = 0
     epochs_run = 0
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -140,7 +144,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(params, cfg)  # aux.parallel_gradients: before the clipping, as the reference
-            clip_gradients(params, cfg)
+            grad_norms += clip_gradients(params, cfg)
             optimizer.step()
             totals += torch.stack([stats[name] for name in STAT_NAMES])
             epoch_kl += stats["approx_kl"]
@@ -151,6 +155,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
         if cfg.on("aux.target_kl") and average_scalar(epoch_kl.item() / len(indices), cfg) > cfg.target_kl:
             break
     result = dict(zip(STAT_NAMES, (totals / minibatches_run).tolist()))
+    result["grad_norm"] = grad_norms.item() / minibatches_run
     result["epochs"] = epochs_run
     return result
 

@@ -14,6 +14,7 @@ from proximal.trainer import TrainerState, train
 # wall-clock columns and checkpoint entries: they differ between two runs of the same seed
 TIMINGS = ("SPS", "env_seconds", "inference_seconds", "learn_seconds", "other_seconds")
 WALL_CLOCK_STATE = ("episode_start_time",)  # gymnasium's RecordEpisodeStatistics
+PER_RUN = ("run_id",)  # each run directory's own id
 
 
 def rows(path, drop=TIMINGS) -> list[dict]:
@@ -54,7 +55,7 @@ def assert_equal_payloads(a, b, where: str = "checkpoint") -> None:
     assert type(a) is type(b), where
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
-        for key in (k for k in a if k not in WALL_CLOCK_STATE):
+        for key in (k for k in a if k not in WALL_CLOCK_STATE + PER_RUN):
             assert_equal_payloads(a[key], b[key], f"{where}[{key!r}]")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where

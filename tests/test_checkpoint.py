@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import os
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -104,10 +108,22 @@ def _non_plain(value, where="checkpoint"):
     return [f"{where}: {type(value).__module__}.{type(value).__name__}"]
 
 
+def write_record(payload, path) -> None:
+    """A format-3 file around ``payload`` as it is, with a correct hash: what ``checkpoint.save`` writes, for
+    payloads that it would not be given."""
+    body = io.BytesIO()
+    torch.save(payload, body)
+    data = body.getvalue()
+    torch.save({"format": checkpoint.FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
+                "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}, path)
+
+
 def test_checkpoint_holds_only_tensors_and_plain_values(run):
     _, run_dir, _ = run
+    record = torch.load(checkpoint.latest(run_dir), weights_only=True)
+    assert set(record) == {"format", "sha256", "payload"}
     # unrestricted load, so a numpy value would show up here by name instead of as a refused file
-    payload = torch.load(checkpoint.latest(run_dir), weights_only=False)
+    payload = torch.load(io.BytesIO(record["payload"].numpy().tobytes()), weights_only=False)
     assert _non_plain(payload) == []
 
 
@@ -122,16 +138,25 @@ def test_latest_picks_highest_update_number(tmp_path):
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
     # "update_9" sorts after "update_10" as text; a stray temporary file and other files are no checkpoints
-    for name in ("update_9.pt", "update_10.pt", "update_0000002.pt", ".tmp_abc.pt", "update_99.pt.bak", "notes.txt"):
+    for name, update in (("update_9.pt", 9), ("update_10.pt", 10), ("update_0000002.pt", 2)):
+        checkpoint.save({k: 0 for k in checkpoint.KEYS} | {"update": update}, ckpts / name)
+    for name in (".tmp_abc.pt", "update_99.pt.bak", "notes.txt"):
         (ckpts / name).write_bytes(b"")
     assert checkpoint.latest(tmp_path) == ckpts / "update_10.pt"
+
+
+def test_latest_refuses_a_checkpoint_whose_name_and_update_disagree(tmp_path):
+    # a renamed file must not decide where a run continues
+    checkpoint.save({k: 0 for k in checkpoint.KEYS} | {"update": 3}, checkpoint.checkpoint_path(tmp_path, 40))
+    with pytest.raises(UserError, match="holds update 3, not the 40 of its name"):
+        checkpoint.latest(tmp_path)
 
 
 def test_latest_of_a_file_is_the_file_and_errors_name_the_path(tmp_path):
     f = tmp_path / "some.pt"
     f.write_bytes(b"")
     assert checkpoint.latest(f) == f
-    with pytest.raises(UserError, match="no checkpoints"):
+    with pytest.raises(UserError, match="no finished checkpoint"):
         checkpoint.latest(tmp_path)
     with pytest.raises(UserError, match="missing"):
         checkpoint.latest(tmp_path / "missing")
@@ -153,17 +178,14 @@ def test_failed_save_leaves_previous_checkpoint_and_no_temporary_file(tmp_path, 
     checkpoint.save(old, path)
     before = path.read_bytes()
 
-    real_save = torch.save
+    def disk_full(fd):  # the temporary file is written, then the disk turns out to be full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def save_half_then_fail(obj, f, *args, **kwargs):
-        # write real bytes first, as a crash in the middle of a write would
-        real_save({"partial": torch.zeros(1000)}, f)
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", save_half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    with pytest.raises(OSError) as err:
         checkpoint.save({k: 1 for k in checkpoint.KEYS}, path)
     monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)  # the trainer names the path
 
     assert path.read_bytes() == before
     assert torch.equal(checkpoint.load(path)["policy"]["w"], torch.ones(4))
@@ -189,9 +211,14 @@ def test_load_refuses_pickled_objects_without_running_them(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": checkpoint.FORMAT, **{k: 0 for k in checkpoint.KEYS}, "extra": CodeOnLoad()}, path)
     LOADED_UNSAFELY.clear()
-    with pytest.raises(UserError, match="weights-only") as err:
+    with pytest.raises(UserError, match="refused: the file holds pickled code") as err:
         checkpoint.load(path)
     assert "_record_unsafe_load" in str(err.value)  # the refused object is named
+    assert LOADED_UNSAFELY == []
+    # inside a well-formed record, the payload gets the same refusal
+    write_record({"format": checkpoint.FORMAT, **{k: 0 for k in checkpoint.KEYS}, "extra": CodeOnLoad()}, path)
+    with pytest.raises(UserError, match="refused: the file holds pickled code, which proximal never loads"):
+        checkpoint.load(path)
     assert LOADED_UNSAFELY == []
 
 
@@ -226,15 +253,50 @@ def test_load_refuses_files_that_are_not_proximal_checkpoints(tmp_path):
     with pytest.raises(UserError, match="not a proximal checkpoint"):
         checkpoint.load(other)
 
-    old_format = tmp_path / "old.pt"
-    torch.save({"format": checkpoint.FORMAT + 1, **{k: 0 for k in checkpoint.KEYS}}, old_format)
-    with pytest.raises(UserError, match="format"):
-        checkpoint.load(old_format)
+    for version in (1, checkpoint.FORMAT + 1):
+        other_format = tmp_path / f"format{version}.pt"
+        torch.save({"format": version, **{k: 0 for k in checkpoint.KEYS}}, other_format)
+        with pytest.raises(UserError, match=f"has format {version}, and this version of proximal reads formats 2 "
+                                            f"and {checkpoint.FORMAT}"):
+            checkpoint.load(other_format)
+
+    unwrapped = tmp_path / "unwrapped.pt"
+    torch.save({"format": checkpoint.FORMAT, **{k: 0 for k in checkpoint.KEYS}}, unwrapped)
+    with pytest.raises(UserError, match="not a proximal checkpoint"):
+        checkpoint.load(unwrapped)
 
     incomplete = tmp_path / "incomplete.pt"
-    torch.save({"format": checkpoint.FORMAT, "config": {}}, incomplete)
+    write_record({"format": checkpoint.FORMAT, "config": {}}, incomplete)
     with pytest.raises(UserError, match="lacks .*policy"):
         checkpoint.load(incomplete)
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "format2_cartpole.pt"
+
+
+def test_a_format_2_checkpoint_is_migrated_and_evaluates():
+    # written by proximal at format 2 (CartPole, hidden sizes 8,8, seed 3, 2 updates): every later version must
+    # keep reading it
+    payload = checkpoint.load(FIXTURE)
+    assert payload["format"] == checkpoint.FORMAT and payload["run_id"] is None
+    assert payload["update"] == 2 and payload["config"]["hidden_sizes"] == [8, 8]
+    from proximal.evaluate import evaluate, load_policy
+
+    policy, cfg, _ = load_policy(FIXTURE)
+    # the mean return of 3 deterministic episodes (seed 0) that proximal printed for it at format 2
+    assert evaluate(policy, cfg.env_id, 3, deterministic=True).mean() == pytest.approx(40.67, abs=0.01)
+
+
+def test_a_flipped_byte_is_refused_by_the_hash(run, tmp_path):
+    _, run_dir, _ = run
+    data = bytearray(checkpoint.latest(run_dir).read_bytes())
+    body = torch.load(checkpoint.latest(run_dir), weights_only=True)["payload"].numpy().tobytes()
+    at = data.find(body) + len(body) // 2  # a byte inside the payload, as a disk or a copy could flip
+    data[at] ^= 0x01
+    path = tmp_path / "update_0000008.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="is damaged: its contents do not match the SHA-256"):
+        checkpoint.load(path)
 
 
 @pytest.mark.parametrize("space", [

@@ -38,12 +38,12 @@ CORE_IDS = ["core.vector_envs", "core.orthogonal_init", "core.adam_eps", "core.l
             "core.entropy_bonus", "core.grad_clip", "core.debug_stats", "core.separate_networks"]
 PERF_SECONDS = ["env_seconds", "inference_seconds", "learn_seconds", "other_seconds"]
 UPDATE_SCALARS = ["learning_rate", "clip_range", "SPS", "policy_loss", "value_loss", "entropy", "approx_kl",
-                  "old_approx_kl", "approxkl_ppo2", "clipfrac", "explained_variance", "epochs", *PERF_SECONDS]
+                  "old_approx_kl", "approxkl_ppo2", "clipfrac", "grad_norm", "explained_variance", "epochs", *PERF_SECONDS]
 # CSV column -> TensorBoard tag, written out here so that a tag renamed or dropped in proximal/logs.py fails
 UPDATE_TAGS = {"learning_rate": "charts/learning_rate", "clip_range": "charts/clip_range", "SPS": "charts/SPS",
                "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
                "approx_kl": "losses/approx_kl", "old_approx_kl": "losses/old_approx_kl",
-               "approxkl_ppo2": "losses/approxkl_ppo2", "clipfrac": "losses/clipfrac",
+               "approxkl_ppo2": "losses/approxkl_ppo2", "clipfrac": "losses/clipfrac", "grad_norm": "losses/grad_norm",
                "explained_variance": "losses/explained_variance", "epochs": "losses/epochs",
                "env_seconds": "perf/env_seconds", "inference_seconds": "perf/inference_seconds",
                "learn_seconds": "perf/learn_seconds", "other_seconds": "perf/other_seconds"}
@@ -126,7 +126,7 @@ SUBPROCESS_CASES = {
     "unknown_env": (["train", "--env", "NoSuchEnv-v7", "--run-dir", "{bad}/env_run"], ["NoSuchEnv-v7"]),
     "structural_detail": (["train", "--off", "core.vector_envs"], ["core.vector_envs", "structural"]),
     "eval_garbage": (["eval", "{bad}/garbage.pt"], ["garbage.pt", "corrupt"]),
-    "resume_pickled_object": (["train", "--resume", "{bad}/run_object"], ["Payload", "weights-only"]),
+    "resume_pickled_object": (["train", "--resume", "{bad}/run_object"], ["Payload", "refused: the file holds pickled code"]),
 }
 
 IN_PROCESS_CASES = {
@@ -146,7 +146,7 @@ IN_PROCESS_CASES = {
     "eval_missing": (["eval", "{bad}/no_such_run"], ["no_such_run"]),
     "eval_missing_file": (["eval", "{bad}/no_such.pt"], ["no_such.pt"]),
     "eval_truncated": (["eval", "{bad}/truncated.pt"], ["truncated.pt", "corrupt"]),
-    "eval_pickled_object": (["eval", "{bad}/object.pt"], ["object.pt", "Payload", "weights-only"]),
+    "eval_pickled_object": (["eval", "{bad}/object.pt"], ["object.pt", "Payload", "refused: the file holds pickled code"]),
     "eval_zero_episodes": (["eval", "{run}", "--episodes", "0"], ["--episodes", "positive"]),
     "resume_garbage": (["train", "--resume", "{bad}/run_garbage"], ["run_garbage", "corrupt"]),
     "resume_truncated": (["train", "--resume", "{bad}/run_truncated"], ["run_truncated", "corrupt"]),

@@ -132,10 +132,12 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
         results["drift"] = ""
     except UserError as e:
         results["drift"] = str(e)
-    # the Python API inside a group the caller made: train joins it
+    # the Python API inside a group the caller made: train joins it; rank 1's callback stops the run after the
+    # first of its 2 updates, on both ranks
     api = preset("classic")
     api.total_steps, api.num_envs, api.num_steps = 256, 2, 64
-    results["api_global_step"] = train(api, f"{out}/api_run", quiet=True).global_step
+    results["api_global_step"] = train(api, f"{out}/api_run", quiet=True,
+                                       callbacks=[lambda info: rank == 0]).global_step
     results["api_run"] = f"{out}/api_run"
     torch.save(results, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
@@ -210,8 +212,8 @@ def test_aux_target_kl_stops_every_rank_after_the_same_epoch(two_ranks):
     assert two_ranks[0]["target_kl"] == two_ranks[1]["target_kl"] == [1, 1]
 
 
-def test_train_from_python_joins_the_callers_group(two_ranks):
-    assert two_ranks[0]["api_global_step"] == two_ranks[1]["api_global_step"] == 2 * 256
+def test_train_from_python_joins_the_callers_group_and_stops_where_one_rank_asks(two_ranks):
+    assert two_ranks[0]["api_global_step"] == two_ranks[1]["api_global_step"] == 2 * 128
     run = Path(two_ranks[0]["api_run"])
     assert len(checkpoint.load(checkpoint.latest(run))["ranks"]) == 2
 
@@ -252,7 +254,7 @@ def test_rank_zero_writes_every_ranks_episodes_and_counts_every_ranks_steps(tmp_
     assert out.count("run directory:") == 1, "rank 1 prints nothing"
     assert "global batch 512 (2 x 256)" in out
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events")) == [
-        "checkpoints", "config.json", "episodes.csv", "updates.csv"]
+        "checkpoints", "config.json", "episodes.csv", "lock", "run.json", "updates.csv"]
     assert len(list(run.glob("events*"))) == 1
     assert [int(r["global_step"]) for r in csv_rows(run / "updates.csv")] == [512, 1024]
     # rank 0's own completed episodes span at most its 512 steps: more steps than that came from rank 1

@@ -3,7 +3,6 @@ original, across episode ends, and the captured state survives a weights-only ch
 
 import numpy as np
 import pytest
-import torch
 
 from proximal import checkpoint
 from proximal.envs import make_envs
@@ -27,7 +26,7 @@ def saved(state, tmp_path):
     """The state as a resumed run sees it: through an atomic save and a weights-only load."""
     path = tmp_path / "state.pt"
     checkpoint.save({"env": state}, path)
-    return torch.load(path, weights_only=True)["env"]
+    return checkpoint.read(path)["env"]
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Ant-v5", "HalfCheetah-v4"])

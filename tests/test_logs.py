@@ -1,12 +1,14 @@
 """Run logging: what TensorBoard reads back is what was logged (several scalars per event), and the progress bar
 shows the time breakdown."""
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from proximal.logs import UPDATE_TAGS, RunLogger
+from proximal.logs import UPDATE_TAGS, RowFile, RunLogger, whole_rows
 
 
 def scalars(run_dir):
@@ -67,3 +69,39 @@ def test_a_new_file_starts_a_session_after_its_start_step(tmp_path, start_step):
     second.close()
     expected = [(s, float(s // 256)) for s in (256, 512) if s <= start_step] + [(start_step + 256, 10.0)]
     assert scalars(tmp_path)["losses/value_loss"] == expected
+
+
+def test_a_failed_append_leaves_no_part_of_its_rows(tmp_path, monkeypatch):
+    path = tmp_path / "rows.csv"
+    path.write_text("a,b\n1,2\n")
+    rows = RowFile(path)
+    real = os.write
+
+    def half_then_full(fd, data):  # a disk that fills after taking part of the bytes
+        real(fd, bytes(data)[:3])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError) as err:
+        rows.append([(3, 4), (5, 6)])
+    monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert path.read_text() == "a,b\n1,2\n"
+    rows.append([(7, 8)])  # the file goes on from where the last whole row ended
+    rows.close()
+    assert path.read_text() == "a,b\n1,2\n7,8\n"
+
+
+def test_whole_rows_drops_torn_and_malformed_rows(tmp_path):
+    path = tmp_path / "episodes.csv"
+    # a whole row; an empty step; empty fields; a step that is not a number; a missing field; an extra field;
+    # a last line without its newline (a write cut short, though its fields look complete)
+    path.write_text("global_step,episodic_return,episodic_length\n8,1.5,3\n,2.0,4\n103,,\nx,1,1\n9,1\n"
+                    "10,1,1,1\n16,2.5,4\n24,3.0,5")
+    rows, dropped = whole_rows(path)
+    assert rows == [{"global_step": "8", "episodic_return": "1.5", "episodic_length": "3"},
+                    {"global_step": "16", "episodic_return": "2.5", "episodic_length": "4"}]
+    assert dropped == 6
+    # an older file's missing column is filled, not left empty (which would read as torn next time)
+    assert whole_rows(path, ("global_step", "new"))[0] == [{"global_step": "8", "new": "nan"},
+                                                         {"global_step": "16", "new": "nan"}]

@@ -3,13 +3,18 @@ turns it into the ``contract.EnvOptions`` the adapters take, so that the adapter
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import gymnasium as gym
+
 from ..config import Config, ale_options, env_worker_count
+from ..errors import UserError
 from .atari import is_atari_id
 from .atari_backends import make_backend_envs
 from .atari_vector import AtariVectorEnv
 from .contract import EnvOptions, VecEnv
 from .microrts import MicroRTSVectorEnv, is_microrts_id
-from .vector import GymVectorEnv
+from .vector import FACTORY_PREFIX, GymVectorEnv, factory_id
 
 
 def env_options(cfg: Config) -> EnvOptions:
@@ -17,18 +22,38 @@ def env_options(cfg: Config) -> EnvOptions:
                       ale_options=ale_options(cfg), backend=cfg.backend)
 
 
-def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, cfg: Config | None = None) -> VecEnv:
+def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, cfg: Config | None = None,
+              factory: Callable[[], gym.Env] | None = None) -> VecEnv:
     """The vector env for ``env_id``: the reference's Atari chain and frame stack (``atari_vector``) for ale-py
     ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``); Gym-muRTS's grid mode (``microrts``) for
-    ``MicroRTS-<map>-<bot>``; gymnasium's envs otherwise. ``cfg`` (the run's config; None: ``EnvOptions()``'s
-    defaults) gives the env worker processes (``env_workers``), the Atari details and options, and the Atari
-    backend: "envpool" or "ale" runs an Atari id on that C++ vector env instead of the Python chain
-    (``atari_backends``)."""
+    ``MicroRTS-<map>-<bot>``; gymnasium's envs otherwise, ``module:EnvId`` ids included. ``cfg`` (the run's config;
+    None: ``EnvOptions()``'s defaults) gives the env worker processes (``env_workers``), the Atari details and
+    options, and the Atari backend: "envpool" or "ale" runs an Atari id on that C++ vector env instead of the
+    Python chain (``atari_backends``). ``factory``: the zero-argument function whose envs a run trained on, where
+    ``env_id`` records one (``callable:module.qualname``); it must be that same function."""
+    options = EnvOptions() if cfg is None else env_options(cfg)
+    if factory is not None or env_id.startswith(FACTORY_PREFIX):
+        check_same_factory(env_id, factory)
+        return GymVectorEnv(factory, num_envs, render_mode, options)
     if is_microrts_id(env_id):
         return MicroRTSVectorEnv(env_id, num_envs)
-    options = EnvOptions() if cfg is None else env_options(cfg)
     if options.backend != "python":
         return make_backend_envs(env_id, num_envs, options)
     if is_atari_id(env_id):
         return AtariVectorEnv(env_id, num_envs, render_mode, options)
     return GymVectorEnv(env_id, num_envs, render_mode, options)
+
+
+def check_same_factory(env_id: str, factory: Callable[[], gym.Env] | None) -> None:
+    """A run's recorded env (``env_id``) and the factory given for it must agree: a run directory cannot hold the
+    function itself, so resuming or evaluating a factory's run asks for it again."""
+    recorded = env_id.removeprefix(FACTORY_PREFIX)
+    if factory is None:
+        raise UserError(f"this run's envs came from the function {recorded}, which a run directory cannot hold: "
+                        f"pass it again from Python, e.g. proximal.train(env={recorded.rpartition('.')[2]}, "
+                        "run_dir=..., resume=True) or proximal.make_env(run, env=...)")
+    if not env_id.startswith(FACTORY_PREFIX):
+        raise UserError(f"this run trained on the env id '{env_id}', not on a factory: drop env=")
+    if factory_id(factory) != env_id:
+        raise UserError(f"this run's envs came from {recorded}, not {factory_id(factory).removeprefix(FACTORY_PREFIX)}"
+                        f": pass {recorded} again")

@@ -8,10 +8,20 @@ Episode statistics come from each env's ``RecordEpisodeStatistics``: raw rewards
 
 Action masks: gymnasium envs give them the gymnasium way, as ``info["action_mask"]`` or as the ``action_mask``
 key of a Dict observation (``MaskInInfo`` moves the latter to the former).
+
+An env is named by a registered id, by gymnasium's ``module:EnvId`` (the module, importable from the current
+directory, registers the id when imported), or given as a zero-argument factory returning a ``gymnasium.Env``;
+all three get the same wrappers and vector env.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import pickle
+import sys
+import traceback
+from collections.abc import Callable
 from functools import partial
 
 import gymnasium as gym
@@ -47,24 +57,111 @@ class MaskInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_gym_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+EnvSource = str | Callable[[], gym.Env]
+# how a run records a factory in its config's env_id: a name that a registered id cannot be (gymnasium would try to
+# import a module called "callable") and that tells the user which factory to pass again on resume
+FACTORY_PREFIX = "callable:"
+
+
+def factory_id(factory: Callable[[], gym.Env]) -> str:
+    """``callable:module.qualname`` of a factory (of its class for callables without a name, e.g. partials)."""
+    named = factory if hasattr(factory, "__qualname__") else type(factory)
+    return f"{FACTORY_PREFIX}{named.__module__}.{named.__qualname__}"
+
+
+def _where(e: BaseException) -> str:
+    """"Type: message (file:line)" of an exception, at the innermost frame: the user's own line."""
+    if isinstance(e, SyntaxError):
+        return f"{type(e).__name__}: {e.msg} ({e.filename}:{e.lineno})"
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{type(e).__name__}: {e} ({frame.filename}:{frame.lineno})"
+
+
+def import_env_module(env_id: str) -> str:
+    """For ``module:EnvId``, import the module (whose import registers the id), the current directory importable
+    as under ``python -m``; the id to look up. Other ids are returned as they are."""
+    module, sep, name = env_id.partition(":")
+    if not sep:
+        return env_id
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module.split(".")[0] and e.name != module:
+            raise UserError(f"importing '{module}' for env '{env_id}' failed: {_where(e)}") from None
+        raise UserError(f"env '{env_id}': no module '{module}' in the current directory ({os.getcwd()}) or on "
+                        "sys.path; run from the directory that holds it or install it") from None
+    except Exception as e:  # noqa: BLE001 - the user's module may raise anything; its own message says what
+        raise UserError(f"importing '{module}' for env '{env_id}' failed: {_where(e)}") from None
+    return name
+
+
+def make_gym_env(env: EnvSource, render_mode: str | None = None) -> gym.Env:
+    if callable(env):
+        return wrap_env(env())  # a factory takes no arguments, so it renders as it chose to
     kwargs = {"render_mode": render_mode} if render_mode else {}
-    env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    return wrap_env(gym.make(env, disable_env_checker=True, **kwargs))
+
+
+def wrap_env(env: gym.Env) -> gym.Env:
     space = env.observation_space
     if isinstance(space, gym.spaces.Dict) and "action_mask" in space.spaces:
         env = MaskInInfo(env)
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        # the vector env could not even stack such observations: say so before it tries
+        raise UserError(f"observation space {env.observation_space} is not supported: the policies take Box "
+                        "observations (vectors, images, grids); flatten a Dict or Tuple observation with "
+                        "gymnasium.wrappers.FlattenObservation")
     return gym.wrappers.RecordEpisodeStatistics(env)
+
+
+def check_factory(factory: Callable[[], gym.Env], workers: int) -> None:
+    """Call the factory once here, so that one that raises or returns something else fails with a message
+    instead of in a worker, and check that worker processes can receive it."""
+    name = factory_id(factory).removeprefix(FACTORY_PREFIX)
+    try:
+        env = factory()
+    except Exception as e:  # noqa: BLE001 - the user's factory may raise anything; its own message says what
+        raise UserError(f"the env factory {name} raised {_where(e)}") from None
+    if not isinstance(env, gym.Env):
+        raise UserError(f"the env factory {name} returned a {type(env).__name__}, not a gymnasium.Env; return the "
+                        "env itself (e.g. gymnasium.make(...) or an instance of your gymnasium.Env subclass)")
+    try:
+        wrap_env(env)
+    finally:
+        env.close()
+    if workers > 1:
+        try:
+            pickle.dumps(factory)
+        except Exception as e:  # noqa: BLE001 - pickling fails with several types (PicklingError, AttributeError)
+            raise UserError(f"the env factory {name} cannot be sent to env worker processes ({type(e).__name__}: "
+                            f"{e}); define it at module level (not a lambda or a local function) or set "
+                            "env_workers=1") from None
 
 
 class GymVectorEnv:
     """gymnasium envs with same-step autoreset, stepped in this process or split over ``options.workers``
     processes (``workers.EnvGroups``: the same transitions either way)."""
 
-    def __init__(self, env_id: str, num_envs: int, render_mode: str | None = None,
+    def __init__(self, env: EnvSource, num_envs: int, render_mode: str | None = None,
                  options: EnvOptions = EnvOptions()):
-        self.env_id = env_id
+        if callable(env):
+            self.env_id = factory_id(env)
+            check_factory(env, options.workers)
+        else:
+            self.env_id = env
+            self._check_id(env)
+        self.groups = EnvGroups(partial(make_gym_env, env, render_mode), num_envs, options.workers)
+        self.num_envs = num_envs
+        self.single_observation_space, self.single_action_space, self.metadata = self.groups.spaces()
+        self._action_offset = np.asarray(getattr(self.single_action_space, "start", 0))
+        self._masks = None
+
+    @staticmethod
+    def _check_id(env_id: str) -> None:
         try:
-            gym.spec(env_id)
+            gym.spec(import_env_module(env_id))
         except gym.error.Error as e:
             raise UserError(f"unknown environment '{env_id}' ({e}); list the registered ids with "
                             "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
@@ -72,11 +169,6 @@ class GymVectorEnv:
             make_gym_env(env_id).close()  # a missing dependency fails here, in this process, with its message
         except gym.error.DependencyNotInstalled as e:
             raise UserError(f"environment '{env_id}' needs a package that is not installed: {e}") from None
-        self.groups = EnvGroups(partial(make_gym_env, env_id, render_mode), num_envs, options.workers)
-        self.num_envs = num_envs
-        self.single_observation_space, self.single_action_space, self.metadata = self.groups.spaces()
-        self._action_offset = np.asarray(getattr(self.single_action_space, "start", 0))
-        self._masks = None
 
     def reset(self, seed: int) -> np.ndarray:
         obs, self._masks = self.groups.reset(seed)

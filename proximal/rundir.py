@@ -1,0 +1,84 @@
+"""Ownership of a run directory: one process at a time, a run id, and no leftovers of a killed run.
+
+The lock is ``fcntl.flock`` on ``RUN_DIR/lock``: the kernel drops it when the process ends however it ends
+(exit, exception, ``kill -9``), so a crashed run never leaves a stale lock to remove by hand. The file holds the
+owner's pid only to name it in the refusal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import UserError
+
+LOCK = "lock"
+RUN_FILE = "run.json"
+# what a killed writer can leave behind: checkpoint.save's temporaries, write_atomic's and the CSV truncation's
+STALE = ("checkpoints/.tmp_*", ".tmp_*", "*.tmp")
+
+
+def check_location(run_dir: Path) -> None:
+    """Refuse a run directory that cannot be one, before anything is built or written."""
+    if str(run_dir).strip() == "":
+        raise UserError("the run directory is empty; pass --run-dir DIR (or leave it out for runs/<name>)")
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise UserError(f"--run-dir '{run_dir}' is a file, not a directory; choose another --run-dir")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` whole: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".tmp_{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_id(run_dir: Path) -> str | None:
+    """The id written when the run was created; None for a directory without one (not a run, or a run written
+    before run ids existed)."""
+    try:
+        return json.loads((Path(run_dir) / RUN_FILE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def new_run_id(run_dir: Path) -> str:
+    rid = uuid.uuid4().hex
+    write_atomic(Path(run_dir) / RUN_FILE, json.dumps(
+        {"run_id": rid, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+    return rid
+
+
+@contextmanager
+def owned(run_dir: Path):
+    """Create ``run_dir`` if needed and hold its lock for the block; stale temporary files of an earlier,
+    killed run are removed once the lock is held (no other process can be writing them then). A directory
+    that cannot be created or written (a read-only file system, no permission) is a UserError."""
+    run_dir = Path(run_dir)
+    check_location(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"cannot write to the run directory '{run_dir}' ({e.strerror}); choose a writable "
+                        "--run-dir") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"run directory '{run_dir}' is in use by another training (pid {owner}); wait for it "
+                            "to finish or choose another --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        for pattern in STALE:
+            for stale in run_dir.glob(pattern):
+                stale.unlink(missing_ok=True)
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the flock
