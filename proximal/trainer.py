@@ -23,11 +23,12 @@ from .envs.normalize import Normalizer, normalize_envs
 from .errors import UserError
 from .carry import Carry
 from .fast_paths import make_actor, make_update
-from .logs import RunLogger
+from .logs import RunLogger, WandbRun, check_tracking
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
 from .spaces import space_to_dict
 from .update import clip_range, explained_variance, learning_rate, make_optimizer
+from .video import VIDEO_DIR, check_video_support
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,8 +183,12 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     dev = resolve_device(cfg.device)
+    check_extras(cfg)
+    video_dir = str(run_dir / VIDEO_DIR) if cfg.capture_video else None
     # envs and policy first: an unknown env or unsupported space must fail before anything is written
-    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg, factory=env_fn), cfg)
+    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg, factory=env_fn,
+                                                video_dir=video_dir), cfg)
+    tracker = None
     try:
         state = new_state(cfg, envs, dev, normalizer)
         exact = restore_state(state, payload, envs) if payload is not None else True
@@ -194,7 +199,9 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
             return state
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size, quiet)
+        if cfg.track:
+            tracker = WandbRun(run_dir, cfg.to_dict(), cfg.wandb_project, cfg.wandb_entity)
+        logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size, quiet, tracker)
         if not quiet:
             logger.write(summary(cfg, dev))
             logger.write(f"run directory: {run_dir}")
@@ -212,7 +219,17 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
             logger.close()
     finally:
         envs.close()
+        if tracker is not None:
+            tracker.close()
     return state
+
+
+def check_extras(cfg: Config) -> None:
+    """The optional packages a run's options need, before anything is built (one message each)."""
+    if cfg.track:
+        check_tracking()
+    if cfg.capture_video:
+        check_video_support()
 
 
 class TorchThreads:
