@@ -44,7 +44,9 @@ class RecordEpisodes(gym.Wrapper):
                             f"{env.render_mode!r}: make it with render_mode='rgb_array' (a factory's env too)")
         self.video_dir = str(video_dir)
         self.episode = -1  # the episode under way; the first reset starts episode 0
-        self._recording = None  # (imageio writer, episode) while an episode is recorded
+        # [imageio writer, episode] while an episode is recorded, else empty; a list, which envs.state neither
+        # captures nor restores (it would restore a None over a live writer)
+        self._recording = []
 
     def reset(self, **kwargs):
         result = self.env.reset(**kwargs)
@@ -56,7 +58,7 @@ class RecordEpisodes(gym.Wrapper):
 
     def step(self, action):
         result = self.env.step(action)
-        if self._recording is not None:
+        if self._recording:
             if self._recording[1] == self.episode:
                 self._frame()
             else:  # a checkpoint was restored into this env: the recorded episode is not the one under way
@@ -74,7 +76,7 @@ class RecordEpisodes(gym.Wrapper):
         # macro_block_size 1: frames of any size, not rescaled to multiples of 16
         writer = imageio.get_writer(self._path(self.episode, part=True), format="FFMPEG", fps=fps,
                                     macro_block_size=1)
-        self._recording = (writer, self.episode)
+        self._recording = [writer, self.episode]
         self._frame()
 
     def _frame(self) -> None:
@@ -84,10 +86,10 @@ class RecordEpisodes(gym.Wrapper):
         self._recording[0].append_data(np.asarray(frame))
 
     def _stop(self, keep: bool) -> None:
-        if self._recording is None:
+        if not self._recording:
             return
         writer, episode = self._recording
-        self._recording = None
+        self._recording = []
         writer.close()
         part = self._path(episode, part=True)
         if keep:

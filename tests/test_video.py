@@ -115,6 +115,22 @@ def test_capture_video_leaves_the_run_unchanged(cfg, tmp_path):
     assert 0 in frame_counts(tmp_path / "capture-True" / "videos")
 
 
+def test_capture_video_resumed_continues_the_schedule(cfg, tmp_path):
+    """The checkpoint keeps env 0's episode count: the resumed run records episode 8, not episode 0 again, and
+    the recording its fresh envs began before the checkpoint was restored is dropped."""
+    cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.capture_video = 1, 64, 256, True
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, quiet=True, max_updates=1)
+    before = frame_counts(run_dir / "videos")
+    train(None, run_dir, resume=True, quiet=True)
+    with open(run_dir / "episodes.csv", newline="") as f:
+        lengths = [int(row["episodic_length"]) for row in csv.DictReader(f)]
+    after = frame_counts(run_dir / "videos")
+    assert set(after) == {0, 1, 8} and after[8] == lengths[8] + 1
+    assert after[0] == before[0] == lengths[0] + 1  # episode 0 ended before the checkpoint and is kept as it was
+    assert not list((run_dir / "videos").glob(".*"))
+
+
 def make_unrendered_cartpole():
     return gym.make("CartPole-v1")  # render_mode None
 
