@@ -44,61 +44,66 @@ class RecordEpisodes(gym.Wrapper):
                             f"{env.render_mode!r}: make it with render_mode='rgb_array' (a factory's env too)")
         self.video_dir = str(video_dir)
         self.episode = -1  # the episode under way; the first reset starts episode 0
-        # [imageio writer, episode] while an episode is recorded, else empty; a list, which envs.state neither
-        # captures nor restores (it would restore a None over a live writer)
+        # [episode, imageio writer, reset frame] while an episode is recorded, else empty: a list, which envs.state
+        # neither captures nor restores. The file is opened at the episode's first step, so that envs reset and
+        # closed without a step (a run that fails to start, or resumes a finished run) write nothing.
         self._recording = []
 
     def reset(self, **kwargs):
         result = self.env.reset(**kwargs)
-        self._stop(keep=True)
+        self._stop()
         self.episode += 1
         if capped_cubic(self.episode):
-            self._start()
+            self._recording = [self.episode, None, self._render()]
         return result
 
     def step(self, action):
         result = self.env.step(action)
         if self._recording:
-            if self._recording[1] == self.episode:
-                self._frame()
-            else:  # a checkpoint was restored into this env: the recorded episode is not the one under way
-                self._stop(keep=False)
+            episode, writer, first = self._recording
+            if episode != self.episode:  # a checkpoint was restored into this env: not the episode under way
+                self._stop()
+            else:
+                if writer is None:
+                    writer = self._recording[1] = self._open(episode)
+                    writer.append_data(first)
+                writer.append_data(self._render())
         return result
 
     def _path(self, episode: int, part: bool) -> Path:
         return Path(self.video_dir) / ("." * part + video_name(episode))
 
-    def _start(self) -> None:
+    def _open(self, episode: int):
         import imageio.v2 as imageio  # from the mujoco extra; check_video_support says so where missing
 
         Path(self.video_dir).mkdir(parents=True, exist_ok=True)
         fps = self.env.metadata.get("render_fps") or 30
         # macro_block_size 1: frames of any size, not rescaled to multiples of 16
-        writer = imageio.get_writer(self._path(self.episode, part=True), format="FFMPEG", fps=fps,
-                                    macro_block_size=1)
-        self._recording = [writer, self.episode]
-        self._frame()
+        return imageio.get_writer(self._path(episode, part=True), format="FFMPEG", fps=fps, macro_block_size=1)
 
-    def _frame(self) -> None:
+    def _render(self) -> np.ndarray:
         frame = self.env.render()
         if frame is None or np.ndim(frame) != 3:
             raise UserError("capture_video: the env's render() returned no rgb_array frame")
-        self._recording[0].append_data(np.asarray(frame))
+        return np.asarray(frame)
 
-    def _stop(self, keep: bool) -> None:
+    def _stop(self) -> None:
+        """End the recording: its file is kept where it is the episode under way's, else deleted."""
         if not self._recording:
             return
-        writer, episode = self._recording
+        episode, writer, _ = self._recording
         self._recording = []
+        if writer is None:
+            return
         writer.close()
         part = self._path(episode, part=True)
-        if keep:
+        if episode == self.episode:
             part.replace(self._path(episode, part=False))
         else:
             part.unlink()
 
     def close(self) -> None:
-        self._stop(keep=True)
+        self._stop()
         super().close()
 
 

@@ -129,6 +129,8 @@ def test_capture_video_resumed_continues_the_schedule(cfg, tmp_path):
     assert set(after) == {0, 1, 8} and after[8] == lengths[8] + 1
     assert after[0] == before[0] == lengths[0] + 1  # episode 0 ended before the checkpoint and is kept as it was
     assert not list((run_dir / "videos").glob(".*"))
+    train(None, run_dir, resume=True, quiet=True)  # already complete: its envs are reset, never stepped
+    assert frame_counts(run_dir / "videos") == after
 
 
 def make_unrendered_cartpole():
