@@ -7,6 +7,7 @@ W&B writer) sees finished videos only."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -108,7 +109,11 @@ class RecordEpisodes(gym.Wrapper):
 
 
 def check_video_support() -> None:
-    """Before training: a missing imageio or ffmpeg would otherwise fail at the first recorded episode."""
+    """Before training: a missing imageio or ffmpeg would otherwise fail at the first recorded episode. Without a
+    display, MuJoCo is pointed at headless EGL: it picks its GL backend when first imported, and its default
+    (GLFW) needs a display."""
+    if "DISPLAY" not in os.environ:
+        os.environ.setdefault("MUJOCO_GL", "egl")
     try:
         import imageio.v2  # noqa: F401
         import imageio_ffmpeg  # noqa: F401

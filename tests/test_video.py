@@ -133,6 +133,23 @@ def test_capture_video_resumed_continues_the_schedule(cfg, tmp_path):
     assert frame_counts(run_dir / "videos") == after
 
 
+def test_capture_video_of_mujoco_leaves_the_run_unchanged(run, tmp_path):
+    """From the command line, without MUJOCO_GL (as on a headless machine): the same parameters as without
+    videos. ``run`` is here for its skip where there is no EGL."""
+    params = {}
+    for flags in ((), ("--capture-video",)):
+        run_dir = tmp_path / f"run{len(flags)}"
+        result = proximal("train", "--preset", "mujoco", "--env", "InvertedPendulum-v5", "--total-steps", "512",
+                          "--num-steps", "256", "--device", "cpu", "--quiet", "--run-dir", run_dir, *flags,
+                          cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        [path] = (run_dir / "checkpoints").glob("*.pt")
+        params[flags] = torch.load(path, weights_only=True)["policy"]
+    assert all(torch.equal(params[()][k], params[("--capture-video",)][k]) for k in params[()])
+    counts = frame_counts(tmp_path / "run1" / "videos")
+    assert {0, 1, 8} <= set(counts) and all(n > 1 for n in counts.values())
+
+
 def make_unrendered_cartpole():
     return gym.make("CartPole-v1")  # render_mode None
 
