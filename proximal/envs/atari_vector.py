@@ -28,7 +28,7 @@ from .workers import EnvGroups
 class AtariVectorEnv:
     """``num_envs`` Atari envs of the reference's chain, frames stacked on the vector. ``options.ale_options``
     are emulator settings for ``make_atari_env`` (e.g. ``repeat_action_probability``). With ``video_dir``, env 0's
-    games are recorded there at the emulator's full frame rate (``video.RecordEpisodes`` on the ale-py env, under
+    games are recorded there with every emulator frame (``video.RecordEpisodes`` on the ale-py env, under
     the whole chain: a recorded episode is a game, every life of it)."""
 
     def __init__(self, env_id: str, num_envs: int, render_mode: str | None = None,
