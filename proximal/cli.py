@@ -58,7 +58,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         convert = {tuple[int, ...]: _parse_sizes, bool: _parse_bool}.get(kind, kind)
         shown = getattr(defaults, f.name)
         shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
-        group.add_argument(flag, dest=f.name, type=convert, default=argparse.SUPPRESS,
+        # a bare boolean flag (--track) means true
+        bare = {"nargs": "?", "const": True} if kind is bool else {}
+        group.add_argument(flag, dest=f.name, type=convert, default=argparse.SUPPRESS, **bare,
                            help=f"{docs.get(f.name, '')} (default: {shown})")
 
 

@@ -115,6 +115,17 @@ class Config:
     many updates (and at the end), stopping if they differ"""
     checkpoint_every: int = 50
     """write a checkpoint every this many updates (and always at the end); 0 writes only the final one"""
+    capture_video: bool = False
+    """record env 0's episodes 0, 1, 8, 27, ..., 729, then every 1000th (CleanRL's schedule) to the run
+    directory's videos/, for envs that render rgb_array (a factory's env must be made with that render_mode);
+    the transitions are the same with or without it"""
+    track: bool = False
+    """log the run to Weights & Biases (pip install -e '.[wandb]', then wandb login, or WANDB_MODE=offline): the
+    config, the TensorBoard scalars under the same names, the captured videos; run name = the run directory's"""
+    wandb_project: str = "proximal"
+    """with track: the W&B project"""
+    wandb_entity: str = ""
+    """with track: the W&B team or user (empty: your default entity)"""
     preset: str = "classic"
     """the preset these values started from (recorded for the run directory name and plots)"""
     details: dict[str, bool] = field(default_factory=_default_details)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
 import time
 from collections import deque
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .errors import UserError
+from .video import VIDEO_DIR
 
 EPISODE_COLUMNS = ("global_step", "episodic_return", "episodic_length")
 # per-update scalars: CSV column -> TensorBoard tag (names people already compare against: CleanRL's)
@@ -129,9 +133,69 @@ class ScalarEvents:
         self._file.close()
 
 
+def check_tracking() -> None:
+    """Before training (track): the wandb package and, unless W&B runs offline, a login; the run would otherwise
+    fail or stop for a prompt after its envs are built."""
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("--track needs the wandb package: pip install -e '.[wandb]'") from None
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return
+    if not wandb.login(prompt=False, verify=False):
+        raise UserError("--track: no W&B login; run 'wandb login' (or set WANDB_API_KEY), or set WANDB_MODE=offline "
+                        "to log locally and 'wandb sync' later")
+
+
+class WandbRun:
+    """The run on Weights & Biases (track), as CleanRL's runs appear there: named after the run directory, the
+    config as its config, the TensorBoard scalars under the same names against ``global_step``, and the captured
+    videos. The scalars are logged directly rather than by syncing the event files (CleanRL's
+    ``sync_tensorboard``): that patches tensorboard's writer, which ``ScalarEvents`` does not go through.
+
+    The W&B run id is kept in the run directory, so that a resumed run continues the same W&B run."""
+
+    def __init__(self, run_dir: Path, config: dict, project: str, entity: str):
+        import wandb
+
+        self._wandb = wandb
+        self.video_dir = run_dir / VIDEO_DIR
+        self._logged_videos: set[str] = set()
+        self._step = 0
+        id_file = run_dir / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        id_file.write_text(run_id + "\n")
+        self.run = wandb.init(project=project, entity=entity or None, name=run_dir.resolve().name, id=run_id,
+                              resume="allow", config=config,
+                              # W&B's own files go into the run directory, unless WANDB_DIR says where
+                              dir=None if "WANDB_DIR" in os.environ else str(run_dir))
+        self.run.define_metric("global_step")
+        self.run.define_metric("*", step_metric="global_step")
+
+    def add(self, step: int, scalars: dict[str, float]) -> None:
+        self._step = int(step)
+        self.run.log({**scalars, "global_step": self._step})
+
+    def add_videos(self, step: int) -> None:
+        """Log the videos finished since the last call (``video.RecordEpisodes`` names them when they are)."""
+        new = sorted(set(p.name for p in self.video_dir.glob("*.mp4") if not p.name.startswith("."))
+                     - self._logged_videos)
+        for name in new:
+            self.run.log({"videos": self._wandb.Video(str(self.video_dir / name), format="mp4"),
+                          "global_step": int(step)})
+            self._logged_videos.add(name)
+
+    def close(self) -> None:
+        """After the envs are closed: the recorder finishes its last video then."""
+        self.add_videos(self._step)
+        self.run.finish()
+
+
 class RunLogger:
-    def __init__(self, run_dir: Path, start_step: int, total_steps: int, quiet: bool):
+    def __init__(self, run_dir: Path, start_step: int, total_steps: int, quiet: bool,
+                 tracker: WandbRun | None = None):
         self.run_dir = Path(run_dir)
+        self.tracker = tracker
         # the rows at start_step belong to the checkpoint this run starts from and are kept (the CSVs below
         # likewise); the rest of an earlier run is rewritten
         self.tb = ScalarEvents(self.run_dir, purge_step=start_step + 1)
@@ -146,12 +210,14 @@ class RunLogger:
 
     def episodes(self, episodes: list[tuple[int, float, int]]) -> None:
         for global_step, ret, length in episodes:
-            self.tb.add(global_step, {"charts/episodic_return": ret, "charts/episodic_length": length})
+            self._scalars(global_step, {"charts/episodic_return": ret, "charts/episodic_length": length})
             self.recent_returns.append(ret)
         self._episodes.append(episodes)
 
     def update(self, global_step: int, update: int, scalars: dict[str, float]) -> None:
-        self.tb.add(global_step, {UPDATE_TAGS[name]: value for name, value in scalars.items()})
+        self._scalars(global_step, {UPDATE_TAGS[name]: value for name, value in scalars.items()})
+        if self.tracker is not None:
+            self.tracker.add_videos(global_step)
         row = {"global_step": global_step, "update": update, **scalars}
         self._updates.append([[row.get(c, "") for c in UPDATE_COLUMNS]])
         postfix = [f"SPS {scalars['SPS']:.0f}"]
@@ -164,6 +230,11 @@ class RunLogger:
         self.bar.set_postfix_str(" | ".join(postfix), refresh=False)
         self.bar.update(global_step - self._step)
         self._step = global_step
+
+    def _scalars(self, step: int, tags: dict[str, float]) -> None:
+        self.tb.add(step, tags)
+        if self.tracker is not None:
+            self.tracker.add(step, tags)
 
     def write(self, message: str) -> None:
         if not self.bar.disable:

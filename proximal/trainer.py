@@ -23,11 +23,12 @@ from .envs.normalize import Normalizer, normalize_envs
 from .errors import RunFailure, UserError
 from .carry import Carry
 from .fast_paths import make_actor, make_update
-from .logs import RunLogger
+from .logs import RunLogger, WandbRun, check_tracking
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
 from .spaces import space_to_dict
 from .update import clip_range, explained_variance, learning_rate, make_optimizer
+from .video import VIDEO_DIR, check_video_support
 
 
 def resolve_device(name: str) -> torch.device:
@@ -189,6 +190,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     rundir.check_location(run_dir)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    check_extras(cfg)
     ctx, dev, created = distributed.start(cfg, resolve_device(cfg.device))
     try:
         state = _train(cfg, run_dir, payload, resume, ctx, dev, quiet, max_updates, env_fn, callbacks)
@@ -201,8 +203,12 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
 def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: distributed.Context,
            dev: torch.device, quiet: bool, max_updates: int | None, env_fn: Callable | None,
            callbacks: Sequence[Callback]) -> TrainerState:
-    # envs and policy first: an unknown env or unsupported space must fail before anything is written
-    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg, factory=env_fn), cfg)
+    # envs and policy first: an unknown env or unsupported space must fail before anything is written. Videos are
+    # of rank 0's env 0
+    video_dir = str(run_dir / VIDEO_DIR) if cfg.capture_video and ctx.root else None
+    envs, normalizer = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg, factory=env_fn,
+                                                video_dir=video_dir), cfg)
+    tracker = None
     try:
         space = envs.single_observation_space
         check_memory(cfg, int(np.prod(space.shape)), np.dtype(space.dtype).itemsize)
@@ -225,7 +231,9 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
             try:
                 if ctx.root:
                     state.run_id = (rundir.run_id(run_dir) if resume else None) or rundir.new_run_id(run_dir)
-                _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates, callbacks, ctx)
+                    if cfg.track:
+                        tracker = WandbRun(run_dir, cfg.to_dict(), cfg.wandb_project, cfg.wandb_entity)
+                _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates, callbacks, ctx, tracker)
             except OSError as e:  # a full disk, a file system gone read-only, an I/O error
                 then = (f"when it can be written again, continue with: proximal train --resume {run_dir}"
                         if checkpoint.finished(run_dir) else "start the run again when it can be written")
@@ -233,6 +241,8 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
                                  f"{then}") from None
     finally:
         envs.close()
+        if tracker is not None:
+            tracker.close()
     return state
 
 
@@ -242,11 +252,13 @@ def _last_good(run_dir: Path) -> str:
 
 
 def _run(state: TrainerState, envs: VecEnv, run_dir: Path, payload: dict | None, exact: bool, dev: torch.device,
-         quiet: bool, max_updates: int | None, callbacks: Sequence[Callback], ctx: distributed.Context) -> None:
+         quiet: bool, max_updates: int | None, callbacks: Sequence[Callback], ctx: distributed.Context,
+         tracker: WandbRun | None) -> None:
     cfg = state.cfg
     if ctx.root:
         rundir.write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size * ctx.world_size, quiet)
+        logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size * ctx.world_size, quiet,
+                           tracker)
     else:
         logger = distributed.Silent()
     if not quiet:
@@ -308,6 +320,14 @@ def _stop_if_nonfinite(problem: str | None, update: int, run_dir: Path) -> None:
     if problem is not None:
         raise RunFailure(f"training stopped at update {update}: {problem}; {_last_good(run_dir)} (nothing "
                          "non-finite was saved)")
+
+
+def check_extras(cfg: Config) -> None:
+    """The optional packages a run's options need, before anything is built (one message each)."""
+    if cfg.track:
+        check_tracking()
+    if cfg.capture_video:
+        check_video_support()
 
 
 class TorchThreads:

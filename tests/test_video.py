@@ -1,14 +1,22 @@
-"""proximal eval --video: every evaluated step becomes a frame of the file; bad requests are one-line errors."""
+"""Videos: proximal eval --video (every evaluated step becomes a frame of the file; bad requests are one-line
+errors) and capture_video during training (env 0's episodes on CleanRL's schedule, the run unchanged)."""
 
 import os
 import subprocess
 import sys
 
+import csv
+
+import gymnasium as gym
 import pytest
 import torch
 
+from proximal import checkpoint
 from proximal.config import preset
+from proximal.envs import make_envs
+from proximal.errors import UserError
 from proximal.trainer import train
+from proximal.video import capped_cubic
 
 RENDER_CHECK = ("import gymnasium as gym; e = gym.make('InvertedPendulum-v5', render_mode='rgb_array'); "
                 "e.reset(seed=0); assert e.render().shape[2] == 3")
@@ -59,3 +67,119 @@ def test_video_with_an_unknown_format_is_one_line_error(run):
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert "eval.xyz" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ capture_video during training
+
+def frame_counts(video_dir):
+    """{episode: frames} of the finished videos in ``video_dir``."""
+    import imageio.v2 as imageio
+
+    counts = {}
+    for path in video_dir.glob("rl-video-episode-*.mp4"):
+        with imageio.get_reader(path) as reader:
+            counts[int(path.stem.rpartition("-")[2])] = reader.count_frames()
+    return counts
+
+
+def test_capped_cubic_schedule_is_cleanrls():
+    assert [e for e in range(3001) if capped_cubic(e)] == [0, 1, 8, 27, 64, 125, 216, 343, 512, 729, 1000, 2000, 3000]
+
+
+def test_capture_video_records_scheduled_episodes_one_frame_per_step(cfg, tmp_path):
+    # one env: episodes.csv lists env 0's episodes in order
+    cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.capture_video = 1, 128, 256, True
+    train(cfg, tmp_path / "run", quiet=True)
+    with open(tmp_path / "run" / "episodes.csv", newline="") as f:
+        lengths = [int(row["episodic_length"]) for row in csv.DictReader(f)]
+    assert len(lengths) > 9  # episodes 0, 1 and 8 ended during the run
+    counts = frame_counts(tmp_path / "run" / "videos")
+    # a frame after the reset and after every step; episodes 2-7 not recorded; the one under way at the end (a
+    # recorded one only if it is scheduled) is closed with the envs
+    assert {e: counts[e] for e in (0, 1, 8)} == {e: lengths[e] + 1 for e in (0, 1, 8)}
+    assert set(counts) == {0, 1, 8}
+    assert not list((tmp_path / "run" / "videos").glob(".*"))  # no unfinished file left
+
+
+def test_capture_video_leaves_the_run_unchanged(cfg, tmp_path):
+    """Env 0 lives in the first of 2 worker processes; the recorded run trains the same parameters."""
+    cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.env_workers = 3, 32, 192, 2
+    states, episodes = {}, {}
+    for capture in (False, True):
+        cfg.capture_video = capture
+        run_dir = tmp_path / f"capture-{capture}"
+        states[capture] = train(cfg, run_dir, quiet=True).policy.state_dict()
+        episodes[capture] = (run_dir / "episodes.csv").read_text()
+    assert all(torch.equal(states[False][k], states[True][k]) for k in states[False])
+    assert episodes[False] == episodes[True] and episodes[True].count("\n") > 5
+    assert not (tmp_path / "capture-False" / "videos").exists()
+    assert 0 in frame_counts(tmp_path / "capture-True" / "videos")
+
+
+def test_capture_video_resumed_continues_the_schedule(cfg, tmp_path):
+    """The checkpoint keeps env 0's episode count: the resumed run records episode 8, not episode 0 again, and
+    the recording its fresh envs began before the checkpoint was restored is dropped."""
+    cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.capture_video = 1, 64, 256, True
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, quiet=True, max_updates=1)
+    before = frame_counts(run_dir / "videos")
+    train(None, run_dir, resume=True, quiet=True)
+    with open(run_dir / "episodes.csv", newline="") as f:
+        lengths = [int(row["episodic_length"]) for row in csv.DictReader(f)]
+    after = frame_counts(run_dir / "videos")
+    assert set(after) == {0, 1, 8} and after[8] == lengths[8] + 1
+    assert after[0] == before[0] == lengths[0] + 1  # episode 0 ended before the checkpoint and is kept as it was
+    assert not list((run_dir / "videos").glob(".*"))
+    train(None, run_dir, resume=True, quiet=True)  # already complete: its envs are reset, never stepped
+    assert frame_counts(run_dir / "videos") == after
+
+
+def test_capture_video_of_mujoco_leaves_the_run_unchanged(run, tmp_path):
+    """From the command line, without MUJOCO_GL (as on a headless machine): the same parameters as without
+    videos. ``run`` is here for its skip where there is no EGL."""
+    params = {}
+    for flags in ((), ("--capture-video",)):
+        run_dir = tmp_path / f"run{len(flags)}"
+        result = proximal("train", "--preset", "mujoco", "--env", "InvertedPendulum-v5", "--total-steps", "512",
+                          "--num-steps", "256", "--device", "cpu", "--quiet", "--run-dir", run_dir, *flags,
+                          cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        [path] = (run_dir / "checkpoints").glob("*.pt")
+        params[flags] = checkpoint.load(path)["policy"]
+    assert all(torch.equal(params[()][k], params[("--capture-video",)][k]) for k in params[()])
+    counts = frame_counts(tmp_path / "run1" / "videos")
+    assert {0, 1, 8} <= set(counts) and all(n > 1 for n in counts.values())
+
+
+def make_unrendered_cartpole():
+    return gym.make("CartPole-v1")  # render_mode None
+
+
+def test_capture_video_of_a_factory_without_rgb_array_is_one_message(tmp_path):
+    import proximal
+
+    with pytest.raises(UserError, match="render_mode='rgb_array'"):
+        proximal.train(env=make_unrendered_cartpole, capture_video=True, run_dir=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_capture_video_on_a_backend_that_does_not_render_is_one_message(tmp_path):
+    cfg = preset("atari")
+    cfg.backend = "envpool"
+    with pytest.raises(UserError, match="--backend python"):
+        make_envs(cfg.env_id, 1, cfg=cfg, video_dir=str(tmp_path))
+
+
+def test_capture_video_of_atari_holds_the_raw_emulator_frames(tmp_path):
+    import imageio.v2 as imageio
+
+    cfg = preset("atari")
+    cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.env_workers, cfg.torch_threads = 2, 16, 32, 2, 1
+    cfg.capture_video, cfg.device = True, "cpu"
+    train(cfg, tmp_path / "run", quiet=True)
+    with imageio.get_reader(tmp_path / "run" / "videos" / "rl-video-episode-0.mp4") as reader:
+        frames, first = reader.count_frames(), reader.get_data(0)
+    assert first.shape == (210, 160, 3)  # the emulator's screen, not the 84x84 gray observation
+    # a frame per emulator step of env 0's 16 agent steps, 4 each (atari.frame_skip), plus the reset's, its 1-30
+    # no-ops (atari.noop_reset) and FIRE's (atari.fire_reset: 2 steps); no game ends this early
+    assert 4 * 16 + 1 + 1 + 2 <= frames <= 4 * 16 + 1 + 30 + 2

@@ -65,7 +65,7 @@ or fire reset. The C++ vector envs differ too (docs/backends.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -252,12 +252,14 @@ def atari_spec(env_id: str) -> gym.envs.registration.EnvSpec:
 
 
 def make_atari_env(env_id: str, details: Mapping[str, bool] | None = None, *, max_frames: int | None = None,
-                   render_mode: str | None = None, **ale_kwargs) -> gym.Env:
+                   render_mode: str | None = None, wrap_raw: Callable[[gym.Env], gym.Env] | None = None,
+                   **ale_kwargs) -> gym.Env:
     """One env of the reference's chain for an ale-py id (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``).
 
     The emulator runs at frameskip 1 without sticky actions (the NoFrameskip-v4 settings, also for v5 ids)
     unless ``ale_kwargs`` say otherwise; ``max_frames`` is the episode's frame limit (default: the reference's,
-    ``reference_max_frames``; 0: none). Seed it as any gymnasium env, with its first ``reset(seed=...)``.
+    ``reference_max_frames``; 0: none); ``wrap_raw`` wraps the ale-py env under the chain (the video recorder).
+    Seed it as any gymnasium env, with its first ``reset(seed=...)``.
     """
     spec = atari_spec(env_id)
     if "max_num_frames_per_episode" in ale_kwargs:
@@ -272,7 +274,7 @@ def make_atari_env(env_id: str, details: Mapping[str, bool] | None = None, *, ma
         env = gym.make(env_id, disable_env_checker=True, **kwargs)
     except TypeError as e:  # an emulator setting ale-py does not know (ale_options)
         raise UserError(f"'{env_id}' does not take these emulator settings ({e}); check --ale-options") from None
-    return wrap_atari(env, details)
+    return wrap_atari(env if wrap_raw is None else wrap_raw(env), details)
 
 
 class FrameStack:

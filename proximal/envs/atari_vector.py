@@ -19,6 +19,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from ..video import RecordEpisodes
 from .atari import make_atari_env, make_frame_stack
 from .contract import EnvOptions, Step
 from .workers import EnvGroups
@@ -26,15 +27,21 @@ from .workers import EnvGroups
 
 class AtariVectorEnv:
     """``num_envs`` Atari envs of the reference's chain, frames stacked on the vector. ``options.ale_options``
-    are emulator settings for ``make_atari_env`` (e.g. ``repeat_action_probability``)."""
+    are emulator settings for ``make_atari_env`` (e.g. ``repeat_action_probability``). With ``video_dir``, env 0's
+    games are recorded there with every emulator frame (``video.RecordEpisodes`` on the ale-py env, under
+    the whole chain: a recorded episode is a game, every life of it)."""
 
     def __init__(self, env_id: str, num_envs: int, render_mode: str | None = None,
-                 options: EnvOptions = EnvOptions()):
+                 options: EnvOptions = EnvOptions(), video_dir: str | None = None):
         self.env_id = env_id
         details = dict(options.details) if options.details is not None else None
         make_one = partial(make_atari_env, env_id, details, render_mode=render_mode, **options.ale_options)
         make_one().close()  # an unknown or non-Atari id, or a bad emulator setting, fails here with its message
-        self.groups = EnvGroups(make_one, num_envs, options.workers)
+        first_env_fn = None
+        if video_dir is not None:
+            first_env_fn = partial(make_atari_env, env_id, details, render_mode="rgb_array",
+                                   wrap_raw=partial(RecordEpisodes, video_dir=str(video_dir)), **options.ale_options)
+        self.groups = EnvGroups(make_one, num_envs, options.workers, first_env_fn)
         self.num_envs = num_envs
         self.stack = make_frame_stack(num_envs, details, repeat_first=options.repeat_first)
         self.single_observation_space = self.stack.observation_space

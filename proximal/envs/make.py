@@ -23,25 +23,29 @@ def env_options(cfg: Config) -> EnvOptions:
 
 
 def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, cfg: Config | None = None,
-              factory: Callable[[], gym.Env] | None = None) -> VecEnv:
+              factory: Callable[[], gym.Env] | None = None, video_dir: str | None = None) -> VecEnv:
     """The vector env for ``env_id``: the reference's Atari chain and frame stack (``atari_vector``) for ale-py
     ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``); Gym-muRTS's grid mode (``microrts``) for
     ``MicroRTS-<map>-<bot>``; gymnasium's envs otherwise, ``module:EnvId`` ids included. ``cfg`` (the run's config;
     None: ``EnvOptions()``'s defaults) gives the env worker processes (``env_workers``), the Atari details and
     options, and the Atari backend: "envpool" or "ale" runs an Atari id on that C++ vector env instead of the
     Python chain (``atari_backends``). ``factory``: the zero-argument function whose envs a run trained on, where
-    ``env_id`` records one (``callable:module.qualname``); it must be that same function."""
+    ``env_id`` records one (``callable:module.qualname``); it must be that same function. ``video_dir``: record env
+    0's episodes there (capture_video; gymnasium envs and the Python Atari chain)."""
     options = EnvOptions() if cfg is None else env_options(cfg)
     if factory is not None or env_id.startswith(FACTORY_PREFIX):
         check_same_factory(env_id, factory)
-        return GymVectorEnv(factory, num_envs, render_mode, options)
+        return GymVectorEnv(factory, num_envs, render_mode, options, video_dir)
+    if video_dir is not None and (is_microrts_id(env_id) or options.backend != "python"):
+        raise UserError("capture_video records gymnasium envs and the Python Atari chain (--backend python); "
+                        f"'{env_id}' with backend {options.backend} does not render its envs: drop --capture-video")
     if is_microrts_id(env_id):
         return MicroRTSVectorEnv(env_id, num_envs)
     if options.backend != "python":
         return make_backend_envs(env_id, num_envs, options)
     if is_atari_id(env_id):
-        return AtariVectorEnv(env_id, num_envs, render_mode, options)
-    return GymVectorEnv(env_id, num_envs, render_mode, options)
+        return AtariVectorEnv(env_id, num_envs, render_mode, options, video_dir)
+    return GymVectorEnv(env_id, num_envs, render_mode, options, video_dir)
 
 
 def check_same_factory(env_id: str, factory: Callable[[], gym.Env] | None) -> None:

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..errors import UserError
+from ..video import RecordEpisodes
 from .contract import EnvOptions, Step, read_masks
 from .workers import EnvGroups
 
@@ -97,11 +98,14 @@ def import_env_module(env_id: str) -> str:
     return name
 
 
-def make_gym_env(env: EnvSource, render_mode: str | None = None) -> gym.Env:
+def make_gym_env(env: EnvSource, render_mode: str | None = None, video_dir: str | None = None) -> gym.Env:
+    """One env with the vector env's wrappers; with ``video_dir``, its episodes are recorded there (``video``),
+    under the episode statistics, which then see the env as without it."""
     if callable(env):
-        return wrap_env(env())  # a factory takes no arguments, so it renders as it chose to
-    kwargs = {"render_mode": render_mode} if render_mode else {}
-    return wrap_env(gym.make(env, disable_env_checker=True, **kwargs))
+        raw = env()  # a factory takes no arguments, so it renders as it chose to
+    else:
+        raw = gym.make(env, disable_env_checker=True, **({"render_mode": render_mode} if render_mode else {}))
+    return wrap_env(raw if video_dir is None else RecordEpisodes(raw, video_dir))
 
 
 def wrap_env(env: gym.Env) -> gym.Env:
@@ -142,17 +146,22 @@ def check_factory(factory: Callable[[], gym.Env], workers: int) -> None:
 
 class GymVectorEnv:
     """gymnasium envs with same-step autoreset, stepped in this process or split over ``options.workers``
-    processes (``workers.EnvGroups``: the same transitions either way)."""
+    processes (``workers.EnvGroups``: the same transitions either way). With ``video_dir``, env 0 renders as
+    rgb_array and its episodes are recorded there on CleanRL's schedule (``video.RecordEpisodes``)."""
 
     def __init__(self, env: EnvSource, num_envs: int, render_mode: str | None = None,
-                 options: EnvOptions = EnvOptions()):
+                 options: EnvOptions = EnvOptions(), video_dir: str | None = None):
         if callable(env):
             self.env_id = factory_id(env)
             check_factory(env, options.workers)
         else:
             self.env_id = env
             self._check_id(env)
-        self.groups = EnvGroups(partial(make_gym_env, env, render_mode), num_envs, options.workers)
+        first_env_fn = None
+        if video_dir is not None:
+            first_env_fn = partial(make_gym_env, env, "rgb_array", str(video_dir))
+            first_env_fn().close()  # a factory's env that cannot be recorded fails here, not in a worker
+        self.groups = EnvGroups(partial(make_gym_env, env, render_mode), num_envs, options.workers, first_env_fn)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space, self.metadata = self.groups.spaces()
         self._action_offset = np.asarray(getattr(self.single_action_space, "start", 0))

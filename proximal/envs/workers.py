@@ -26,10 +26,12 @@ from .contract import Step
 
 
 class EnvGroup:
-    """``count`` envs from ``env_fn`` stepped in this process."""
+    """``count`` envs from ``env_fn`` stepped in this process; the first from ``first_env_fn`` where given."""
 
-    def __init__(self, env_fn: Callable[[], gym.Env], count: int, first_index: int = 0):
-        self.envs = gym.vector.SyncVectorEnv([env_fn] * count, autoreset_mode=AutoresetMode.SAME_STEP)
+    def __init__(self, env_fn: Callable[[], gym.Env], count: int, first_index: int = 0,
+                 first_env_fn: Callable[[], gym.Env] | None = None):
+        env_fns = [first_env_fn or env_fn] + [env_fn] * (count - 1)
+        self.envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
         self.first_index = first_index
         self._result = None
 
@@ -59,8 +61,8 @@ class EnvGroup:
         self.envs.close()
 
 
-def _serve(conn, env_fn, count: int, first_index: int, parent: int) -> None:
-    group = EnvGroup(env_fn, count, first_index)
+def _serve(conn, env_fn, count: int, first_index: int, parent: int, first_env_fn=None) -> None:
+    group = EnvGroup(env_fn, count, first_index, first_env_fn)
     try:
         while True:
             # A killed parent does not always close this pipe (a worker forked after this one holds its end too),
@@ -90,9 +92,11 @@ class WorkerGroup:
     """``count`` envs from ``env_fn`` stepped in a worker process (``env_fn`` and ``call``'s functions must be
     picklable: module-level functions or ``functools.partial`` of them)."""
 
-    def __init__(self, env_fn: Callable[[], gym.Env], count: int, first_index: int):
+    def __init__(self, env_fn: Callable[[], gym.Env], count: int, first_index: int,
+                 first_env_fn: Callable[[], gym.Env] | None = None):
         self.conn, child = mp.Pipe()
-        self.process = mp.Process(target=_serve, args=(child, env_fn, count, first_index, os.getpid()), daemon=True)
+        self.process = mp.Process(target=_serve, args=(child, env_fn, count, first_index, os.getpid(), first_env_fn),
+                                  daemon=True)
         self.process.start()
         child.close()
 
@@ -119,16 +123,19 @@ class WorkerGroup:
 
 class EnvGroups:
     """``num_envs`` envs from ``env_fn`` in ``workers`` groups: in this process for ``workers`` <= 1, else one
-    worker process per group. ``reset``, ``step`` and ``call`` look like one ``SyncVectorEnv``'s."""
+    worker process per group. ``reset``, ``step`` and ``call`` look like one ``SyncVectorEnv``'s. ``first_env_fn``
+    makes env 0 instead (e.g. the one that records videos)."""
 
-    def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, workers: int):
+    def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, workers: int,
+                 first_env_fn: Callable[[], gym.Env] | None = None):
         workers = max(1, min(workers, num_envs))
         sizes = [len(part) for part in np.array_split(np.arange(num_envs), workers)]
         self.starts = np.cumsum([0] + sizes)[:-1].tolist()
         if workers == 1:
-            self.groups = [EnvGroup(env_fn, num_envs)]
+            self.groups = [EnvGroup(env_fn, num_envs, 0, first_env_fn)]
         else:
-            self.groups = [WorkerGroup(env_fn, size, start) for size, start in zip(sizes, self.starts)]
+            self.groups = [WorkerGroup(env_fn, size, start, first_env_fn if start == 0 else None)
+                           for size, start in zip(sizes, self.starts)]
         self.bounds = list(zip(self.starts, self.starts[1:] + [num_envs]))
 
     def _all(self, method: str, args_per_group: list[tuple]) -> list:

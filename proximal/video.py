@@ -1,0 +1,121 @@
+"""Videos of training (``capture_video``): env 0's episodes on CleanRL's schedule, one mp4 file each.
+
+The recorder only calls ``render()`` after the env has stepped or reset: rendering reads the simulator's state and
+draws no random number, so a run's transitions, and so its parameters, are the same with and without videos. A
+file is written under a hidden name and renamed when its episode ends, so that whoever watches the directory (the
+W&B writer) sees finished videos only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from .errors import UserError
+
+VIDEO_DIR = "videos"
+
+
+def capped_cubic(episode: int) -> bool:
+    """Whether episode ``episode`` (0-based) is recorded: the perfect cubes below 1000 (0, 1, 8, ..., 729), then
+    every 1000th, as CleanRL's runs (gymnasium's ``RecordVideo`` default): early episodes often, later ones rarely."""
+    if episode < 1000:
+        return round(episode ** (1 / 3)) ** 3 == episode
+    return episode % 1000 == 0
+
+
+def video_name(episode: int) -> str:
+    return f"rl-video-episode-{episode}.mp4"  # gymnasium's RecordVideo names, which CleanRL users know
+
+
+class RecordEpisodes(gym.Wrapper):
+    """Writes the scheduled episodes of ``env`` (made with ``render_mode="rgb_array"``) to ``video_dir``.
+
+    ``episode`` is a plain attribute, so a checkpoint of the env (``envs.state``) keeps the schedule's place and a
+    resumed run does not record episode 0 again. The recording under way is no state (``envs.state`` skips it): an
+    episode being recorded when the run stopped is cut short, and a recording begun before a checkpoint was
+    restored is dropped."""
+
+    def __init__(self, env: gym.Env, video_dir: str):
+        super().__init__(env)
+        if env.render_mode != "rgb_array":
+            raise UserError(f"capture_video records frames rendered as rgb_array, but this env renders as "
+                            f"{env.render_mode!r}: make it with render_mode='rgb_array' (a factory's env too)")
+        self.video_dir = str(video_dir)
+        self.episode = -1  # the episode under way; the first reset starts episode 0
+        # [episode, imageio writer, reset frame] while an episode is recorded, else empty: a list, which envs.state
+        # neither captures nor restores. The file is opened at the episode's first step, so that envs reset and
+        # closed without a step (a run that fails to start, or resumes a finished run) write nothing.
+        self._recording = []
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        self._stop()
+        self.episode += 1
+        if capped_cubic(self.episode):
+            self._recording = [self.episode, None, self._render()]
+        return result
+
+    def step(self, action):
+        result = self.env.step(action)
+        if self._recording:
+            episode, writer, first = self._recording
+            if episode != self.episode:  # a checkpoint was restored into this env: not the episode under way
+                self._stop()
+            else:
+                if writer is None:
+                    writer = self._recording[1] = self._open(episode)
+                    writer.append_data(first)
+                writer.append_data(self._render())
+        return result
+
+    def _path(self, episode: int, part: bool) -> Path:
+        return Path(self.video_dir) / ("." * part + video_name(episode))
+
+    def _open(self, episode: int):
+        import imageio.v2 as imageio  # from the mujoco extra; check_video_support says so where missing
+
+        Path(self.video_dir).mkdir(parents=True, exist_ok=True)
+        fps = self.env.metadata.get("render_fps") or 30
+        # macro_block_size 1: frames of any size, not rescaled to multiples of 16
+        return imageio.get_writer(self._path(episode, part=True), format="FFMPEG", fps=fps, macro_block_size=1)
+
+    def _render(self) -> np.ndarray:
+        frame = self.env.render()
+        if frame is None or np.ndim(frame) != 3:
+            raise UserError("capture_video: the env's render() returned no rgb_array frame")
+        return np.asarray(frame)
+
+    def _stop(self) -> None:
+        """End the recording: its file is kept where it is the episode under way's, else deleted."""
+        if not self._recording:
+            return
+        episode, writer, _ = self._recording
+        self._recording = []
+        if writer is None:
+            return
+        writer.close()
+        part = self._path(episode, part=True)
+        if episode == self.episode:
+            part.replace(self._path(episode, part=False))
+        else:
+            part.unlink()
+
+    def close(self) -> None:
+        self._stop()
+        super().close()
+
+
+def check_video_support() -> None:
+    """Before training: a missing imageio or ffmpeg would otherwise fail at the first recorded episode. Without a
+    display, MuJoCo is pointed at headless EGL: it picks its GL backend when first imported, and its default
+    (GLFW) needs a display."""
+    if "DISPLAY" not in os.environ:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        import imageio.v2  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise UserError("capture_video needs imageio and imageio-ffmpeg: pip install -e '.[mujoco]'") from None
