@@ -26,6 +26,7 @@ def ablation_ids(preset_name: str, env_id: str) -> list[str]:
     envs = make_envs(env_id, 1, cfg=cfg)
     try:
         continuous = isinstance(envs.single_action_space, gym.spaces.Box)
+        envs.reset(seed=cfg.seed)  # masks belong to observations: there are none before the first
         masked = action_masks(envs) is not None
     finally:
         envs.close()
