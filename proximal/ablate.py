@@ -34,14 +34,14 @@ def ablation_ids(preset_name: str, env_id: str) -> list[str]:
 
 
 def ablation_runs(root: Path, preset_name: str, env_id: str, seeds: list[int], steps: int | None,
-                  reference_truncation: bool = False) -> list[Run]:
+                  device: str = "cpu") -> list[Run]:
     # truncation as the preset has it: the ablation measures the preset's details, opt.truncation_bootstrap one of them
     steps = steps or preset(preset_name).total_steps
     variants = {FULL: ()} | {f"off {i}": (i,) for i in ablation_ids(preset_name, env_id)}
     runs = []
     for variant, off in variants.items():
         for seed in seeds:
-            cfg = run_config(env_id, preset_name, seed, steps, off, reference_truncation)
+            cfg = run_config(env_id, preset_name, seed, steps, off, reference_truncation=False, device=device)
             runs.append(Run(variant, cfg, run_dir_for(root, cfg, variant)))
     return runs
 
@@ -110,10 +110,10 @@ def write_ablation(rows: list[dict], root: Path) -> None:
 
 
 def ablate(root: Path, preset_name: str, env_id: str, seeds: list[int], steps: int | None, jobs: int = 1,
-           ray_address: str | None = None, report=print) -> list[dict]:
+           ray_address: str | None = None, device: str = "cpu", report=print) -> list[dict]:
     """Train (or finish) every variant × seed, then write results.csv, ablation.md and ablation.png under ``root``."""
     root = Path(root)
-    runs = ablation_runs(root, preset_name, env_id, seeds, steps)
+    runs = ablation_runs(root, preset_name, env_id, seeds, steps, device)
     report(f"{len(runs)} runs ({len(runs) // len(seeds)} variants × {len(seeds)} seeds) under {root / 'runs'}")
     run_all(runs, jobs, ray_address, report=report)
     rows = collect(runs, root)

@@ -48,11 +48,10 @@ def published() -> dict[str, dict]:
 
 
 def run_config(env_id: str, preset_name: str, seed: int, steps: int, off: tuple[str, ...] = (),
-               reference_truncation: bool = True) -> Config:
+               reference_truncation: bool = True, device: str = "cpu") -> Config:
     cfg = preset(preset_name)
-    cfg.env_id, cfg.seed, cfg.total_steps = env_id, seed, steps
-    # "auto" would put some runs on a GPU and others not: results would depend on where a run landed
-    cfg.device = "cpu"
+    # a fixed device, not the presets' "auto": results would depend on which machine a run landed on
+    cfg.env_id, cfg.seed, cfg.total_steps, cfg.device = env_id, seed, steps, device
     if reference_truncation:
         set_detail(cfg, "opt.truncation_bootstrap", False)
     for detail_id in off:
@@ -68,7 +67,7 @@ def run_dir_for(root: Path, cfg: Config, variant: str) -> Path:
 
 
 def bench_runs(root: Path, envs: list[str], presets: list[str] | None, seeds: list[int], steps: int | None,
-               reference_truncation: bool) -> list[Run]:
+               reference_truncation: bool, device: str = "cpu") -> list[Run]:
     """The runs of ``proximal bench``: without presets, each env's published preset; without steps, the published
     count (an env without a published number then needs both)."""
     table = published()
@@ -81,7 +80,7 @@ def bench_runs(root: Path, envs: list[str], presets: list[str] | None, seeds: li
         for preset_name in presets or [known["preset"]]:
             for seed in seeds:
                 cfg = run_config(env_id, preset_name, seed, steps or known["steps"],
-                                 reference_truncation=reference_truncation)
+                                 reference_truncation=reference_truncation, device=device)
                 runs.append(Run(preset_name, cfg, run_dir_for(root, cfg, preset_name)))
     return runs
 
@@ -124,17 +123,18 @@ def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def run_all(runs: list[Run], jobs: int = 1, ray_address: str | None = None, threads: int | None = None,
-            report=print) -> None:
+def run_all(runs: list[Run], jobs: int = 1, ray_address: str | None = None, report=print) -> None:
     """Train every run not yet finished: ``jobs`` at once in worker processes, or as Ray tasks."""
     if jobs <= 0:
         raise UserError(f"--jobs must be positive, got {jobs}")
     for run in runs:
         check_reusable(run)
-    threads = threads or threads_per_job(jobs)
     if ray_address is not None:
-        _run_on_ray(runs, ray_address, threads, report)
-    elif jobs == 1:
+        # --jobs splits this machine's cores; a cluster's tasks each ask Ray for what one run needs
+        _run_on_ray(runs, ray_address, 1, report)
+        return
+    threads = threads_per_job(jobs)
+    if jobs == 1:
         for run in runs:
             execute(run.cfg, run.run_dir, threads)
             report(f"  done {run.run_dir.name}")
@@ -173,7 +173,8 @@ def auc(steps: np.ndarray, returns: np.ndarray, total_steps: int, points: int = 
 
 def result_row(run: Run) -> dict:
     cfg, steps, returns = read_run(run.run_dir)
-    total = cfg["total_steps"] // (cfg["num_envs"] * cfg["num_steps"]) * cfg["num_envs"] * cfg["num_steps"]
+    trained = Config.from_dict(cfg)
+    total = trained.num_updates * trained.batch_size
     wall_file = run.run_dir / WALL_FILE
     wall = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else float("nan")
     return {"env_id": cfg["env_id"], "preset": cfg["preset"], "variant": run.variant, "seed": cfg["seed"],
@@ -276,10 +277,11 @@ def collect(runs: list[Run], root: Path) -> list[dict]:
 
 
 def bench(root: Path, envs: list[str], presets: list[str] | None, seeds: list[int], steps: int | None, jobs: int = 1,
-          ray_address: str | None = None, reference_truncation: bool = True, report=print) -> list[dict]:
+          ray_address: str | None = None, reference_truncation: bool = True, device: str = "cpu",
+          report=print) -> list[dict]:
     """Train (or finish) every run, then write results.csv, results.md and one <env>.png per env under ``root``."""
     root = Path(root)
-    runs = bench_runs(root, envs, presets, seeds, steps, reference_truncation)
+    runs = bench_runs(root, envs, presets, seeds, steps, reference_truncation, device)
     report(f"{len(runs)} runs under {root / 'runs'}, {jobs} at a time" if ray_address is None
            else f"{len(runs)} runs as Ray tasks on {ray_address}")
     run_all(runs, jobs, ray_address, report=report)

@@ -110,6 +110,8 @@ def _add_run_options(parser: argparse.ArgumentParser, out: str) -> None:
                              "--out must then be a path every node shares")
     parser.add_argument("--out", type=Path, default=Path(out),
                         help=f"run directories and results; a rerun continues what is there (default: {out})")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="device of every run; with --ray, cuda asks one GPU per task (default: cpu)")
 
 
 def _add_bench_parsers(sub) -> None:
@@ -219,14 +221,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     envs = [env for name in args.suite for env in SUITES.get(name, (name,))]
     bench(args.out, envs, args.preset, _seeds(args), args.steps, args.jobs, args.ray,
-          reference_truncation=not args.bootstrap_truncation)
+          reference_truncation=not args.bootstrap_truncation, device=args.device)
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'results.md'} and one PNG per env")
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     from .ablate import ablate
 
-    ablate(args.out, args.preset, args.env, _seeds(args), args.steps, args.jobs, args.ray)
+    ablate(args.out, args.preset, args.env, _seeds(args), args.steps, args.jobs, args.ray, args.device)
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'ablation.md'} and {args.out / 'ablation.png'}")
 
 
