@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from proximal import bench as bench_module
 from proximal import checkpoint
-from proximal.bench import bench, bench_runs, published, read_results, results_markdown, run_config
+from proximal.bench import bench, bench_runs, published, read_results, results_markdown, run_all, run_config
 from proximal.cli import main
 from proximal.errors import UserError
 from proximal.trainer import train
@@ -100,6 +102,22 @@ def test_cli_bench_rejects_bad_counts(capsys, tmp_path):
     assert "--seeds must be positive" in capsys.readouterr().err
     assert main(["bench", "CartPole-v1", "--jobs", "0", "--steps", str(STEPS), "--out", str(tmp_path)]) == 2
     assert "--jobs must be positive" in capsys.readouterr().err
+
+
+def test_ray_tasks_ask_one_cpu_and_a_gpu_for_cuda_runs(tmp_path, monkeypatch):
+    asked, started = [], []
+
+    def remote(**resources):
+        asked.append(resources)
+        return lambda fn: SimpleNamespace(remote=lambda cfg, run_dir, threads: started.append((run_dir, threads)))
+
+    fake = SimpleNamespace(is_initialized=lambda: True, remote=remote, get=lambda ref: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    runs = (bench_runs(tmp_path, ["CartPole-v1"], None, [1], STEPS, True, device="cuda")
+            + bench_runs(tmp_path, ["CartPole-v1"], None, [2], STEPS, True))
+    run_all(runs, jobs=2, ray_address="auto", report=lambda _: None)
+    assert asked == [{"num_cpus": 1, "num_gpus": 1}, {"num_cpus": 1, "num_gpus": 0}]
+    assert started == [(str(r.run_dir), 1) for r in runs]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
