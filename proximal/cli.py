@@ -105,7 +105,39 @@ def build_parser() -> argparse.ArgumentParser:
     details = sub.add_parser("details", help="the implementation details: implemented, on in the preset, where, test")
     details.add_argument("--preset", default="classic", help=f"on/off as in this preset: {', '.join(PRESETS)}")
     details.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    _add_bench_parsers(sub)
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N per experiment (default: 3)")
+    parser.add_argument("--steps", type=int, help="env steps per run (default: the published count, or the preset's)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at once on this machine, CPU threads split between them (default: 1)")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run each training as a task on this Ray cluster instead (needs proximal[ray]); "
+                             "--out must then be a path every node shares")
+    parser.add_argument("--out", type=Path, default=Path(out),
+                        help=f"run directories and results; a rerun continues what is there (default: {out})")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="device of every run; with --ray, cuda asks one GPU per task (default: cpu)")
+
+
+def _add_bench_parsers(sub) -> None:
+    bench = sub.add_parser("bench", help="reproduce the published results: presets x envs x seeds, resumable")
+    bench.add_argument("suite", nargs="+", metavar="SUITE_OR_ENV",
+                       help="classic, mujoco, atari, or env ids (with --preset and --steps where no result is "
+                            "published)")
+    bench.add_argument("--preset", action="append", metavar="PRESET",
+                       help="preset to run (repeatable; default: each env's published preset)")
+    bench.add_argument("--bootstrap-truncation", action="store_true",
+                       help="keep opt.truncation_bootstrap on (default: off, truncation as termination, as the "
+                            "published numbers)")
+    _add_run_options(bench, "bench")
+    ablate = sub.add_parser("ablate", help="the preset, then each applicable detail off in turn, over seeds")
+    ablate.add_argument("--preset", default="classic", help="(default: classic)")
+    ablate.add_argument("--env", default="CartPole-v1", help="(default: CartPole-v1)")
+    _add_run_options(ablate, "ablation")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -227,7 +259,30 @@ def cmd_details(args: argparse.Namespace) -> None:
             print(indent + r["test"])
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "plot": cmd_plot, "details": cmd_details}
+def _seeds(args: argparse.Namespace) -> list[int]:
+    if args.seeds <= 0:
+        raise UserError(f"--seeds must be positive, got {args.seeds}")
+    return list(range(1, args.seeds + 1))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import SUITES, bench
+
+    envs = [env for name in args.suite for env in SUITES.get(name, (name,))]
+    bench(args.out, envs, args.preset, _seeds(args), args.steps, args.jobs, args.ray,
+          reference_truncation=not args.bootstrap_truncation, device=args.device)
+    print(f"wrote {args.out / 'results.csv'}, {args.out / 'results.md'} and one PNG per env")
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from .ablate import ablate
+
+    ablate(args.out, args.preset, args.env, _seeds(args), args.steps, args.jobs, args.ray, args.device)
+    print(f"wrote {args.out / 'results.csv'}, {args.out / 'ablation.md'} and {args.out / 'ablation.png'}")
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "plot": cmd_plot, "details": cmd_details,
+            "bench": cmd_bench, "ablate": cmd_ablate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -411,6 +411,27 @@ def switchable_ids() -> list[str]:
     return [d.id for d in DETAILS if d.switchable and d.implemented]
 
 
+# the details of the Gaussian policy; the other cont.* ones (normalization) act on any env
+CONTINUOUS_ACTIONS = ("cont.state_independent_logstd", "cont.separate_networks", "cont.action_clip")
+
+
+def applicable(cfg, continuous: bool, masked: bool) -> list[str]:
+    """The switchable details on in ``cfg`` whose switch changes a run of it: the Gaussian policy's details need a
+    continuous action space, the ``lstm.*`` ones an LSTM, action masking an env that gives masks, parallel gradients more
+    than one process. Switching one of the others off would train exactly the full preset again."""
+    def acts(detail_id: str) -> bool:
+        if detail_id in CONTINUOUS_ACTIONS:
+            return continuous
+        if detail_id.startswith("lstm."):
+            return cfg.lstm_size > 0
+        if detail_id == "aux.action_masking":
+            return masked
+        # averages gradients across processes: a single-process run, as every ablation's, has nothing to average
+        return detail_id != "aux.parallel_gradients"
+
+    return [i for i in switchable_ids() if cfg.details.get(i, False) and acts(i)]
+
+
 def describe(cfg) -> list[dict]:
     """One row per detail for ``proximal details``: implemented, enabled in ``cfg``, where, test, and the texts."""
     rows = []

@@ -165,6 +165,7 @@ def _step_worker(rank: int, port: int, out: str, details: dict) -> None:
     make_update(policy, optimizer, torch.device("cpu"))(policy, optimizer, rank_batch(policy, rank), cfg, 0.2,
                                                          torch.Generator().manual_seed(0))
     torch.save(policy.state_dict(), f"{out}/rank{rank}.pt")
+    dist.barrier()  # with aux.parallel_gradients off nothing else syncs the ranks: none may leave the group early
     dist.destroy_process_group()
 
 
