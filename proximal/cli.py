@@ -191,6 +191,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def interrupted_hint(args: argparse.Namespace) -> str:
+    if args.command in ("bench", "ablate"):
+        return f"interrupted; run the same proximal {args.command} command again to continue (finished runs are " \
+               "skipped, stopped ones resumed)"
     run_dir = getattr(args, "run_dir", None)
     if args.command != "train" or not isinstance(run_dir, Path):
         return "interrupted"

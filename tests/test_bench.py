@@ -135,3 +135,11 @@ def test_bench_on_a_local_ray_instance(tmp_path):
     train(run_config("CartPole-v1", "classic", 1, STEPS), local, quiet=True)
     # a Ray task trains exactly what a local run does
     assert (local / "episodes.csv").read_text() == Path(rows[0]["run_dir"], "episodes.csv").read_text()
+
+
+def test_an_interrupted_bench_or_ablate_says_to_run_the_same_command_again():
+    from proximal.cli import build_parser, interrupted_hint
+
+    for argv in (["bench", "classic"], ["ablate"]):
+        hint = interrupted_hint(build_parser().parse_args(argv))
+        assert f"run the same proximal {argv[0]} command again" in hint and "--resume" not in hint
