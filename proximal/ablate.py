@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import Run, collect, machine, mean_std, read_results, run_all, run_config, run_dir_for
+from .bench import Run, collect, machine, mean_std, run_all, run_config, run_dir_for
 from .config import preset
 from .details import applicable
 
