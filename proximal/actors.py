@@ -13,11 +13,12 @@ import torch
 
 from .carry import Carry
 from .policy import ActorCritic
+from .precision import autocast
 
 
 class TorchActor:
-    def __init__(self, policy: ActorCritic, device: torch.device):
-        self.policy, self.device = policy, device
+    def __init__(self, policy: ActorCritic, device: torch.device, precision: str = "fp32"):
+        self.policy, self.device, self.precision = policy, device, precision
         self.env_action = policy.dist.to_env
         self._starts = policy.core is not None  # only a core reads the episode starts
 
@@ -33,10 +34,11 @@ class TorchActor:
 
     def act(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         """(action, log-prob, value, the carry after the step); ``rng`` None takes the most likely action."""
-        action, logprob, value, after = self.policy.act(self._obs(obs), self._carry(carry), rng)
+        with autocast(self.precision, self.device):
+            action, logprob, value, after = self.policy.act(self._obs(obs), self._carry(carry), rng)
         return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), Carry(carry.start, carry.mask, after.state)
 
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
         """V(obs) after ``carry``, which is not advanced."""
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, self.device):
             return self.policy.value(self._obs(obs), self._carry(carry)).cpu().numpy()

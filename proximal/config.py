@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from .details import BY_ID, switchable_ids
 from .errors import UserError
 
+# the networks' arithmetic (precision.py)
+PRECISIONS = ("fp32", "bf16", "auto")
 
 # the Atari vector envs (envs/atari_vector.py, envs/atari_backends.py)
 BACKENDS = ("python", "envpool", "ale")
@@ -104,6 +106,10 @@ class Config:
     """numpy rollout inference and numpy update for MLP policies on the CPU (discrete actions, and Gaussian ones:
     the update with the state-independent log std), tested to agree with the torch code; false trains with the
     torch code (do that when you change the loss)"""
+    precision: str = "fp32"
+    """the networks' matmuls and convolutions in fp32 (the reference) or bf16 (autocast: weights, optimizer state,
+    losses and stored log-probs stay fp32), or auto: bf16 where the CPU or GPU has native bf16 and the torch path
+    runs (docs/backends.md, Precision)"""
     backend: str = "python"
     """Atari only: python (the reference's wrapper chain, exact), envpool or ale (C++ vector envs, faster; they
     differ between episodes and in the max-pool order: docs/backends.md)"""
@@ -319,6 +325,7 @@ def validate(cfg: Config) -> None:
         (cfg.dist_timeout > 0, "dist_timeout must be positive (seconds)"),
         (cfg.dist_check_every > 0, "dist_check_every must be positive (updates)"),
         (cfg.env_workers >= 0, "env_workers must be >= 0"),
+        (cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
         (cfg.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
     ]
     for ok, message in checks:

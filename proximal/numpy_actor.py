@@ -13,7 +13,7 @@ from torch import nn
 
 from .carry import Carry
 from .distributions import Categorical, TanhDiagGaussian
-from .numpy_ops import gaussian_log_prob, linear_layers, tanh_mlp
+from .numpy_ops import gaussian_log_prob, linear_layers, matmul, tanh_mlp
 from .policy import ActorCritic
 
 
@@ -21,15 +21,17 @@ def _views(layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
     return layer.weight.detach().numpy(), layer.bias.detach().numpy()
 
 
-def _linear(layer, x: np.ndarray) -> np.ndarray:
+def _linear(layer, x: np.ndarray, bf16: bool) -> np.ndarray:
     weight, bias = layer
-    return x @ weight.T + bias
+    return matmul(x, weight.T, bias, bf16)
 
 
 class NumpyMLPActor:
-    """For Categorical, DiagGaussian and TanhDiagGaussian heads on ``nets.MLPTrunk``, no core, no masks."""
+    """For Categorical, DiagGaussian and TanhDiagGaussian heads on ``nets.MLPTrunk``, no core, no masks.
+    ``bf16``: the networks' matmuls in emulated bf16 (``precision``), as ``numpy_update.NumpyMLPUpdate``'s."""
 
-    def __init__(self, policy: ActorCritic):
+    def __init__(self, policy: ActorCritic, bf16: bool = False):
+        self.bf16 = bf16
         trunk, head = policy.trunk, policy.policy_head
         self.actor_layers = [_views(m) for m in linear_layers(trunk.actor)]
         self.critic_layers = None if trunk.critic is None else [_views(m) for m in linear_layers(trunk.critic)]
@@ -49,14 +51,14 @@ class NumpyMLPActor:
 
     def act(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         obs = obs.reshape(len(obs), -1)
-        features = tanh_mlp(self.actor_layers, obs)[-1]
-        value_features = features if self.critic_layers is None else tanh_mlp(self.critic_layers, obs)[-1]
-        value = _linear(self.value_head, value_features)[:, 0]
-        out = _linear(self.policy_head, features)
+        features = tanh_mlp(self.actor_layers, obs, self.bf16)[-1]
+        value_features = features if self.critic_layers is None else tanh_mlp(self.critic_layers, obs, self.bf16)[-1]
+        value = _linear(self.value_head, value_features, self.bf16)[:, 0]
+        out = _linear(self.policy_head, features, self.bf16)
         if self.categorical:
             action, logprob = self._categorical(out, rng)
         else:
-            log_std = self.log_std if self.log_std_head is None else _linear(self.log_std_head, features)
+            log_std = self.log_std if self.log_std_head is None else _linear(self.log_std_head, features, self.bf16)
             action, logprob = self._gaussian(out, log_std, rng)
         return action, logprob.astype(np.float32), value, carry
 
@@ -84,4 +86,4 @@ class NumpyMLPActor:
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
         obs = obs.reshape(len(obs), -1)
         layers = self.actor_layers if self.critic_layers is None else self.critic_layers
-        return _linear(self.value_head, tanh_mlp(layers, obs)[-1])[:, 0]
+        return _linear(self.value_head, tanh_mlp(layers, obs, self.bf16)[-1], self.bf16)[:, 0]

@@ -17,12 +17,41 @@ def linear_layers(trunk: nn.Sequential) -> list[nn.Linear]:
     return [m for m in trunk if isinstance(m, nn.Linear)]
 
 
-def tanh_mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
+def round_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32: torch's cast to bf16 and
+    back."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+def rounded(x: np.ndarray, bf16: bool) -> np.ndarray:
+    """``x`` as a bf16 tensor of torch's autocast would hold it (``precision``), or ``x`` itself in fp32."""
+    return round_bf16(x) if bf16 else x
+
+
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, bf16: bool = False) -> np.ndarray:
+    """a @ b (+ bias). bf16 emulates autocast's matmul: bf16 operands, then one rounding of the result. The
+    products of two bf16 values are exact in float64 and so, in practice, are their sums: the result does not
+    depend on the batch size or the summation order, and the rollout and the update compute the same numbers."""
+    if not bf16:
+        return a @ b if bias is None else a @ b + bias
+    out = round_bf16(a).astype(np.float64) @ round_bf16(b).astype(np.float64)
+    if bias is not None:
+        out += round_bf16(bias)
+    return round_bf16(out.astype(np.float32))
+
+
+def column_sum(x: np.ndarray, bf16: bool = False) -> np.ndarray:
+    """x.sum(0): a bias's gradient; bf16 rounds it once, as autocast's bf16 bias gradient."""
+    return round_bf16(x.astype(np.float64).sum(0).astype(np.float32)) if bf16 else x.sum(0)
+
+
+def tanh_mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, bf16: bool = False) -> list[np.ndarray]:
     """Activations of every layer of a tanh MLP with (weight, bias) ``layers`` (weight (out, in), as torch's),
     input first."""
     acts = [x]
     for weight, bias in layers:
-        acts.append(np.tanh(acts[-1] @ weight.T + bias))
+        acts.append(rounded(np.tanh(matmul(acts[-1], weight.T, bias, bf16)), bf16))
     return acts
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from .config import Config
 from .distributed import average_flat_gradient, average_scalar
 from .distributions import LOG_SQRT_2PI, DiagGaussian
-from .numpy_ops import gaussian_log_prob, linear_layers, tanh_mlp
+from .numpy_ops import column_sum, gaussian_log_prob, linear_layers, matmul, rounded, tanh_mlp
 from .update import STAT_NAMES, minibatch_indices
 
 
@@ -47,20 +47,21 @@ def _layers(trunk: nn.Sequential, index: dict[int, int]) -> list[tuple[int, int]
     return [(index[id(m.weight)], index[id(m.bias)]) for m in linear_layers(trunk)]
 
 
-def _trunk_forward(layers, p, x):
+def _trunk_forward(layers, p, x, bf16):
     """Activations of every layer of a tanh MLP, input first."""
-    return tanh_mlp([(p[w], p[b]) for w, b in layers], x)
+    return tanh_mlp([(p[w], p[b]) for w, b in layers], x, bf16)
 
 
-def _trunk_backward(layers, p, g, acts, d_out) -> None:
-    """Backpropagate d(loss)/d(last activation) through a tanh MLP, accumulating into the gradient views."""
+def _trunk_backward(layers, p, g, acts, d_out, bf16) -> None:
+    """Backpropagate d(loss)/d(last activation) through a tanh MLP, accumulating into the gradient views. In bf16
+    every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
     for i in range(len(layers) - 1, -1, -1):
         w, b = layers[i]
-        dz = d_out * (1.0 - acts[i + 1] * acts[i + 1])
-        g[w] += dz.T @ acts[i]
-        g[b] += dz.sum(0)
+        dz = rounded(d_out * (1.0 - acts[i + 1] * acts[i + 1]), bf16)
+        g[w] += matmul(dz.T, acts[i], bf16=bf16)
+        g[b] += column_sum(dz, bf16)
         if i:
-            d_out = dz @ p[w]
+            d_out = matmul(dz, p[w], bf16=bf16)
 
 
 def _maximum_grad(a, b, da, db):
@@ -121,7 +122,8 @@ class NumpyMLPUpdate:
     """``update.ppo_update`` for ``policy.ActorCritic`` with a Categorical or state-independent DiagGaussian
     head, on the CPU."""
 
-    def __init__(self, policy: nn.Module, optimizer: torch.optim.Adam):
+    def __init__(self, policy: nn.Module, optimizer: torch.optim.Adam, bf16: bool = False):
+        self.bf16 = bf16  # the networks' matmuls in emulated bf16 (precision), as NumpyMLPActor's
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         index = {id(q): i for i, q in enumerate(self.params)}
         trunk, head = policy.trunk, policy.policy_head
@@ -135,13 +137,13 @@ class NumpyMLPUpdate:
 
     # --- one minibatch: the loss of update.ppo_loss and its gradient -------------------------------------------
     def _loss_and_grad(self, p, g, obs, actions, old_logprob, old_value, advantages, returns, clip, cfg):
-        n = len(actions)
-        actor_acts = _trunk_forward(self.actor, p, obs)
-        critic_acts = _trunk_forward(self.critic, p, obs) if self.critic is not None else actor_acts
+        n, bf16 = len(actions), self.bf16
+        actor_acts = _trunk_forward(self.actor, p, obs, bf16)
+        critic_acts = _trunk_forward(self.critic, p, obs, bf16) if self.critic is not None else actor_acts
         pw, pb = self.policy_head
         vw, vb = self.value_head
-        logits = actor_acts[-1] @ p[pw].T + p[pb]  # the mean for Box actions
-        value = (critic_acts[-1] @ p[vw].T + p[vb])[:, 0]
+        logits = matmul(actor_acts[-1], p[pw].T, p[pb], bf16)  # the mean for Box actions
+        value = matmul(critic_acts[-1], p[vw].T, p[vb], bf16)[:, 0]
 
         if self.continuous:
             new_logprob, entropy, cache = _gaussian_forward(logits, p[self.log_std], actions)
@@ -184,19 +186,21 @@ class NumpyMLPUpdate:
         d_logits, d_log_std = backward(g_logprob, ent_coef, cache)
         if d_log_std is not None:
             g[self.log_std] += d_log_std
-        d_value = (np.float32(cfg.vf_coef / n) * d_value)[:, None]
+        # the heads' outputs were cast from bf16 to float32: their gradients are cast back
+        d_logits = rounded(d_logits, bf16)
+        d_value = rounded((np.float32(cfg.vf_coef / n) * d_value)[:, None], bf16)
 
-        g[pw] += d_logits.T @ actor_acts[-1]
-        g[pb] += d_logits.sum(0)
-        g[vw] += d_value.T @ critic_acts[-1]
-        g[vb] += d_value.sum(0)
-        d_actor = d_logits @ p[pw]
-        d_critic = d_value @ p[vw]
+        g[pw] += matmul(d_logits.T, actor_acts[-1], bf16=bf16)
+        g[pb] += column_sum(d_logits, bf16)
+        g[vw] += matmul(d_value.T, critic_acts[-1], bf16=bf16)
+        g[vb] += column_sum(d_value, bf16)
+        d_actor = matmul(d_logits, p[pw], bf16=bf16)
+        d_critic = matmul(d_value, p[vw], bf16=bf16)
         if self.critic is None:
-            _trunk_backward(self.actor, p, g, actor_acts, d_actor + d_critic)
+            _trunk_backward(self.actor, p, g, actor_acts, rounded(d_actor + d_critic, bf16), bf16)
         else:
-            _trunk_backward(self.actor, p, g, actor_acts, d_actor)
-            _trunk_backward(self.critic, p, g, critic_acts, d_critic)
+            _trunk_backward(self.actor, p, g, actor_acts, d_actor, bf16)
+            _trunk_backward(self.critic, p, g, critic_acts, d_critic, bf16)
 
         return {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy.mean(),
                 "approx_kl": ((ratio - 1.0) - logratio).mean(), "old_approx_kl": (-logratio).mean(),

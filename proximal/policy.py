@@ -67,7 +67,7 @@ class ActorCritic(nn.Module):
 
     def _params(self, features: torch.Tensor, mask: torch.Tensor | None):
         """The distribution's parameters from the policy head, masked where the policy takes masks."""
-        params = self.policy_head(features)
+        params = _float(self.policy_head(features))
         if self.masked:
             if mask is None:
                 raise ValueError("this policy was built for action masks (masked=True): pass the env's mask")
@@ -81,7 +81,7 @@ class ActorCritic(nn.Module):
         if self.core is not None:
             features, state = self.core.step(features, state, carry.start)
             value_features = features
-        return features, self.value_head(value_features).squeeze(-1), state
+        return features, self.value_head(value_features).squeeze(-1).float(), state
 
     def distribution(self, obs: torch.Tensor, carry: Carry):
         """(the action distribution's parameters, the value, the carry after the step) for one step of N envs."""
@@ -117,8 +117,14 @@ class ActorCritic(nn.Module):
             out = self.core.replay(features.view(-1, k, features.shape[-1]), batch["starts"].view(-1, k), state)
             features = value_features = out.reshape(len(features), -1)
         params = self._params(features, batch.get("masks"))
-        value = self.value_head(value_features).squeeze(-1)
+        value = self.value_head(value_features).squeeze(-1).float()
         return (*self.dist.log_prob_and_entropy(params, batch["actions"]), value)
+
+
+def _float(params):
+    """The policy head's output in float32: under bf16 autocast (``precision``) the distributions' arithmetic and
+    the log-probs stored for the ratio stay fp32; a no-op in fp32."""
+    return tuple(p.float() for p in params) if isinstance(params, tuple) else params.float()
 
 
 def make_trunk(observation_space: gym.Space, action_space: gym.Space, cfg: Config, recurrent: bool) -> nn.Module:

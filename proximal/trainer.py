@@ -22,7 +22,7 @@ from .envs import VecEnv, action_masks, is_atari_id, make_envs
 from .envs.normalize import Normalizer, normalize_envs
 from .errors import RunFailure, UserError
 from .carry import Carry
-from .fast_paths import make_actor, make_update
+from .fast_paths import make_actor, make_update, resolve_precision
 from .logs import RunLogger, WandbRun, check_tracking
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
@@ -60,6 +60,9 @@ class TrainerState:
     # reads and updates as it normalizes; None where both are off
     normalizer: Normalizer | None = None
     run_id: str | None = None  # of the run directory (rundir): a checkpoint names the run it belongs to
+    # the networks' arithmetic, resolved from cfg.precision for this machine at the start (fast_paths): not saved,
+    # the checkpoints are the same in every precision
+    precision: str = "fp32"
 
     def checkpoint(self, envs: VecEnv) -> dict:
         return {
@@ -214,6 +217,7 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
         check_memory(cfg, int(np.prod(space.shape)), np.dtype(space.dtype).itemsize)
         state = new_state(cfg, envs, dev, normalizer, seed=ctx.seed(cfg.seed))
         exact = restore_state(state, payload, envs, ctx.seed(cfg.seed)) if payload is not None else True
+        state.precision, precision_line = resolve_precision(state.policy, dev, cfg.fast_paths, cfg.precision)
         if payload is None:
             distributed.broadcast_parameters(state.policy, cfg)
         if state.update >= cfg.num_updates:
@@ -233,7 +237,8 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
                     state.run_id = (rundir.run_id(run_dir) if resume else None) or rundir.new_run_id(run_dir)
                     if cfg.track:
                         tracker = WandbRun(run_dir, cfg.to_dict(), cfg.wandb_project, cfg.wandb_entity)
-                _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates, callbacks, ctx, tracker)
+                _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates, callbacks, ctx, tracker,
+                     precision_line)
             except OSError as e:  # a full disk, a file system gone read-only, an I/O error
                 then = (f"when it can be written again, continue with: proximal train --resume {run_dir}"
                         if checkpoint.finished(run_dir) else "start the run again when it can be written")
@@ -253,7 +258,7 @@ def _last_good(run_dir: Path) -> str:
 
 def _run(state: TrainerState, envs: VecEnv, run_dir: Path, payload: dict | None, exact: bool, dev: torch.device,
          quiet: bool, max_updates: int | None, callbacks: Sequence[Callback], ctx: distributed.Context,
-         tracker: WandbRun | None) -> None:
+         tracker: WandbRun | None, precision_line: str) -> None:
     cfg = state.cfg
     if ctx.root:
         rundir.write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -263,6 +268,7 @@ def _run(state: TrainerState, envs: VecEnv, run_dir: Path, payload: dict | None,
         logger = distributed.Silent()
     if not quiet:
         logger.write(summary(cfg, dev))
+        logger.write(f"precision: {precision_line}")
         if ctx.parallel:
             logger.write(distributed.summary(cfg, ctx))
         logger.write(f"run directory: {run_dir}")
@@ -348,8 +354,8 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
           callbacks: Sequence[Callback] = ()) -> None:
     cfg, buf = state.cfg, state.rollout
     device = next(state.policy.parameters()).device
-    actor = make_actor(state.policy, device, cfg.fast_paths)
-    ppo_update = make_update(state.policy, state.optimizer, device, cfg.fast_paths)
+    actor = make_actor(state.policy, device, cfg.fast_paths, state.precision)
+    ppo_update = make_update(state.policy, state.optimizer, device, cfg.fast_paths, state.precision)
     clock = time.perf_counter
     start_step, start_time = state.global_step, clock()
     # the time accounted for by the updates so far: each update's seconds (env, inference, learn, other) add up

@@ -7,6 +7,7 @@ from torch import nn
 
 from .config import Config
 from .distributed import average_gradients, average_scalar
+from .precision import autocast
 
 STAT_NAMES = ("policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl", "approxkl_ppo2", "clipfrac")
 
@@ -117,10 +118,11 @@ def ppo_loss(new_logprob, old_logprob, entropy, new_value, old_value, advantages
 
 
 def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg: Config,
-               clip: float, generator: torch.Generator) -> dict[str, float]:
+               clip: float, generator: torch.Generator, precision: str = "fp32") -> dict[str, float]:
     """``update_epochs`` passes over the flattened batch (whole env sequences for a recurrent policy); returns the
     debug statistics and the gradient norm before clipping averaged over every minibatch that ran, plus the number
-    of epochs run (fewer with aux.target_kl)."""
+    of epochs run (fewer with aux.target_kl). ``precision`` bf16: the policy's forward under bf16 autocast (its
+    backward follows it); the loss and everything after it in fp32."""
     batch_size = batch["advantages"].shape[0]
     device = batch["advantages"].device
     totals = torch.zeros(len(STAT_NAMES), device=device)
@@ -138,7 +140,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
             indices = minibatch_indices(batch_size, cfg.minibatches_per_epoch, generator)
         for mb in indices:
             rows = minibatch(batch, mb, cfg)
-            new_logprob, entropy, new_value = policy.evaluate(rows)
+            with autocast(precision, device):
+                new_logprob, entropy, new_value = policy.evaluate(rows)
             loss, stats = ppo_loss(new_logprob, rows["logprobs"], entropy, new_value, rows["values"],
                                    rows["advantages"], rows["returns"], clip, cfg)
             optimizer.zero_grad(set_to_none=True)

@@ -3,22 +3,25 @@
 import torch
 
 import proximal.update as update_mod
+from proximal.precision import autocast
 from proximal.update import minibatch, ppo_update
 
+CPU = torch.device("cpu")
 
-def assert_ratio_is_one(state, cfg, monkeypatch, atol: float = 1e-6) -> dict:
+
+def assert_ratio_is_one(state, cfg, monkeypatch, atol: float = 1e-6, precision: str = "fp32") -> dict:
     """``state.rollout`` holds a batch collected by the rollout's act path. Before any gradient step, the training
     path must give every stored action the stored log-prob (ratio 1) and value; inside the torch update, the first
     minibatch of the first epoch must see approx_kl 0 and clipfrac 0, and later minibatches a moved policy.
-    Returns the training batch."""
+    ``precision``: the one the rollout ran in, which the training path uses too. Returns the training batch."""
     buf = state.rollout
     assert buf.starts.sum() > 0, "the batch holds episode ends"
     batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, CPU):
         logprob, _, value = state.policy.evaluate(minibatch(batch, torch.arange(len(batch["obs"])), cfg))
     ratio = (logprob - batch["logprobs"]).exp()
     torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=atol)
-    torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(value, batch["values"], rtol=0, atol=max(atol, 1e-6))
 
     seen = []
     real_loss = update_mod.ppo_loss
@@ -31,8 +34,8 @@ def assert_ratio_is_one(state, cfg, monkeypatch, atol: float = 1e-6) -> dict:
     monkeypatch.setattr(update_mod, "ppo_loss", recording_loss)
     n = batch["obs"].shape[0]
     batch["advantages"], batch["returns"] = torch.randn(n), torch.randn(n)
-    ppo_update(state.policy, state.optimizer, batch, cfg, 0.2, state.generator)
-    assert abs(seen[0]["approx_kl"].item()) < 1e-6 and abs(seen[0]["old_approx_kl"].item()) < 1e-6
+    ppo_update(state.policy, state.optimizer, batch, cfg, 0.2, state.generator, precision)
+    assert abs(seen[0]["approx_kl"].item()) < max(atol, 1e-6) and abs(seen[0]["old_approx_kl"].item()) < max(atol, 1e-6)
     assert seen[0]["clipfrac"].item() == 0.0
     assert max(abs(s["old_approx_kl"].item()) for s in seen[1:]) > 1e-5, "later minibatches see a moved policy"
     return batch
