@@ -48,10 +48,10 @@ def published() -> dict[str, dict]:
 
 
 def run_config(env_id: str, preset_name: str, seed: int, steps: int, off: tuple[str, ...] = (),
-               reference_truncation: bool = True, device: str = "cpu") -> Config:
+               reference_truncation: bool = True, device: str = "cpu", precision: str = "fp32") -> Config:
     cfg = preset(preset_name)
     # a fixed device, not the presets' "auto": results would depend on which machine a run landed on
-    cfg.env_id, cfg.seed, cfg.total_steps, cfg.device = env_id, seed, steps, device
+    cfg.env_id, cfg.seed, cfg.total_steps, cfg.device, cfg.precision = env_id, seed, steps, device, precision
     if reference_truncation:
         set_detail(cfg, "opt.truncation_bootstrap", False)
     for detail_id in off:
@@ -67,9 +67,11 @@ def run_dir_for(root: Path, cfg: Config, variant: str) -> Path:
 
 
 def bench_runs(root: Path, envs: list[str], presets: list[str] | None, seeds: list[int], steps: int | None,
-               reference_truncation: bool, device: str = "cpu") -> list[Run]:
+               reference_truncation: bool, device: str = "cpu",
+               precisions: tuple[str, ...] = ("fp32",)) -> list[Run]:
     """The runs of ``proximal bench``: without presets, each env's published preset; without steps, the published
-    count (an env without a published number then needs both)."""
+    count (an env without a published number then needs both). Each precision but fp32 is a variant of its own
+    ("atari bf16"), side by side with the preset's."""
     table = published()
     runs = []
     for env_id in envs:
@@ -78,10 +80,12 @@ def bench_runs(root: Path, envs: list[str], presets: list[str] | None, seeds: li
             raise UserError(f"'{env_id}' has no published result to take its preset and steps from; give --preset "
                             "and --steps")
         for preset_name in presets or [known["preset"]]:
-            for seed in seeds:
-                cfg = run_config(env_id, preset_name, seed, steps or known["steps"],
-                                 reference_truncation=reference_truncation, device=device)
-                runs.append(Run(preset_name, cfg, run_dir_for(root, cfg, preset_name)))
+            for precision in precisions:
+                variant = preset_name if precision == "fp32" else f"{preset_name} {precision}"
+                for seed in seeds:
+                    cfg = run_config(env_id, preset_name, seed, steps or known["steps"],
+                                     reference_truncation=reference_truncation, device=device, precision=precision)
+                    runs.append(Run(variant, cfg, run_dir_for(root, cfg, variant)))
     return runs
 
 
@@ -278,10 +282,10 @@ def collect(runs: list[Run], root: Path) -> list[dict]:
 
 def bench(root: Path, envs: list[str], presets: list[str] | None, seeds: list[int], steps: int | None, jobs: int = 1,
           ray_address: str | None = None, reference_truncation: bool = True, device: str = "cpu",
-          report=print) -> list[dict]:
+          precisions: tuple[str, ...] = ("fp32",), report=print) -> list[dict]:
     """Train (or finish) every run, then write results.csv, results.md and one <env>.png per env under ``root``."""
     root = Path(root)
-    runs = bench_runs(root, envs, presets, seeds, steps, reference_truncation, device)
+    runs = bench_runs(root, envs, presets, seeds, steps, reference_truncation, device, precisions)
     report(f"{len(runs)} runs under {root / 'runs'}, {jobs} at a time" if ray_address is None
            else f"{len(runs)} runs as Ray tasks on {ray_address}")
     run_all(runs, jobs, ray_address, report=report)

@@ -11,7 +11,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .config import PRESETS, Config, field_docs, preset, set_detail, validate
+from .config import PRECISIONS, PRESETS, Config, field_docs, preset, set_detail, validate
 from .errors import RunFailure, UserError
 
 # fields with a flag of their own (the issue's names) rather than the generic --field-name
@@ -133,6 +133,8 @@ def _add_bench_parsers(sub) -> None:
     bench.add_argument("--bootstrap-truncation", action="store_true",
                        help="keep opt.truncation_bootstrap on (default: off, truncation as termination, as the "
                             "published numbers)")
+    bench.add_argument("--precision", action="append", choices=PRECISIONS,
+                       help="the networks' precision (repeatable: each one a variant, side by side; default: fp32)")
     _add_run_options(bench, "bench")
     ablate = sub.add_parser("ablate", help="the preset, then each applicable detail off in turn, over seeds")
     ablate.add_argument("--preset", default="classic", help="(default: classic)")
@@ -273,7 +275,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     envs = [env for name in args.suite for env in SUITES.get(name, (name,))]
     bench(args.out, envs, args.preset, _seeds(args), args.steps, args.jobs, args.ray,
-          reference_truncation=not args.bootstrap_truncation, device=args.device)
+          reference_truncation=not args.bootstrap_truncation, device=args.device,
+          precisions=tuple(dict.fromkeys(args.precision or ["fp32"])))
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'results.md'} and one PNG per env")
 
 

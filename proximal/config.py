@@ -109,7 +109,7 @@ class Config:
     precision: str = "fp32"
     """the networks' matmuls and convolutions in fp32 (the reference) or bf16 (autocast: weights, optimizer state,
     losses and stored log-probs stay fp32), or auto: bf16 where the CPU or GPU has native bf16 and the torch path
-    runs (docs/backends.md, Precision)"""
+    runs (docs/precision.md)"""
     backend: str = "python"
     """Atari only: python (the reference's wrapper chain, exact), envpool or ale (C++ vector envs, faster; they
     differ between episodes and in the max-pool order: docs/backends.md)"""
