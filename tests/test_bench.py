@@ -14,7 +14,7 @@ import pytest
 from proximal import bench as bench_module
 from proximal import checkpoint
 from proximal.bench import bench, bench_runs, published, read_results, results_markdown, run_all, run_config
-from proximal.cli import main
+from proximal.cli import build_parser, main
 from proximal.errors import UserError
 from proximal.trainer import train
 
@@ -38,6 +38,15 @@ def test_bench_defaults_to_the_published_preset_steps_and_truncation_mode(tmp_pa
     assert kept.cfg.on("opt.truncation_bootstrap") and kept.cfg.seed == 2 and kept.cfg.total_steps == 2048
     with pytest.raises(UserError, match="--preset"):
         bench_runs(tmp_path, ["Acrobot-v1"], None, [1], None, reference_truncation=True)
+
+
+def test_bench_precisions_are_variants_side_by_side(tmp_path):
+    runs = bench_runs(tmp_path, ["CartPole-v1"], None, [1, 2], 2048, True, precisions=("fp32", "bf16"))
+    assert [(r.variant, r.cfg.precision, r.cfg.seed) for r in runs] == [
+        ("classic", "fp32", 1), ("classic", "fp32", 2), ("classic bf16", "bf16", 1), ("classic bf16", "bf16", 2)]
+    assert len({r.run_dir for r in runs}) == 4
+    args = build_parser().parse_args(["bench", "CartPole-v1", "--precision", "fp32", "--precision", "bf16"])
+    assert args.precision == ["fp32", "bf16"]
 
 
 def test_tiny_bench_writes_its_files_skips_finished_runs_and_resumes_a_killed_one(tmp_path, monkeypatch):
