@@ -44,7 +44,8 @@ PROGRESS_PREFIX = "proximal/progress"
 # How often a thread copies this rank's progress to the store: a hang lasts dist_timeout, far longer, so the record
 # a failing rank reads is where the hung rank stopped, while the training thread itself never waits for the store.
 PUBLISH_SECONDS = 0.5
-# How long a failing rank waits for the store (which may have gone with rank 0 or node 0's torchrun).
+# How long a rank waits for the store once the run is failing or ending (the store may have gone with the
+# torchrun or the rank 0 that held it).
 READ_SECONDS = 2.0
 
 
@@ -192,8 +193,9 @@ def _behind(entered: int) -> str:
             if int(count) < entered:
                 behind.append(f"{rank} (at {where})")
     except RuntimeError:
-        return "the ranks' progress could not be read (the store went with rank 0 or node 0's torchrun)"
-    return f"rank(s) behind it: {', '.join(behind)}" if behind else "no rank's last record is behind its own"
+        return "the ranks' progress could not be read (its store has gone, with the torchrun or rank 0 holding it)"
+    return (f"rank(s) behind it: {', '.join(behind)}" if behind
+            else "every rank had come as far (one may have stopped inside this collective)")
 
 
 @contextmanager
@@ -230,14 +232,17 @@ def _averaging(cfg: Config) -> bool:
         and dist.get_world_size() > 1
 
 
-def _mean_in_place(flat: torch.Tensor, cfg: Config, what: str | None = None) -> None:
+def _mean_in_place(flat: torch.Tensor, cfg: Config, what: str) -> None:
     # the reference's order: sum over the ranks, then divide by their number
-    if what is None:
-        _progress.gradients += 1
-        what = f"the gradient all-reduce of minibatch {_progress.gradients}"
     with _collective(what, cfg):
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat.div_(dist.get_world_size())
+
+
+def _mean_gradient(flat: torch.Tensor, cfg: Config) -> None:
+    # numbered within the update (every epoch's minibatches in turn), so that a hang names the minibatch
+    _progress.gradients += 1
+    _mean_in_place(flat, cfg, f"the gradient all-reduce of minibatch {_progress.gradients}")
 
 
 def average_gradients(params: list[torch.Tensor], cfg: Config) -> None:
@@ -249,7 +254,7 @@ def average_gradients(params: list[torch.Tensor], cfg: Config) -> None:
         if p.grad is None:  # every rank must send the same layout
             p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
-    _mean_in_place(flat, cfg)
+    _mean_gradient(flat, cfg)
     offset = 0
     for p in params:
         p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
@@ -260,7 +265,7 @@ def average_flat_gradient(grad: np.ndarray, cfg: Config) -> None:
     """aux.parallel_gradients for the numpy update: its flat float32 gradient, all-reduced in place through a
     tensor sharing its memory."""
     if _averaging(cfg):
-        _mean_in_place(torch.from_numpy(grad), cfg)
+        _mean_gradient(torch.from_numpy(grad), cfg)
 
 
 def average_scalar(value: float, cfg: Config) -> float:

@@ -19,7 +19,7 @@ STALL_SECONDS = 600
 
 
 def stall_rank_one(where: str) -> None:
-    record, average = distributed.progress, distributed._mean_in_place
+    record, average = distributed.progress, distributed._mean_gradient
     averaged = None  # gradients averaged since the phase WHERE of update 2 began; None before it
 
     def progress(update: int, phase: str) -> None:
@@ -37,7 +37,7 @@ def stall_rank_one(where: str) -> None:
                 time.sleep(STALL_SECONDS)
         average(*args, **kwargs)
 
-    distributed.progress, distributed._mean_in_place = progress, stalling_average
+    distributed.progress, distributed._mean_gradient = progress, stalling_average
 
 
 if __name__ == "__main__":

@@ -228,6 +228,28 @@ def test_a_checkpoint_of_another_rank_count_is_refused():
         distributed.rank_payload({"update": 3}, distributed.Context(0, 2))
 
 
+def test_a_failing_rank_names_the_ranks_that_entered_fewer_collectives(monkeypatch):
+    """Rank 0 of 4 fails in its 7th collective: rank 1 has entered 5 and rank 3 none (no record), so both are
+    behind; rank 2 had entered the 7th too. A store that cannot be read is said so."""
+    store = dist.PrefixStore(distributed.PROGRESS_PREFIX, dist.HashStore())
+    store.set("1", "5 update 3, rollout")
+    store.set("2", "7 update 3, learning, in the gradient all-reduce of minibatch 2")
+    monkeypatch.setattr(dist, "get_world_size", lambda: 4)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(distributed, "_progress", distributed._Progress(store=store))
+    assert distributed._behind(7) == "rank(s) behind it: 1 (at update 3, rollout), 3 (never joined)"
+    store.set("3", "7 update 3, learning, in the gradient all-reduce of minibatch 2")
+    assert distributed._behind(6) == "rank(s) behind it: 1 (at update 3, rollout)"
+    assert distributed._behind(5).startswith("every rank had come as far")
+
+    class Gone:
+        def clone(self):
+            raise dist.DistStoreError("connection reset")
+
+    monkeypatch.setattr(distributed, "_progress", distributed._Progress(store=Gone()))
+    assert distributed._behind(7).startswith("the ranks' progress could not be read")
+
+
 # --- training runs under torchrun -------------------------------------------------------------------------------
 SMALL = ["--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "2"]
 
