@@ -9,14 +9,16 @@ the run directory, with the episodes of every rank and a checkpoint holding each
 
 Without torchrun (no WORLD_SIZE, or 1) every function here returns at once and nothing is communicated: a
 single process trains exactly as before. Every collective call runs under ``dist_timeout``: a rank that dies or
-hangs makes the others stop with an error instead of waiting for ever.
+hangs makes the others stop with an error instead of waiting for ever, naming the ranks that are behind and where
+they last were (``progress``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -36,6 +38,32 @@ LEARNER_KEYS = ("policy", "optimizer")
 # a gloo group for the barrier that names missing ranks and for Python objects (the default group when it is
 # gloo already; a second one beside nccl)
 _cpu_group = None
+
+# Each rank's progress lives in torch.distributed's own key-value store, under this prefix and the rank's number.
+PROGRESS_PREFIX = "proximal/progress"
+# How often a thread copies this rank's progress to the store: a hang lasts dist_timeout, far longer, so the record
+# a failing rank reads is where the hung rank stopped, while the training thread itself never waits for the store.
+PUBLISH_SECONDS = 0.5
+# How long a rank waits for the store once the run is failing or ending (the store may have gone with the
+# torchrun or the rank 0 that held it).
+READ_SECONDS = 2.0
+
+
+@dataclass
+class _Progress:
+    """This rank's progress and the thread that publishes it. ``record`` is (collectives entered, where): every
+    rank enters the same collectives in the same order, so a rank that has entered fewer than another is behind
+    it. The training thread replaces the tuple whole; the publishing thread reads it."""
+
+    store: dist.Store | None = None
+    phase: str = "starting"
+    gradients: int = 0  # gradient all-reduces entered in this phase: the minibatch being averaged
+    record: tuple[int, str] = (0, "starting")
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+_progress = _Progress()
 
 
 @dataclass(frozen=True)
@@ -89,27 +117,103 @@ def start(cfg: Config, device: torch.device) -> tuple[Context, torch.device, boo
     if created:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     _cpu_group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
+    _start_progress()
     return context(), device, created
 
 
 def stop(created: bool) -> None:
     global _cpu_group
     _cpu_group = None
+    _stop_progress()
     if created and dist.is_initialized():
         dist.destroy_process_group()
 
 
+def _start_progress() -> None:
+    """Publish this rank's progress from now on. The first record is written at once, so a rank without one has
+    not joined; the thread has a store connection of its own (a clone), as a store is not shared between
+    threads."""
+    global _progress
+    store = dist.PrefixStore(PROGRESS_PREFIX, dist.distributed_c10d._get_default_store())
+    _progress = _Progress(store=store)
+    key = str(dist.get_rank())
+    store.set(key, _encode(_progress.record))
+    _progress.thread = threading.Thread(target=_publish, args=(store.clone(), key, _progress), daemon=True,
+                                        name="proximal-progress")
+    _progress.thread.start()
+
+
+def _stop_progress() -> None:
+    global _progress
+    if _progress.thread is not None:
+        _progress.stop.set()
+        _progress.thread.join(timeout=READ_SECONDS)
+    _progress = _Progress()
+
+
+def _publish(store: dist.Store, key: str, progress: _Progress) -> None:
+    sent = progress.record
+    while not progress.stop.wait(PUBLISH_SECONDS):
+        record = progress.record
+        if record != sent:
+            try:
+                store.set(key, _encode(record))
+            except RuntimeError:  # the store has gone: the run is ending
+                return
+            sent = record
+
+
+def _encode(record: tuple[int, str]) -> str:
+    return f"{record[0]} {record[1]}"
+
+
+def progress(update: int, phase: str) -> None:
+    """Record that this rank begins ``phase`` of ``update``: what a failing collective on another rank reports
+    of it. Costs a string; the store hears of it within PUBLISH_SECONDS."""
+    _progress.phase, _progress.gradients = f"update {update}, {phase}", 0
+    _progress.record = (_progress.record[0], _progress.phase)
+
+
+def _behind(entered: int) -> str:
+    """The ranks whose last record is behind ``entered`` collectives (this rank's own count), each with where it
+    was, read from the store; or why none can be named."""
+    if _progress.store is None:
+        return "no rank's progress was recorded"
+    try:
+        store = _progress.store.clone()
+        store.set_timeout(timedelta(seconds=READ_SECONDS))
+        behind = []
+        for rank in range(dist.get_world_size()):
+            if rank == dist.get_rank():
+                continue
+            if not store.check([str(rank)]):
+                behind.append(f"{rank} (never joined)")
+                continue
+            count, where = store.get(str(rank)).decode().split(" ", 1)
+            if int(count) < entered:
+                behind.append(f"{rank} (at {where})")
+    except RuntimeError:
+        return "the ranks' progress could not be read (its store has gone, with the torchrun or rank 0 holding it)"
+    return (f"rank(s) behind it: {', '.join(behind)}" if behind
+            else "every rank had come as far (one may have stopped inside this collective)")
+
+
 @contextmanager
 def _collective(what: str, cfg: Config):
-    """A failed or timed-out collective as one line: which rank saw it, what it waited for, and what the backend
-    said (gloo's barrier names the ranks that did not arrive)."""
+    """A failed or timed-out collective as one line: which rank saw it, what it waited for, the ranks that had not
+    come as far and where they were, and what the backend said (gloo's barrier names the ranks that did not
+    arrive)."""
+    entered = _progress.record[0] + 1
+    _progress.record = (entered, f"{_progress.phase}, in {what}")
     try:
         yield
     except RuntimeError as e:
         said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"rank {dist.get_rank()}: {what} failed: another rank stopped, or did not answer within "
-                        f"dist_timeout ({cfg.dist_timeout:g} s); the backend says: {said}. A rank that died is named "
-                        "in torchrun's failure summary; raise --dist-timeout if a rank is merely slow") from None
+        raise UserError(f"rank {dist.get_rank()}: {what} failed ({_progress.phase}); {_behind(entered)}; a rank "
+                        f"stopped, or did not answer within dist_timeout ({cfg.dist_timeout:g} s); the backend says: "
+                        f"{said}. A rank that died is named in torchrun's failure summary; raise --dist-timeout if a "
+                        "rank is merely slow") from None
+    _progress.record = (entered, f"{_progress.phase}, after {what}")
 
 
 def summary(cfg: Config, ctx: Context) -> str:
@@ -128,11 +232,17 @@ def _averaging(cfg: Config) -> bool:
         and dist.get_world_size() > 1
 
 
-def _mean_in_place(flat: torch.Tensor, cfg: Config, what: str = "the gradient all-reduce") -> None:
+def _mean_in_place(flat: torch.Tensor, cfg: Config, what: str) -> None:
     # the reference's order: sum over the ranks, then divide by their number
     with _collective(what, cfg):
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat.div_(dist.get_world_size())
+
+
+def _mean_gradient(flat: torch.Tensor, cfg: Config) -> None:
+    # numbered within the update (every epoch's minibatches in turn), so that a hang names the minibatch
+    _progress.gradients += 1
+    _mean_in_place(flat, cfg, f"the gradient all-reduce of minibatch {_progress.gradients}")
 
 
 def average_gradients(params: list[torch.Tensor], cfg: Config) -> None:
@@ -144,7 +254,7 @@ def average_gradients(params: list[torch.Tensor], cfg: Config) -> None:
         if p.grad is None:  # every rank must send the same layout
             p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
-    _mean_in_place(flat, cfg)
+    _mean_gradient(flat, cfg)
     offset = 0
     for p in params:
         p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
@@ -155,7 +265,7 @@ def average_flat_gradient(grad: np.ndarray, cfg: Config) -> None:
     """aux.parallel_gradients for the numpy update: its flat float32 gradient, all-reduced in place through a
     tensor sharing its memory."""
     if _averaging(cfg):
-        _mean_in_place(torch.from_numpy(grad), cfg)
+        _mean_gradient(torch.from_numpy(grad), cfg)
 
 
 def average_scalar(value: float, cfg: Config) -> float:

@@ -373,6 +373,7 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
 
         times = RolloutTimes()
         rollout_start = state.global_step
+        distributed.progress(update, "rollout")
         try:
             with rollout_threads:
                 state.obs, state.carry, local_step, episodes = collect_rollout(
@@ -384,10 +385,12 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
         _stop_if_nonfinite(_nonfinite_rollout(buf, rollout_start, state.obs), update, run_dir)
         # under torchrun: every rank's steps counted, every rank's episodes for rank 0's logs
         state.global_step, episodes = distributed.gather_rollout(rollout_start, local_step, episodes, cfg)
+        distributed.progress(update, "learning")
         learn_start = clock()
         advantages, returns = compute_advantages(buf, cfg)
         batch = buf.training_batch(advantages, returns, device)
         stats = ppo_update(state.policy, state.optimizer, batch, cfg, clip, state.generator)
+        distributed.progress(update, "logs, callbacks and checkpoint")
         _stop_if_nonfinite(_nonfinite_update(stats, state.policy), update, run_dir)
         ev = explained_variance(batch["values"], batch["returns"])
         now = clock()

@@ -228,20 +228,61 @@ def test_a_checkpoint_of_another_rank_count_is_refused():
         distributed.rank_payload({"update": 3}, distributed.Context(0, 2))
 
 
+def test_a_failing_rank_names_the_ranks_that_entered_fewer_collectives(monkeypatch):
+    """Rank 0 of 4 fails in its 7th collective: rank 1 has entered 5 and rank 3 none (no record), so both are
+    behind; rank 2 had entered the 7th too. A store that cannot be read is said so."""
+    store = dist.PrefixStore(distributed.PROGRESS_PREFIX, dist.HashStore())
+    store.set("1", "5 update 3, rollout")
+    store.set("2", "7 update 3, learning, in the gradient all-reduce of minibatch 2")
+    monkeypatch.setattr(dist, "get_world_size", lambda: 4)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(distributed, "_progress", distributed._Progress(store=store))
+    assert distributed._behind(7) == "rank(s) behind it: 1 (at update 3, rollout), 3 (never joined)"
+    store.set("3", "7 update 3, learning, in the gradient all-reduce of minibatch 2")
+    assert distributed._behind(6) == "rank(s) behind it: 1 (at update 3, rollout)"
+    assert distributed._behind(5).startswith("every rank had come as far")
+
+    class Gone:
+        def clone(self):
+            raise dist.DistStoreError("connection reset")
+
+    monkeypatch.setattr(distributed, "_progress", distributed._Progress(store=Gone()))
+    assert distributed._behind(7).startswith("the ranks' progress could not be read")
+
+
 # --- training runs under torchrun -------------------------------------------------------------------------------
 SMALL = ["--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "2"]
 
 
+TRAIN = ("-m", "proximal", "train")
+
+
+def launch(*args: str, launcher: tuple[str, ...] = (), program: tuple[str, ...] = TRAIN) -> subprocess.Popen:
+    """One torchrun (2 ranks on this machine unless ``launcher`` says otherwise) running ``program`` with
+    ``args``; its output is stdout and stderr together."""
+    launcher = launcher or ("--nproc_per_node=2", f"--master_port={free_port()}")
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launcher, *program, *args],
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    """(exit code, output) of a launched torchrun, which must end within ``timeout`` seconds."""
+    try:
+        out = proc.communicate(timeout=timeout)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, out
+
+
 def torchrun(*args: str, wait: bool = True, timeout: float = 120):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               "-m", "proximal", "train", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = launch(*args)
     if not wait:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+        return proc
+    code, out = finish(proc, timeout)
+    assert code == 0, out
+    return out
 
 
 def csv_rows(path: Path) -> list[dict]:
@@ -336,3 +377,64 @@ def test_a_rank_that_hangs_or_dies_stops_the_other_within_the_timeout(tmp_path, 
         assert "rank 0:" in out and "dist_timeout (4 s)" in out, out[-3000:]
     else:
         assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s+exitcode\s*: -9", out), out[-3000:]
+
+
+# rank 0's line when rank 1 stalls in update 2 (tests/stall_rank.py): at the start of its rollout, where the barrier
+# after the rollouts also names it, or between two minibatches, where only the progress records can
+STALLS = {
+    "rollout": "rank 0: waiting for every rank to finish its rollout failed (update 2, rollout); rank(s) behind it: "
+               "1 (at update 2, rollout); a rank stopped, or did not answer within dist_timeout (5 s)",
+    "learning": "rank 0: the gradient all-reduce of minibatch 2 failed (update 2, learning); rank(s) behind it: 1 (at "
+                "update 2, learning, after the gradient all-reduce of minibatch 1); a rank stopped, or did not answer "
+                "within dist_timeout (5 s)",
+}
+
+
+@pytest.mark.parametrize("where", STALLS)
+def test_a_rank_that_hangs_is_named_with_where_it_stopped(tmp_path, where):
+    """Rank 1 sleeps far longer than dist_timeout: rank 0 stops within the timeout plus the start-up, and its line
+    names rank 1 and the phase it last reported."""
+    started = time.monotonic()
+    code, out = finish(launch(where, *SMALL, "--total-steps", "100000", "--dist-timeout", "5", "--quiet",
+                              "--run-dir", str(tmp_path / "run"), program=(str(ROOT / "tests" / "stall_rank.py"),)),
+                       timeout=90)
+    assert code != 0
+    assert STALLS[where] in out, out[-3000:]
+    assert time.monotonic() - started < 60
+
+
+@pytest.fixture(scope="module")
+def one_machine_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("one_machine") / "run"
+    torchrun(*SMALL, "--total-steps", "768", "--quiet", "--run-dir", str(run))
+    return run
+
+
+def rendezvous(kind: str, node: int, port: int) -> tuple[str, ...]:
+    """torchrun's options for node ``node`` of 2, one rank each, meeting at 127.0.0.1:``port``."""
+    if kind == "c10d":  # the nodes are numbered by the rendezvous itself
+        return ("--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+                f"--rdzv-id=two-machines-{port}")
+    return ("--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}", "--master_addr=127.0.0.1",
+            f"--master_port={port}")
+
+
+@pytest.mark.parametrize("kind", ["c10d", "static"])
+def test_two_machines_of_one_rank_train_as_one_machine_of_two(tmp_path, one_machine_run, kind):
+    """Two torchruns of one rank each (--nnodes=2), as on two machines, both on localhost here: the run ends
+    with the parameters, and each rank's own state, of the 2-rank run on one machine, and one process alone wrote
+    the run directory and printed."""
+    run, port = tmp_path / "run", free_port()
+    nodes = [launch(*SMALL, "--total-steps", "768", "--run-dir", str(run), launcher=rendezvous(kind, node, port))
+             for node in range(2)]
+    (code0, out0), (code1, out1) = (finish(proc) for proc in nodes)
+    assert code0 == code1 == 0, out0 + out1
+    assert (out0 + out1).count("run directory:") == 1
+    assert "2 ranks (gloo): global batch 512 (2 x 256)" in out0 + out1
+    assert len(list(run.glob("events*"))) == 1
+    assert [int(r["global_step"]) for r in csv_rows(run / "updates.csv")] == [512, 1024, 1536]
+    got, expected = (checkpoint.load(checkpoint.checkpoint_path(r, 3)) for r in (run, one_machine_run))
+    assert all(torch.equal(got["policy"][k], expected["policy"][k]) for k in expected["policy"])
+    for rank in range(2):
+        for key in ("obs", "rng", "generator"):
+            assert str(got["ranks"][rank][key]) == str(expected["ranks"][rank][key]), (rank, key)
