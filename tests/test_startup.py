@@ -19,7 +19,7 @@ import speed  # noqa: E402
 
 # optional packages a CartPole training never needs; each costs a noticeable part of a second to import
 HEAVY = ("matplotlib", "onnx", "onnxruntime", "onnxscript", "wandb", "ray", "ale_py", "mujoco", "cv2", "envpool",
-         "gym_microrts", "stable_baselines3", "moviepy", "pandas")
+         "gym_microrts", "stable_baselines3", "moviepy", "pandas", "torch._dynamo", "sympy")
 
 
 def run_python(code: str) -> dict:
@@ -35,7 +35,8 @@ def test_plain_cartpole_run_imports_no_heavy_optional_package(tmp_path):
     found = run_python(f"""
 import gc, json, sys
 from proximal.cli import main
-code = main(["train", "--env", "CartPole-v1", "--total-steps", "512", "--quiet", "--run-dir", {str(tmp_path / "run")!r}])
+code = main(["train", "--env", "CartPole-v1", "--total-steps", "512", "--quiet",
+             "--run-dir", {str(tmp_path / "run")!r}])
 print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules],
                    "collecting": gc.isenabled(), "frozen": gc.get_freeze_count()}}))
 """)
@@ -43,6 +44,31 @@ print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modu
     assert found["heavy"] == [], f"a plain CartPole run imported {found['heavy']}: import them where they are used"
     # the import turned the collector off for a moment: it must be back on, with the imports' objects frozen
     assert found["collecting"] and found["frozen"] > 0
+
+
+def test_command_trains_the_same_numbers_as_the_api(tmp_path):
+    """The command skips torch._dynamo's import and freezes the collector's old objects: a CartPole run on the
+    torch update path (the optimizer's every method) ends with the same parameters and Adam state, bit for bit, as
+    the API's run in the same process before the command changed anything."""
+    same = run_python(f"""
+import json, torch
+from proximal import checkpoint
+from proximal.cli import main
+from proximal.config import preset
+from proximal.trainer import train
+cfg = preset("classic")
+cfg.total_steps, cfg.fast_paths, cfg.torch_threads = 1024, False, 1
+train(cfg, {str(tmp_path / "api")!r}, quiet=True)
+main(["train", "--env", "CartPole-v1", "--total-steps", "1024", "--fast-paths", "false", "--torch-threads", "1",
+      "--quiet", "--run-dir", {str(tmp_path / "cli")!r}])
+api, cli = (checkpoint.load(checkpoint.latest({str(tmp_path)!r} + "/" + d)) for d in ("api", "cli"))
+def flat(tree):
+    return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
+def same(a, b):
+    return len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
+print(json.dumps([same(flat(api[k]), flat(cli[k])) for k in ("policy", "optimizer")]))
+""")
+    assert same == [True, True]
 
 
 def test_import_leaves_a_disabled_collector_disabled():
