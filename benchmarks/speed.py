@@ -1,11 +1,18 @@
-"""Training speed of proximal against Stable-Baselines3's PPO on one workload: a preset on one env (the classic
-preset on CartPole-v1 by default; the mujoco preset on HalfCheetah-v5 with --preset mujoco --env HalfCheetah-v5;
-the atari preset on Breakout with --preset atari --env BreakoutNoFrameskip-v4, where SB3 runs its own Atari
-wrappers, ``make_atari_env`` with its default DummyVecEnv, and ``VecFrameStack``).
+"""Training speed of proximal against a peer and against the machine's limit on one workload: a preset on one env
+(the classic preset on CartPole-v1 by default; the mujoco preset on HalfCheetah-v5 with --preset mujoco --env
+HalfCheetah-v5; the atari preset on Breakout with --preset atari --env BreakoutNoFrameskip-v4, where SB3 runs its own
+Atari wrappers, ``make_atari_env`` with its default DummyVecEnv, and ``VecFrameStack``).
 
-Each training runs in a fresh Python process, and the two libraries alternate (their order swapped every round)
-so that a change of machine load hits both alike. The clock covers env creation, model creation and training,
-on both sides; process start and imports are left out.
+Every round runs, each in a fresh Python process, in an order that turns every round so that a change of machine
+load hits all alike:
+- proximal's training; its share of time in env stepping, inference, learning and the rest (its updates.csv);
+- the env-only ceiling: the vector env the trainer builds for the preset (same maker, same wrappers, same worker
+  processes), stepped the same number of steps with random actions drawn a rollout at a time, no policy;
+- the peer: Stable-Baselines3's PPO by default, or with --cleanrl DIR CleanRL's single-file script from that
+  checkout (ppo.py for classic, ppo_continuous_action.py for mujoco, ppo_atari.py for atari) against
+  ``python -m proximal train``, both timed as whole processes, imports and start-up included.
+The in-process clocks (proximal, ceiling, SB3) cover env creation, model creation and training; process start and
+imports are left out.
 
 With --against PRESET, the other side is proximal too, with that preset on the same env (both warmed up by one
 update outside the clock): the cost of a variant, such as the LSTM policy against the feedforward one.
@@ -13,9 +20,8 @@ update outside the clock): the cost of a variant, such as the LSTM policy agains
     python benchmarks/speed.py --rounds 3 --steps 100000 [--json docs/benchmarks/results/speed_cartpole.json]
     python benchmarks/speed.py --preset mujoco --env HalfCheetah-v5 --rounds 3 --steps 40960
     python benchmarks/speed.py --preset atari --env BreakoutNoFrameskip-v4 --threads 2 --rounds 3 --steps 16384
+    python benchmarks/speed.py --cleanrl ~/src/cleanrl --rounds 3 --steps 100000
     python benchmarks/speed.py --preset classic-lstm --against classic --env CartPole-v1 --steps 98304
-
-proximal's share of time in env stepping, inference, learning and the rest (its updates.csv) is printed too.
 """
 
 from __future__ import annotations
@@ -30,13 +36,17 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-# The libraries timed are imported inside the functions that use them, so each worker loads only its own.
-LIBRARIES = ("proximal", "sb3")
+# Each side's worker imports only what it times. proximal, ceiling and sb3 are timed inside their process;
+# cleanrl, and proximal-cli (``python -m proximal train``, its counterpart), as whole processes.
+WORKERS = ("proximal", "ceiling", "sb3")
+PARTS = ("env", "inference", "learn", "other")
+# CleanRL's single-file script for each preset it has a counterpart of
+CLEANRL_SCRIPTS = {"classic": "ppo.py", "mujoco": "ppo_continuous_action.py", "atari": "ppo_atari.py"}
 
 
 def workload(preset_name: str, env_id: str, steps: int, seed: int, threads: int):
-    """The preset with the benchmark's env, length, seed and threads: the one source of the hyperparameters both
-    libraries are given."""
+    """The preset with the benchmark's env, length, seed and threads: the one source of the hyperparameters every
+    side is given."""
     from proximal.config import preset
 
     cfg = preset(preset_name)
@@ -67,8 +77,52 @@ def time_proximal(cfg, warmup: bool = False) -> tuple[float, int, dict]:
         elapsed = time.perf_counter() - start
         with open(Path(run_dir) / "updates.csv") as f:
             rows = list(csv.DictReader(f))
-    seconds = {part: sum(float(r[f"{part}_seconds"]) for r in rows) for part in ("env", "inference", "learn", "other")}
+    seconds = {part: sum(float(r[f"{part}_seconds"]) for r in rows) for part in PARTS}
     return elapsed, state.global_step, seconds
+
+
+def random_actions(space, shape: tuple, rng):
+    """``shape`` actions for ``space``, drawn in one call: uniform for Discrete and MultiDiscrete; for Box a
+    standard normal clipped to the bounds, the actions of an untrained Gaussian policy (log std 0)."""
+    import gymnasium as gym
+    import numpy as np
+
+    if isinstance(space, gym.spaces.Discrete):
+        return space.start + rng.integers(0, space.n, size=shape)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return space.start + rng.integers(0, space.nvec, size=(*shape, *space.nvec.shape))
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(rng.standard_normal((*shape, *space.shape)), space.low, space.high).astype(space.dtype)
+    sys.exit(f"the env-only ceiling draws Discrete, MultiDiscrete and Box actions, not {space}")
+
+
+def time_ceiling(cfg) -> tuple[float, int, dict]:
+    """The env-only ceiling: the vector env the trainer builds for ``cfg`` (``make_envs`` and ``normalize_envs``,
+    as ``trainer._train`` calls them), reset with the run's seed and stepped ``cfg.num_updates`` rollouts of
+    random actions, on the trainer's clock (creation to close)."""
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from proximal.envs import make_envs
+    from proximal.envs.normalize import normalize_envs
+
+    # the trainer steps its envs under the same BLAS-thread limit (the normalization's numpy)
+    with threadpool_limits(cfg.torch_threads, user_api="blas"):
+        start = time.perf_counter()
+        envs, _ = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg), cfg)
+        try:
+            rng = np.random.default_rng(cfg.seed)
+            envs.reset(seed=cfg.seed)
+            for _ in range(cfg.num_updates):
+                # a rollout's actions in one draw: per-step sampling would cost more than a CartPole step
+                for actions in random_actions(envs.single_action_space, (cfg.num_steps, cfg.num_envs), rng):
+                    envs.step(actions)
+        finally:
+            envs.close()
+        elapsed = time.perf_counter() - start
+    return elapsed, cfg.num_updates * cfg.batch_size, {}
 
 
 def time_sb3(cfg) -> tuple[float, int, dict]:
@@ -111,8 +165,46 @@ def time_sb3(cfg) -> tuple[float, int, dict]:
     return time.perf_counter() - start, model.num_timesteps, {}
 
 
-def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int, warmup: bool) -> None:
-    """One timed training in this process; prints its result as the last line of stdout."""
+def cleanrl_command(checkout: Path, cfg) -> list[str]:
+    """The command line of CleanRL's script for ``cfg``'s preset, with its hyperparameters, env, steps and seed."""
+    script = checkout / "cleanrl" / CLEANRL_SCRIPTS[cfg.preset]
+    return [str(script), "--env-id", cfg.env_id, "--total-timesteps", str(cfg.total_steps), "--seed", str(cfg.seed),
+            "--num-envs", str(cfg.num_envs), "--num-steps", str(cfg.num_steps),
+            "--num-minibatches", str(cfg.minibatches_per_epoch), "--update-epochs", str(cfg.update_epochs),
+            "--learning-rate", str(cfg.learning_rate), "--gamma", str(cfg.gamma), "--gae-lambda", str(cfg.gae_lambda),
+            "--clip-coef", str(cfg.clip_coef), "--ent-coef", str(cfg.ent_coef), "--vf-coef", str(cfg.vf_coef),
+            "--max-grad-norm", str(cfg.max_grad_norm), "--no-cuda"]
+
+
+def run_cleanrl(command: list[str]) -> None:
+    """CleanRL's script (``command``: its path and arguments) run as ``__main__`` in this process, on the installed
+    gymnasium. Its scripts are written for gymnasium 0.29: the names gymnasium 1 renamed are given back, and
+    ale-py's ids registered, so that the script runs unchanged (its own code, wrappers and defaults)."""
+    import runpy
+
+    import gymnasium as gym
+
+    wrappers = gym.wrappers
+    wrappers.GrayScaleObservation = getattr(wrappers, "GrayScaleObservation", wrappers.GrayscaleObservation)
+    wrappers.FrameStack = getattr(wrappers, "FrameStack", wrappers.FrameStackObservation)
+    transform = wrappers.TransformObservation
+
+    def transform_observation(env, func, observation_space=None):
+        # gymnasium 1 requires the space; the scripts' clip keeps the env's own
+        return transform(env, func, observation_space)
+
+    wrappers.TransformObservation = transform_observation
+    if Path(command[0]).name == CLEANRL_SCRIPTS["atari"]:
+        import ale_py
+
+        gym.register_envs(ale_py)
+    sys.argv = command
+    sys.path.insert(0, str(Path(command[0]).parent.parent))  # the checkout's cleanrl_utils
+    runpy.run_path(command[0], run_name="__main__")
+
+
+def worker(side: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int, warmup: bool) -> None:
+    """One timed run in this process; prints its result as the last line of stdout."""
     import gymnasium as gym
     import torch
 
@@ -124,97 +216,178 @@ def worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, t
     import torch._dynamo  # noqa: F401
     from proximal.envs import is_atari_id
 
-    # the first gym.make imports the env's module; pay that outside the clock, for both libraries
+    # the first gym.make imports the env's module; pay that outside the clock, for every side
     if is_atari_id(env_id):
         import cv2  # noqa: F401
     gym.make(env_id).close()
     cfg = workload(preset_name, env_id, steps, seed, threads)
-    elapsed, done, seconds = time_proximal(cfg, warmup) if library == "proximal" else time_sb3(cfg)
+    timed = {"proximal": lambda: time_proximal(cfg, warmup), "ceiling": lambda: time_ceiling(cfg),
+             "sb3": lambda: time_sb3(cfg)}[side]
+    elapsed, done, seconds = timed()
     print(json.dumps({"seconds": elapsed, "steps": done, "sps": done / elapsed, "parts": seconds}))
 
 
-def run_worker(library: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int,
-               warmup: bool) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, "--preset", preset_name,
+def whole_process(cmd: list[str], steps: int, env: dict | None = None, cwd: str | None = None) -> dict:
+    """Run ``cmd`` as a fresh process, timed from its start to its exit."""
+    import time
+
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return {"seconds": elapsed, "steps": steps, "sps": steps / elapsed, "parts": {}}
+
+
+def run_side(side: str, preset_name: str, env_id: str, steps: int, seed: int, threads: int, warmup: bool,
+             cleanrl: Path | None = None) -> dict:
+    import tempfile
+
+    if side == "proximal-cli":
+        with tempfile.TemporaryDirectory(prefix="proximal-speed-") as run_dir:
+            return whole_process([sys.executable, "-m", "proximal", "train", "--preset", preset_name, "--env", env_id,
+                                  "--total-steps", str(steps), "--seed", str(seed), "--torch-threads", str(threads),
+                                  "--device", "cpu", "--checkpoint-every", "0", "--quiet",
+                                  "--run-dir", str(Path(run_dir) / "run")], steps)
+    if side == "cleanrl":
+        # this script runs CleanRL's without importing proximal first, which would add to CleanRL's time
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--cleanrl-script", "--",
+               *cleanrl_command(cleanrl, workload(preset_name, env_id, steps, seed, threads))]
+        # CleanRL sets no thread count: torch takes it from OMP_NUM_THREADS; it writes runs/ in its working dir
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        with tempfile.TemporaryDirectory(prefix="cleanrl-speed-") as cwd:
+            return whole_process(cmd, steps, env, cwd)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--preset", preset_name,
            "--env", env_id, "--steps", str(steps), "--seed", str(seed), "--threads", str(threads)]
     cmd += ["--warmup"] if warmup else []
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        sys.exit(f"{library} run failed (exit {result.returncode}):\n{result.stderr}")
+        sys.exit(f"{side} run failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def result_shares(parts: dict) -> str:
-    """proximal's time so far by part, as percentages of their sum."""
+def shares(parts: dict) -> dict:
+    """proximal's time by part, as fractions of their sum."""
     total = sum(parts.values()) or 1.0
-    return " ".join(f"{p} {100 * parts[p] / total:.0f}%" for p in ("env", "inference", "learn", "other"))
+    return {p: parts.get(p, 0.0) / total for p in PARTS}
+
+
+def result_shares(parts: dict) -> str:
+    return " ".join(f"{p} {100 * share:.0f}%" for p, share in shares(parts).items())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100_000,
                         help="env steps per training, rounded down to whole batches (default: 100000)")
-    parser.add_argument("--rounds", type=int, default=3, help="trainings of each library (default: 3)")
-    parser.add_argument("--preset", default="classic", help="proximal preset both run (default: classic)")
+    parser.add_argument("--rounds", type=int, default=3, help="trainings of each side (default: 3)")
+    parser.add_argument("--preset", default="classic", help="proximal preset every side runs (default: classic)")
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (default: CartPole-v1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in both (default: 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on every side (default: 1)")
+    parser.add_argument("--cleanrl", type=Path, metavar="DIR",
+                        help="a CleanRL checkout: its script is the peer instead of SB3, timed as a whole process "
+                             "against `python -m proximal train` (presets classic, mujoco, atari; needs its "
+                             "dependency tyro)")
     parser.add_argument("--against", metavar="PRESET",
-                        help="time proximal with this preset as the other side, instead of SB3")
+                        help="time proximal with this preset as the other side, instead of a peer")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results to this JSON file")
-    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--cleanrl-script", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)  # after --: CleanRL's script and arguments
     args = parser.parse_args()
 
+    if args.cleanrl_script:
+        run_cleanrl(args.command)
+        return
     if args.worker:
         worker(args.worker, args.preset, args.env, args.steps, args.seed, args.threads, args.warmup)
         return
     if args.against:
         compare_presets(args)
         return
-
+    if args.cleanrl is not None:
+        if args.preset not in CLEANRL_SCRIPTS:
+            sys.exit(f"--cleanrl compares the presets {', '.join(CLEANRL_SCRIPTS)} (CleanRL's "
+                     f"{', '.join(CLEANRL_SCRIPTS.values())}); choose one of them with --preset")
+        script = args.cleanrl / "cleanrl" / CLEANRL_SCRIPTS[args.preset]
+        if not script.is_file():
+            sys.exit(f"{script} does not exist: give --cleanrl the root of a CleanRL checkout")
+        args.cleanrl = args.cleanrl.resolve()
     steps = whole_batches(args, args.preset)
+    peer = "sb3" if args.cleanrl is None else "cleanrl"
+    # with CleanRL, proximal runs twice a round: timed inside (SPS, ceiling fraction, breakdown) and as a whole
+    # process (the ratio against CleanRL's whole process)
+    sides = ("proximal", "ceiling", "sb3") if peer == "sb3" else ("proximal", "ceiling", "proximal-cli", "cleanrl")
+    peer_version = (f"stable-baselines3 {version('stable-baselines3')}" if peer == "sb3"
+                    else f"CleanRL {CLEANRL_SCRIPTS[args.preset]} from {args.cleanrl}")
 
     print("=" * 78)
     print("THE MACHINE MUST BE IDLE while this runs: no tests, no training, no other benchmark.")
-    print("Any other load slows both libraries unevenly and makes the numbers meaningless.")
+    print("Any other load slows the sides unevenly and makes the numbers meaningless.")
     print("=" * 78)
     print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (should be near 0)")
     print(f"{args.env}, {args.preset} preset, {steps} steps per training, {args.rounds} round(s), "
-          f"{args.threads} torch thread(s); proximal {version('proximal')}, "
-          f"stable-baselines3 {version('stable-baselines3')}, torch {version('torch')}\n")
+          f"{args.threads} torch thread(s); proximal {version('proximal')}, {peer_version}, torch {version('torch')}\n")
 
-    sps = {lib: [] for lib in LIBRARIES}
+    runs = {side: [] for side in sides}
     parts = {}
-    print(f"{'round':>6}  {'proximal SPS':>12}  {'SB3 SPS':>9}  {'ratio':>6}  proximal's time")
+    if peer == "sb3":
+        print(f"{'round':>6}  {'proximal SPS':>12}  {'ceiling SPS':>11}  {'of ceiling':>10}  {'SB3 SPS':>9}  "
+              f"{'proximal/SB3':>12}  proximal's time")
+    else:
+        print(f"{'round':>6}  {'proximal SPS':>12}  {'ceiling SPS':>11}  {'of ceiling':>10}  {'proximal s':>10}  "
+              f"{'CleanRL s':>9}  {'CleanRL/proximal':>16}  proximal's time")
     for r in range(args.rounds):
-        # neither library always goes first (caches, drifting load); the seed changes per round, shared by both
-        order = LIBRARIES if r % 2 == 0 else LIBRARIES[::-1]
-        for lib in order:
-            result = run_worker(lib, args.preset, args.env, steps, r + 1, args.threads, False)
-            sps[lib].append(result["sps"])
-            if lib == "proximal":
-                for part, value in result["parts"].items():
-                    parts[part] = parts.get(part, 0.0) + value
-        p, s = sps["proximal"][-1], sps["sb3"][-1]
-        share = result_shares(parts)
-        print(f"{r + 1:>6}  {p:>12.0f}  {s:>9.0f}  {p / s:>6.2f}  {share}", flush=True)
-    medians = {lib: statistics.median(values) for lib, values in sps.items()}
-    ratio = medians["proximal"] / medians["sb3"]
-    print(f"{'median':>6}  {medians['proximal']:>12.0f}  {medians['sb3']:>9.0f}  {ratio:>6.2f}")
-    print(f"\nproximal / SB3 (ratio of medians): {ratio:.2f}")
+        # no side always goes first (caches, drifting load); the seed changes per round, shared by all
+        for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+            result = run_side(side, args.preset, args.env, steps, r + 1, args.threads, False, args.cleanrl)
+            runs[side].append(result)
+            for part, value in result["parts"].items():
+                parts[part] = parts.get(part, 0.0) + value
+        print(row(f"{r + 1}", {side: results[-1] for side, results in runs.items()}, peer, result_shares(parts)),
+              flush=True)
+    medians = {side: {key: statistics.median(run[key] for run in results) for key in ("sps", "seconds")}
+               for side, results in runs.items()}
+    print(row("median", medians, peer, ""))
+    fraction = medians["proximal"]["sps"] / medians["ceiling"]["sps"]
+    print(f"\nproximal's training SPS / env-only ceiling SPS (ratio of medians): {fraction:.2f}")
+    if peer == "sb3":
+        ratio = medians["proximal"]["sps"] / medians["sb3"]["sps"]
+        print(f"proximal / SB3 SPS (ratio of medians): {ratio:.2f}")
+    else:
+        ratio = medians["cleanrl"]["seconds"] / medians["proximal-cli"]["seconds"]
+        print(f"CleanRL's whole-process time / proximal's (ratio of medians): {ratio:.2f}")
     print(f"proximal's time, all rounds: {result_shares(parts)}")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        peer_key = "ratio_proximal_over_sb3" if peer == "sb3" else "ratio_cleanrl_seconds_over_proximal_seconds"
         args.json.write_text(json.dumps({
             "env": args.env, "preset": args.preset, "steps": steps, "rounds": args.rounds, "threads": args.threads,
-            "sps": sps, "median_sps": medians, "ratio_proximal_over_sb3": ratio,
-            "proximal_seconds_by_part": parts,
+            "peer": peer, "sps": {side: [run["sps"] for run in results] for side, results in runs.items()},
+            "seconds": {side: [run["seconds"] for run in results] for side, results in runs.items()},
+            "median_sps": {side: m["sps"] for side, m in medians.items()},
+            "median_seconds": {side: m["seconds"] for side, m in medians.items()},
+            "fraction_of_ceiling": fraction, peer_key: ratio,
+            "proximal_seconds_by_part": parts, "proximal_shares": shares(parts),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "versions": {name: version(name) for name in ("proximal", "stable-baselines3", "torch", "gymnasium")},
+            "versions": {name: version(name) for name in ("proximal", "torch", "gymnasium")
+                         + (("stable-baselines3",) if peer == "sb3" else ())},
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
+
+
+def row(label: str, results: dict, peer: str, share: str) -> str:
+    """One line of the table: proximal's SPS against the ceiling's, and the peer's ratio."""
+    p, c = results["proximal"]["sps"], results["ceiling"]["sps"]
+    head = f"{label:>6}  {p:>12.0f}  {c:>11.0f}  {p / c:>10.2f}"
+    if peer == "sb3":
+        s = results["sb3"]["sps"]
+        return f"{head}  {s:>9.0f}  {p / s:>12.2f}  {share}"
+    whole, cleanrl = results["proximal-cli"]["seconds"], results["cleanrl"]["seconds"]
+    return f"{head}  {whole:>10.2f}  {cleanrl:>9.2f}  {cleanrl / whole:>16.2f}  {share}"
 
 
 def whole_batches(args, *presets: str) -> int:
@@ -242,7 +415,7 @@ def compare_presets(args) -> None:
     print(f"{'round':>6}  {sides[0] + ' SPS':>18}  {sides[1] + ' SPS':>18}  {'ratio':>6}")
     for r in range(args.rounds):
         for side in (sides if r % 2 == 0 else sides[::-1]):
-            sps[side].append(run_worker("proximal", side, args.env, steps, r + 1, args.threads, True)["sps"])
+            sps[side].append(run_side("proximal", side, args.env, steps, r + 1, args.threads, True)["sps"])
         a, b = sps[sides[0]][-1], sps[sides[1]][-1]
         print(f"{r + 1:>6}  {a:>18.0f}  {b:>18.0f}  {a / b:>6.2f}", flush=True)
     medians = {side: statistics.median(values) for side, values in sps.items()}

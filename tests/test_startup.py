@@ -1,0 +1,137 @@
+"""Start-up and the speed benchmark's pieces: a plain CartPole run imports none of the heavy optional packages and
+leaves the collector as it found it; the env-only ceiling steps the trainer's own envs as many steps as the
+training, with actions of the env's space; CleanRL is given the preset's hyperparameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import speed  # noqa: E402
+
+# optional packages a CartPole training never needs; each costs a noticeable part of a second to import
+HEAVY = ("matplotlib", "onnx", "onnxruntime", "onnxscript", "wandb", "ray", "ale_py", "mujoco", "cv2", "envpool",
+         "gym_microrts", "stable_baselines3", "moviepy", "pandas", "torch._dynamo", "sympy")
+
+
+def run_python(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter on this checkout's proximal; its last stdout line, parsed as JSON."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_plain_cartpole_run_imports_no_heavy_optional_package(tmp_path):
+    found = run_python(f"""
+import gc, json, sys
+from proximal.cli import main
+code = main(["train", "--env", "CartPole-v1", "--total-steps", "512", "--quiet",
+             "--run-dir", {str(tmp_path / "run")!r}])
+print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules],
+                   "collecting": gc.isenabled(), "frozen": gc.get_freeze_count()}}))
+""")
+    assert found["code"] == 0
+    assert found["heavy"] == [], f"a plain CartPole run imported {found['heavy']}: import them where they are used"
+    # the import turned the collector off for a moment: it must be back on, with the imports' objects frozen
+    assert found["collecting"] and found["frozen"] > 0
+
+
+def test_command_trains_the_same_numbers_as_the_api(tmp_path):
+    """The command skips torch._dynamo's import and freezes the collector's old objects: a CartPole run on the
+    torch update path (the optimizer's every method) ends with the same parameters and Adam state, bit for bit, as
+    the API's run in the same process before the command changed anything."""
+    same = run_python(f"""
+import json, torch
+from proximal import checkpoint
+from proximal.cli import main
+from proximal.config import preset
+from proximal.trainer import train
+cfg = preset("classic")
+cfg.total_steps, cfg.fast_paths, cfg.torch_threads = 1024, False, 1
+train(cfg, {str(tmp_path / "api")!r}, quiet=True)
+main(["train", "--env", "CartPole-v1", "--total-steps", "1024", "--fast-paths", "false", "--torch-threads", "1",
+      "--quiet", "--run-dir", {str(tmp_path / "cli")!r}])
+api, cli = (checkpoint.load(checkpoint.latest({str(tmp_path)!r} + "/" + d)) for d in ("api", "cli"))
+def flat(tree):
+    return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
+def same(a, b):
+    return len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
+print(json.dumps([same(flat(api[k]), flat(cli[k])) for k in ("policy", "optimizer")]))
+""")
+    assert same == [True, True]
+
+
+def test_import_leaves_a_disabled_collector_disabled():
+    assert run_python("import gc, json; gc.disable(); import proximal; print(json.dumps(gc.isenabled()))") is False
+
+
+def test_random_actions_cover_each_space_in_one_draw():
+    rng = np.random.default_rng(0)
+    discrete = speed.random_actions(gym.spaces.Discrete(3, start=1), (50, 4), rng)
+    assert discrete.shape == (50, 4) and set(np.unique(discrete)) == {1, 2, 3}
+    multi = speed.random_actions(gym.spaces.MultiDiscrete([2, 5]), (50, 4), rng)
+    assert multi.shape == (50, 4, 2)
+    assert set(np.unique(multi[..., 0])) == {0, 1} and set(np.unique(multi[..., 1])) == {0, 1, 2, 3, 4}
+    box = speed.random_actions(gym.spaces.Box(-0.5, 0.5, (2,), np.float32), (50, 4), rng)
+    assert box.shape == (50, 4, 2) and box.dtype == np.float32
+    # a standard normal passes 0.5 about 62% of the time: clipped to the bounds, and reaching them
+    assert box.min() == -0.5 and box.max() == 0.5
+    assert 0.4 < np.mean(np.abs(box) == 0.5) < 0.8
+
+
+def test_ceiling_steps_the_trainers_envs_as_many_steps_as_training(monkeypatch):
+    import proximal.envs
+
+    made, stepped = [], []
+    make_envs = proximal.envs.make_envs
+
+    def counting_make_envs(env_id, num_envs, **kwargs):
+        envs = make_envs(env_id, num_envs, **kwargs)
+        step = envs.step
+
+        def counted(actions):
+            stepped.append(np.array(actions))
+            return step(actions)
+
+        envs.step = counted
+        made.append((env_id, num_envs, kwargs["cfg"]))
+        return envs
+
+    monkeypatch.setattr(proximal.envs, "make_envs", counting_make_envs)
+    cfg = speed.workload("classic", "CartPole-v1", 3 * 512 + 100, 1, 1)  # 3 whole batches of 4 x 128
+    seconds, steps, parts = speed.time_ceiling(cfg)
+    assert made == [("CartPole-v1", 4, cfg)]
+    assert steps == 3 * 512 and len(stepped) == 3 * 128
+    assert all(a.shape == (4,) and set(a) <= {0, 1} for a in stepped)
+    assert seconds > 0 and parts == {}
+
+
+def test_cleanrl_is_given_the_presets_settings():
+    cfg = speed.workload("mujoco", "HalfCheetah-v4", 4096, 3, 1)
+    command = speed.cleanrl_command(Path("/src/cleanrl"), cfg)
+    assert command[0] == "/src/cleanrl/cleanrl/ppo_continuous_action.py"
+    flags = dict(zip(command[1::2], command[2::2]))
+    assert flags == {"--env-id": "HalfCheetah-v4", "--total-timesteps": "4096", "--seed": "3", "--num-envs": "1",
+                     "--num-steps": "2048", "--num-minibatches": "32", "--update-epochs": "10",
+                     "--learning-rate": "0.0003", "--gamma": "0.99", "--gae-lambda": "0.95", "--clip-coef": "0.2",
+                     "--ent-coef": "0.0", "--vf-coef": "0.5", "--max-grad-norm": "0.5"}
+    assert command[-1] == "--no-cuda"
+    atari = speed.cleanrl_command(Path("/src/cleanrl"), speed.workload("atari", "PongNoFrameskip-v4", 1024, 1, 2))
+    assert atari[0].endswith("/ppo_atari.py") and atari[atari.index("--clip-coef") + 1] == "0.1"
+
+
+def test_shares_split_the_time_by_part():
+    assert speed.shares({"env": 3.0, "inference": 1.0, "learn": 4.0, "other": 0.0}) == {
+        "env": 0.375, "inference": 0.125, "learn": 0.5, "other": 0.0}
+    assert speed.result_shares({"env": 1.0, "inference": 1.0, "learn": 2.0, "other": 0.0}) == \
+        "env 25% inference 25% learn 50% other 0%"
