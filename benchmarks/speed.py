@@ -44,12 +44,20 @@ PARTS = ("env", "inference", "learn", "other")
 CLEANRL_SCRIPTS = {"classic": "ppo.py", "mujoco": "ppo_continuous_action.py", "atari": "ppo_atari.py"}
 
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """A preset spec, NAME or NAME:PRECISION (``atari:bf16``), as (preset, precision); fp32 by default."""
+    name, _, precision = spec.partition(":")
+    return name, precision or "fp32"
+
+
 def workload(preset_name: str, env_id: str, steps: int, seed: int, threads: int):
-    """The preset with the benchmark's env, length, seed and threads: the one source of the hyperparameters every
-    side is given."""
+    """The preset (a spec, ``split_spec``) with the benchmark's env, length, seed and threads: the one source of the
+    hyperparameters every side is given. Its precision applies to proximal; the peers train in fp32."""
     from proximal.config import preset
 
-    cfg = preset(preset_name)
+    name, precision = split_spec(preset_name)
+    cfg = preset(name)
+    cfg.precision = precision
     cfg.env_id, cfg.total_steps, cfg.seed, cfg.torch_threads = env_id, steps, seed, threads
     cfg.device = "cpu"
     # only the final checkpoint: SB3 saves nothing during learn(), so the periodic ones would be extra work
@@ -245,7 +253,9 @@ def run_side(side: str, preset_name: str, env_id: str, steps: int, seed: int, th
 
     if side == "proximal-cli":
         with tempfile.TemporaryDirectory(prefix="proximal-speed-") as run_dir:
-            return whole_process([sys.executable, "-m", "proximal", "train", "--preset", preset_name, "--env", env_id,
+            name, precision = split_spec(preset_name)
+            return whole_process([sys.executable, "-m", "proximal", "train", "--preset", name, "--precision",
+                                  precision, "--env", env_id,
                                   "--total-steps", str(steps), "--seed", str(seed), "--torch-threads", str(threads),
                                   "--device", "cpu", "--checkpoint-every", "0", "--quiet",
                                   "--run-dir", str(Path(run_dir) / "run")], steps)
@@ -281,7 +291,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000,
                         help="env steps per training, rounded down to whole batches (default: 100000)")
     parser.add_argument("--rounds", type=int, default=3, help="trainings of each side (default: 3)")
-    parser.add_argument("--preset", default="classic", help="proximal preset every side runs (default: classic)")
+    parser.add_argument("--preset", default="classic",
+                        help="proximal preset every side runs, NAME or NAME:PRECISION for proximal's precision, "
+                             "e.g. atari:bf16 (default: classic)")
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (default: CartPole-v1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on every side (default: 1)")
     parser.add_argument("--cleanrl", type=Path, metavar="DIR",
@@ -308,10 +320,10 @@ def main() -> None:
         compare_presets(args)
         return
     if args.cleanrl is not None:
-        if args.preset not in CLEANRL_SCRIPTS:
+        if split_spec(args.preset)[0] not in CLEANRL_SCRIPTS:
             sys.exit(f"--cleanrl compares the presets {', '.join(CLEANRL_SCRIPTS)} (CleanRL's "
                      f"{', '.join(CLEANRL_SCRIPTS.values())}); choose one of them with --preset")
-        script = args.cleanrl / "cleanrl" / CLEANRL_SCRIPTS[args.preset]
+        script = args.cleanrl / "cleanrl" / CLEANRL_SCRIPTS[split_spec(args.preset)[0]]
         if not script.is_file():
             sys.exit(f"{script} does not exist: give --cleanrl the root of a CleanRL checkout")
         args.cleanrl = args.cleanrl.resolve()
@@ -321,7 +333,7 @@ def main() -> None:
     # process (the ratio against CleanRL's whole process)
     sides = ("proximal", "ceiling", "sb3") if peer == "sb3" else ("proximal", "ceiling", "proximal-cli", "cleanrl")
     peer_version = (f"stable-baselines3 {version('stable-baselines3')}" if peer == "sb3"
-                    else f"CleanRL {CLEANRL_SCRIPTS[args.preset]} from {args.cleanrl}")
+                    else f"CleanRL {CLEANRL_SCRIPTS[split_spec(args.preset)[0]]} from {args.cleanrl}")
 
     print("=" * 78)
     print("THE MACHINE MUST BE IDLE while this runs: no tests, no training, no other benchmark.")

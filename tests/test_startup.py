@@ -135,3 +135,11 @@ def test_shares_split_the_time_by_part():
         "env": 0.375, "inference": 0.125, "learn": 0.5, "other": 0.0}
     assert speed.result_shares({"env": 1.0, "inference": 1.0, "learn": 2.0, "other": 0.0}) == \
         "env 25% inference 25% learn 50% other 0%"
+
+
+def test_a_preset_spec_sets_proximals_precision_and_not_the_peers_settings():
+    assert speed.split_spec("atari") == ("atari", "fp32") and speed.split_spec("atari:bf16") == ("atari", "bf16")
+    bf16 = speed.workload("atari:bf16", "PongNoFrameskip-v4", 1024, 1, 2)
+    assert (bf16.preset, bf16.precision) == ("atari", "bf16")
+    fp32 = speed.workload("atari", "PongNoFrameskip-v4", 1024, 1, 2)
+    assert speed.cleanrl_command(Path("/src/cleanrl"), bf16) == speed.cleanrl_command(Path("/src/cleanrl"), fp32)
