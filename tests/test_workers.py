@@ -38,6 +38,26 @@ def test_worker_processes_give_the_transitions_of_one_process():
         assert x["layers"][-1]["state"][1].tolist() == y["layers"][-1]["state"][1].tolist()
 
 
+def test_env_states_cross_the_pipe_by_value_without_a_helper_thread():
+    # multiprocessing's pickler would hand the state's tensors over as file descriptors, served by a thread that
+    # the next forked worker inherits (a deadlock seen in a worker's first reply)
+    import threading
+
+    import torch
+
+    envs = GymVectorEnv("CartPole-v1", 4, options=EnvOptions(workers=2))
+    try:
+        envs.reset(seed=3)
+        state = envs.get_state()
+        assert isinstance(state["envs"][0]["layers"][-1]["state"][1], torch.Tensor)  # CartPole's state
+        envs.set_state(state)
+        assert envs.get_state()["envs"][0]["layers"][-1]["state"][1].tolist() == \
+            state["envs"][0]["layers"][-1]["state"][1].tolist()
+    finally:
+        envs.close()
+    assert not [t for t in threading.enumerate() if "_serve" in t.name], "no resource-sharer thread"
+
+
 def _fail(envs):
     raise ValueError("raised in a worker")
 

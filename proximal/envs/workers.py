@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,6 +62,18 @@ class EnvGroup:
         self.envs.close()
 
 
+def _send(conn, message) -> None:
+    """Plain pickle over the pipe, not multiprocessing's pickler: with torch imported, that one hands tensors (env
+    states) over as shared-memory file descriptors served by a helper thread, in the worker and in the parent, and
+    a thread started in a process forked from a multithreaded one can deadlock (seen: a worker hung in its first
+    reply). Tensors are pickled by value instead: env states are small."""
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _receive(conn):
+    return pickle.loads(conn.recv_bytes())
+
+
 def _serve(conn, env_fn, count: int, first_index: int, parent: int, first_env_fn=None) -> None:
     group = EnvGroup(env_fn, count, first_index, first_env_fn)
     try:
@@ -70,13 +83,13 @@ def _serve(conn, env_fn, count: int, first_index: int, parent: int, first_env_fn
             while not conn.poll(1.0):
                 if os.getppid() != parent:
                     return
-            method, args = conn.recv()
+            method, args = _receive(conn)
             if method == "close":
                 break
             try:
-                conn.send((True, getattr(group, method)(*args)))
+                _send(conn, (True, getattr(group, method)(*args)))
             except Exception as e:  # noqa: BLE001 - handed to the parent, which raises it
-                conn.send((False, e))
+                _send(conn, (False, e))
     except (EOFError, KeyboardInterrupt):  # the parent is gone or interrupted: just stop
         pass
     finally:
@@ -101,18 +114,18 @@ class WorkerGroup:
         child.close()
 
     def send(self, method: str, *args) -> None:
-        self.conn.send((method, args))
+        _send(self.conn, (method, args))
 
     def recv(self):
         """The result, or the exception the worker raised (returned, not raised: ``EnvGroups`` reads every
         group's answer before it raises one, so no answer is left in a pipe)."""
-        ok, result = self.conn.recv()
+        ok, result = _receive(self.conn)
         return result if ok else _Failed(result)
 
     def close(self) -> None:
         if self.process.is_alive():
             try:
-                self.conn.send(("close", ()))
+                _send(self.conn, ("close", ()))
             except (BrokenPipeError, OSError):
                 pass
         self.process.join(timeout=5)
