@@ -58,6 +58,30 @@ def test_env_states_cross_the_pipe_by_value_without_a_helper_thread():
     assert not [t for t in threading.enumerate() if "_serve" in t.name], "no resource-sharer thread"
 
 
+def _torch_threads(envs):
+    import torch
+
+    return [torch.get_num_threads()]
+
+
+def test_workers_run_torch_on_one_thread_whatever_the_parents_count():
+    # OpenMP's thread pool does not survive a fork: a worker running a parallel torch op after its parent ran one
+    # waits for ever, so workers keep to one thread
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (torch.randn(512, 512) @ torch.randn(512, 512)).sum()  # the parent's pool has run
+        envs = GymVectorEnv("CartPole-v1", 4, options=EnvOptions(workers=2))
+        try:
+            assert envs.groups.call(_torch_threads) == [1, 1]
+        finally:
+            envs.close()
+    finally:
+        torch.set_num_threads(saved)
+
+
 def _fail(envs):
     raise ValueError("raised in a worker")
 

@@ -75,6 +75,12 @@ def _receive(conn):
 
 
 def _serve(conn, env_fn, count: int, first_index: int, parent: int, first_env_fn=None) -> None:
+    # The worker is forked from a trainer whose torch has run OpenMP parallel regions, and OpenMP's thread pool
+    # does not survive a fork: the worker's first parallel torch op (a large copy while an env state is captured)
+    # would wait for the pool's threads for ever (seen). One thread: no parallel region.
+    import torch
+
+    torch.set_num_threads(1)
     group = EnvGroup(env_fn, count, first_index, first_env_fn)
     try:
         while True:
