@@ -64,6 +64,30 @@ def _torch_threads(envs):
     return [torch.get_num_threads()]
 
 
+def _gc_callbacks(envs):
+    import gc
+
+    return [len(gc.callbacks)]
+
+
+def test_workers_collect_garbage_without_the_parents_callbacks():
+    # JPype's callback (a Gym-muRTS env's JVM in the parent) calls into a JVM the forked worker does not have
+    import gc
+
+    def callback(phase, info):
+        pass
+
+    gc.callbacks.append(callback)
+    try:
+        envs = GymVectorEnv("CartPole-v1", 4, options=EnvOptions(workers=2))
+        try:
+            assert envs.groups.call(_gc_callbacks) == [0, 0]
+        finally:
+            envs.close()
+    finally:
+        gc.callbacks.remove(callback)
+
+
 def test_workers_run_torch_on_one_thread_whatever_the_parents_count():
     # OpenMP's thread pool does not survive a fork: a worker running a parallel torch op after its parent ran one
     # waits for ever, so workers keep to one thread

@@ -12,6 +12,7 @@ result: any number of workers gives the same transitions.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import pickle
@@ -75,12 +76,15 @@ def _receive(conn):
 
 
 def _serve(conn, env_fn, count: int, first_index: int, parent: int, first_env_fn=None) -> None:
-    # The worker is forked from a trainer whose torch has run OpenMP parallel regions, and OpenMP's thread pool
-    # does not survive a fork: the worker's first parallel torch op (a large copy while an env state is captured)
-    # would wait for the pool's threads for ever (seen). One thread: no parallel region.
+    # The worker is a fork of the trainer, without the trainer's threads; two runtimes hang on their absence (both
+    # seen). OpenMP: after torch's parallel ops in the trainer, the worker's first one would wait for the pool's
+    # threads for ever; one thread runs no parallel region. The JVM of a Gym-muRTS env made earlier in the trainer:
+    # JPype's callback on Python's garbage collections calls into it; the worker's collections skip the
+    # callbacks, which are the trainer's.
     import torch
 
     torch.set_num_threads(1)
+    gc.callbacks.clear()
     group = EnvGroup(env_fn, count, first_index, first_env_fn)
     try:
         while True:
