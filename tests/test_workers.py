@@ -70,6 +70,14 @@ def _gc_callbacks(envs):
     return [len(gc.callbacks)]
 
 
+def _asked_of_two_workers(fn) -> list:
+    envs = GymVectorEnv("CartPole-v1", 4, options=EnvOptions(workers=2))
+    try:
+        return envs.groups.call(fn)
+    finally:
+        envs.close()
+
+
 def test_workers_collect_garbage_without_the_parents_callbacks():
     # JPype's callback (a Gym-muRTS env's JVM in the parent) calls into a JVM the forked worker does not have
     import gc
@@ -79,11 +87,7 @@ def test_workers_collect_garbage_without_the_parents_callbacks():
 
     gc.callbacks.append(callback)
     try:
-        envs = GymVectorEnv("CartPole-v1", 4, options=EnvOptions(workers=2))
-        try:
-            assert envs.groups.call(_gc_callbacks) == [0, 0]
-        finally:
-            envs.close()
+        assert _asked_of_two_workers(_gc_callbacks) == [0, 0]
     finally:
         gc.callbacks.remove(callback)
 
@@ -97,11 +101,7 @@ def test_workers_run_torch_on_one_thread_whatever_the_parents_count():
     torch.set_num_threads(2)
     try:
         (torch.randn(512, 512) @ torch.randn(512, 512)).sum()  # the parent's pool has run
-        envs = GymVectorEnv("CartPole-v1", 4, options=EnvOptions(workers=2))
-        try:
-            assert envs.groups.call(_torch_threads) == [1, 1]
-        finally:
-            envs.close()
+        assert _asked_of_two_workers(_torch_threads) == [1, 1]
     finally:
         torch.set_num_threads(saved)
 
