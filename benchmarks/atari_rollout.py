@@ -34,6 +34,7 @@ from proximal.envs.make import env_options
 from proximal.fast_paths import make_actor
 from proximal.rollout import Rollout, collect_rollout
 from proximal.trainer import TorchThreads, new_state
+from speed import random_actions  # the speed benchmark's, beside this file
 
 
 def per_thousand(seconds: float, steps: int) -> float:
@@ -42,13 +43,13 @@ def per_thousand(seconds: float, steps: int) -> float:
 
 def time_emulators(cfg, steps: int, workers: int) -> float:
     envs = [make_atari_env(cfg.env_id, dict(cfg.details)) for _ in range(cfg.num_envs)]
-    rng = np.random.default_rng(0)
+    actions = random_actions(envs[0].action_space, (steps // cfg.num_envs, cfg.num_envs), np.random.default_rng(0))
     for i, env in enumerate(envs):
         env.reset(seed=i)
     start = time.perf_counter()
-    for _ in range(steps // cfg.num_envs):
-        for env in envs:
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+    for step_actions in actions:
+        for env, action in zip(envs, step_actions):
+            _, _, terminated, truncated, _ = env.step(int(action))
             if terminated or truncated:
                 env.reset()
     elapsed = time.perf_counter() - start
@@ -60,8 +61,8 @@ def time_emulators(cfg, steps: int, workers: int) -> float:
 def time_vector_env(cfg, steps: int) -> tuple[float, np.ndarray]:
     envs = make_envs(cfg.env_id, cfg.num_envs, cfg=cfg)
     envs.reset(seed=0)
-    n = envs.single_action_space.n
-    actions = np.random.default_rng(0).integers(n, size=(steps // cfg.num_envs, cfg.num_envs))
+    actions = random_actions(envs.single_action_space, (steps // cfg.num_envs, cfg.num_envs),
+                             np.random.default_rng(0))
     start = time.perf_counter()
     for a in actions:
         step = envs.step(a)

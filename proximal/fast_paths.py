@@ -52,8 +52,7 @@ def numpy_update_applies(policy: ActorCritic, optimizer: torch.optim.Optimizer, 
 
 def resolve_precision(policy: ActorCritic, device: torch.device, fast: bool, requested: str) -> tuple[str, str]:
     """``precision.resolve`` for this policy: (the precision the run uses, the line that says why)."""
-    numpy_paths = numpy_actor_applies(policy, device, fast, "bf16" if requested == "bf16" else "fp32")
-    return precision_mod.resolve(requested, device, numpy_paths)
+    return precision_mod.resolve(requested, device, numpy_actor_applies(policy, device, fast, requested))
 
 
 def make_actor(policy: ActorCritic, device: torch.device, fast: bool = True, precision: str = "fp32"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,12 +140,12 @@ class NatureCNN(nn.Module):
 CALL_COST_ROWS = 50
 
 
-@contextmanager
-def _fp32(x: torch.Tensor):
-    """The core runs in float32 under bf16 autocast (``precision``): its state is carried across a whole rollout,
-    and the rollout's single-step cell and training's fused sequences must compute the same numbers."""
+def _outside_autocast(method, x: torch.Tensor, *args):
+    """``method(x, *args)`` in float32, autocast off: under bf16 autocast (``precision``) the core runs in float32,
+    since its state is carried across a whole rollout, and the rollout's single-step cell and training's fused
+    sequences must compute the same numbers. An fp32 run never comes here (one check per call)."""
     with torch.autocast(x.device.type, enabled=False):
-        yield x.float()
+        return method(x.float(), *args)
 
 
 class LSTMCore(nn.Module):
@@ -179,14 +178,15 @@ class LSTMCore(nn.Module):
     def step(self, x: torch.Tensor, state: torch.Tensor, start: torch.Tensor):
         """One step of N envs: ``x`` (N, F), ``state`` (2, N, H), ``start`` (N,) 1.0 where ``x`` is the first input
         of an episode. Returns the output (N, H) and the new state."""
-        with _fp32(x) as x:
-            if self.reset_on_done:
-                state = state * (1.0 - start.view(1, -1, 1))
-            # the LSTM's own cell function: for one step it costs half of an nn.LSTM call (oneDNN's setup)
-            lstm = self.lstm
-            h, c = torch.lstm_cell(x, (state[0], state[1]), lstm.weight_ih_l0, lstm.weight_hh_l0,
-                                   lstm.bias_ih_l0, lstm.bias_hh_l0)
-            return h, torch.stack([h, c])
+        if torch.is_autocast_enabled(x.device.type):
+            return _outside_autocast(self.step, x, state, start)
+        if self.reset_on_done:
+            state = state * (1.0 - start.view(1, -1, 1))
+        # the LSTM's own cell function: for one step it costs half of an nn.LSTM call (oneDNN's setup)
+        lstm = self.lstm
+        h, c = torch.lstm_cell(x, (state[0], state[1]), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0,
+                               lstm.bias_hh_l0)
+        return h, torch.stack([h, c])
 
     def replay(self, x: torch.Tensor, starts: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The outputs of whole sequences, as ``step`` would give them one step at a time: ``x`` (T, k, F) inputs
@@ -196,10 +196,8 @@ class LSTMCore(nn.Module):
         independent sequence from a known state: the stored one for the segment at t = 0, zeros for the others.
         The segments run in a few fused calls (``replay_plan``), each over a group of them padded at their ends
         to the group's longest; padding comes after a segment's last step, so it changes none of its outputs."""
-        with _fp32(x) as x:
-            return self._replay(x, starts, state)
-
-    def _replay(self, x: torch.Tensor, starts: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            return _outside_autocast(self.replay, x, starts, state)
         steps, k, features = x.shape
         plan = replay_plan(starts.cpu().numpy() > 0 if self.reset_on_done else np.zeros((steps, k), bool),
                            x.device)
