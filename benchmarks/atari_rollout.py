@@ -1,5 +1,5 @@
-"""Where an Atari rollout's time goes: the emulators, the rest of the vector env (worker processes, transfers,
-frame stack) and the policy's inference, in fp32 and bf16.
+"""Where an Atari run's time goes: the emulators, the rest of the vector env (worker processes, transfers,
+frame stack) and the policy's inference, in fp32 and bf16; and one minibatch step of the update in each.
 
 Each part is timed on its own over the same number of agent steps of the preset's envs (random actions where no
 policy is involved):
@@ -10,7 +10,9 @@ policy is involved):
 - ``vector env``: proximal's Atari vector env as training builds it (workers, transfers, the frame stack);
 - ``frame stack``: the stack's step alone, on frames already in memory;
 - ``inference fp32`` / ``inference bf16``: the policy's ``act`` on a batch of stacked observations;
-- ``rollout fp32`` / ``rollout bf16``: ``collect_rollout`` with the policy, what training runs.
+- ``rollout fp32`` / ``rollout bf16``: ``collect_rollout`` with the policy, what training runs;
+- ``minibatch step``: ``update.ppo_update`` for one minibatch of the preset's size (forward, backward, clipping,
+  Adam), on one thread, in milliseconds.
 
     python benchmarks/atari_rollout.py --env BreakoutNoFrameskip-v4 --steps 4096 [--json out.json]
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -34,6 +37,7 @@ from proximal.envs.make import env_options
 from proximal.fast_paths import make_actor
 from proximal.rollout import Rollout, collect_rollout
 from proximal.trainer import TorchThreads, new_state
+from proximal.update import ppo_update
 from speed import random_actions  # the speed benchmark's, beside this file
 
 
@@ -92,6 +96,23 @@ def time_inference(state, obs: np.ndarray, steps: int, precision: str) -> float:
     return time.perf_counter() - start
 
 
+def time_minibatch_step(cfg, state, obs: np.ndarray, precision: str, repeats: int = 5) -> float:
+    """Seconds of one minibatch step of the update (the median of ``repeats`` after one warm-up)."""
+    n = cfg.minibatch_size
+    frames = torch.from_numpy(np.resize(obs, (n, *obs.shape[1:])))
+    with torch.no_grad():
+        logprobs, _, values = state.policy.evaluate({"obs": frames, "actions": torch.zeros(n, dtype=torch.long)})
+    batch = {"obs": frames, "actions": torch.zeros(n, dtype=torch.long), "logprobs": logprobs, "values": values,
+             "advantages": torch.randn(n), "returns": torch.randn(n)}
+    one = replace(cfg, update_epochs=1, num_minibatches=1, num_envs=1, num_steps=n)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        ppo_update(state.policy, state.optimizer, batch, one, 0.1, state.generator, precision)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
 def time_rollout(cfg, steps: int, precision: str) -> float:
     envs = make_envs(cfg.env_id, cfg.num_envs, cfg=cfg)
     state = new_state(cfg, envs, torch.device("cpu"))
@@ -130,6 +151,8 @@ def main() -> None:
             seconds[f"inference {precision}"] = time_inference(state, obs, args.steps, precision)
         for precision in ("fp32", "bf16"):
             seconds[f"rollout {precision}"] = time_rollout(cfg, args.steps, precision)
+    with TorchThreads(1):
+        step_ms = {p: 1000.0 * time_minibatch_step(cfg, state, obs, p) for p in ("fp32", "bf16")}
 
     print(f"{cfg.env_id}, preset {args.preset}: {cfg.num_envs} envs, {workers} worker process(es), "
           f"{args.steps} agent steps per part, {os.cpu_count()} CPUs")
@@ -139,11 +162,14 @@ def main() -> None:
     overhead = seconds["vector env"] - seconds["emulators"]
     print(f"vector env beyond the emulators: {per_thousand(overhead, args.steps):.3f} s / 1000 steps "
           f"({overhead / seconds['vector env']:.0%} of the vector env)")
+    print(f"one minibatch step of the update ({cfg.minibatch_size} frames, one thread): "
+          f"fp32 {step_ms['fp32']:.1f} ms, bf16 {step_ms['bf16']:.1f} ms")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"env": cfg.env_id, "preset": args.preset, "num_envs": cfg.num_envs, "workers": workers,
                        "steps": args.steps, "cpus": os.cpu_count(),
-                       "seconds_per_1000_steps": {k: per_thousand(v, args.steps) for k, v in seconds.items()}},
+                       "seconds_per_1000_steps": {k: per_thousand(v, args.steps) for k, v in seconds.items()},
+                       "minibatch_step_ms": step_ms},
                       f, indent=2)
 
 

@@ -39,8 +39,8 @@ def test_worker_processes_give_the_transitions_of_one_process():
 
 
 def test_env_states_cross_the_pipe_by_value_without_a_helper_thread():
-    # multiprocessing's pickler would hand the state's tensors over as file descriptors, served by a thread that
-    # the next forked worker inherits (a deadlock seen in a worker's first reply)
+    # multiprocessing's pickler would hand the state's tensors over as file descriptors, served by a helper
+    # thread in the parent, from which every later worker would be forked
     import threading
 
     import torch

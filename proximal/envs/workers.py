@@ -65,9 +65,9 @@ class EnvGroup:
 
 def _send(conn, message) -> None:
     """Plain pickle over the pipe, not multiprocessing's pickler: with torch imported, that one hands tensors (env
-    states) over as shared-memory file descriptors served by a helper thread, in the worker and in the parent, and
-    a thread started in a process forked from a multithreaded one can deadlock (seen: a worker hung in its first
-    reply). Tensors are pickled by value instead: env states are small."""
+    states) over as shared-memory file descriptors served by a helper thread, started in the worker and in the
+    parent, and every later worker is forked from a parent with that thread's locks. Tensors are pickled by value
+    instead: env states are small."""
     conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 
