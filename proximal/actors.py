@@ -17,6 +17,8 @@ from .precision import autocast
 
 
 class TorchActor:
+    scores_later = False  # ``act`` gives the log-prob and the value of every step (numpy_actor's ``score`` batches them)
+
     def __init__(self, policy: ActorCritic, device: torch.device, precision: str = "fp32"):
         self.policy, self.device, self.precision = policy, device, precision
         self.env_action = policy.dist.to_env

@@ -49,39 +49,51 @@ class NumpyMLPActor:
             squashed = isinstance(policy.dist, TanhDiagGaussian)
             self.log_half_range = policy.dist.log_half_range if squashed else None
 
+    # The rollout calls ``sample`` every step and ``score`` once on the whole rollout: a log-prob and a value per
+    # step would more than double the per-step numpy calls, and the policy does not change during a rollout.
+    scores_later = True
+
+    def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
+        """(action, carry) as ``act``'s, without the log-prob and the value."""
+        return self._draw(self._head(obs.reshape(len(obs), -1)), rng), carry
+
+    def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log pi(actions | obs), V(obs)) for a batch of observations and the actions taken there."""
+        obs = obs.reshape(len(obs), -1)
+        return self._log_prob(self._head(obs), actions), self.value(obs, None)
+
     def act(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         obs = obs.reshape(len(obs), -1)
+        head = self._head(obs)
+        action = self._draw(head, rng)
+        return action, self._log_prob(head, action), self.value(obs, carry), carry
+
+    def _head(self, obs: np.ndarray):
+        """The distribution's parameters: logits, or (mean, log std)."""
         features = tanh_mlp(self.actor_layers, obs, self.bf16)[-1]
-        value_features = features if self.critic_layers is None else tanh_mlp(self.critic_layers, obs, self.bf16)[-1]
-        value = _linear(self.value_head, value_features, self.bf16)[:, 0]
         out = _linear(self.policy_head, features, self.bf16)
         if self.categorical:
-            action, logprob = self._categorical(out, rng)
-        else:
-            log_std = self.log_std if self.log_std_head is None else _linear(self.log_std_head, features, self.bf16)
-            action, logprob = self._gaussian(out, log_std, rng)
-        return action, logprob.astype(np.float32), value, carry
+            return out
+        return out, self.log_std if self.log_std_head is None else _linear(self.log_std_head, features, self.bf16)
 
-    def _categorical(self, logits: np.ndarray, rng: np.random.Generator | None):
-        if rng is None:
-            action = logits.argmax(-1)
-        else:
-            action = (logits + self.dist.noise(rng, logits.shape)).argmax(-1)
-        top = logits.max(-1, keepdims=True)
-        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
-        return action, np.take_along_axis(logits, action[:, None], 1)[:, 0] - log_norm
+    def _draw(self, head, rng: np.random.Generator | None) -> np.ndarray:
+        """An action of the distribution (the mode where ``rng`` is None), with the noise ``TorchActor`` draws."""
+        if self.categorical:
+            return head.argmax(-1) if rng is None else (head + self.dist.noise(rng, head.shape)).argmax(-1)
+        mean, log_std = head  # distributions.DiagGaussian: a = mean + std * noise
+        return mean if rng is None else mean + np.exp(log_std) * self.dist.noise(rng, mean.shape)
 
-    def _gaussian(self, mean: np.ndarray, log_std: np.ndarray, rng: np.random.Generator | None):
-        # distributions.DiagGaussian: a = mean + std * noise
-        if rng is None:
-            action = mean
-        else:
-            action = mean + np.exp(log_std) * self.dist.noise(rng, mean.shape)
+    def _log_prob(self, head, action: np.ndarray) -> np.ndarray:
+        if self.categorical:
+            top = head.max(-1, keepdims=True)
+            log_norm = top[:, 0] + np.log(np.exp(head - top).sum(-1))
+            return (head[np.arange(len(action)), action] - log_norm).astype(np.float32)
+        mean, log_std = head
         logprob, _ = gaussian_log_prob(mean, log_std, action)
         if self.log_half_range is not None:  # TanhDiagGaussian: minus log |da/du|
             log_det = 2.0 * (np.log(2.0) - action - np.logaddexp(0.0, -2.0 * action))
             logprob = logprob - log_det.sum(-1) - self.log_half_range
-        return action, logprob
+        return logprob.astype(np.float32)
 
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
         obs = obs.reshape(len(obs), -1)

@@ -64,6 +64,12 @@ def _trunk_backward(layers, p, g, acts, d_out, bf16) -> None:
             d_out = matmul(dz, p[w], bf16=bf16)
 
 
+def _mean(x: np.ndarray):
+    """x.mean() of a 1-d array: the same number (numpy's mean is this sum divided by the count) without the ~2 us
+    of its Python wrapper, called nine times a minibatch."""
+    return x.sum() / len(x)
+
+
 def _maximum_grad(a, b, da, db):
     """Gradient of max(a, b) elementwise given those of a and b, with torch's rule: half to each on a tie."""
     return np.where(a > b, da, np.where(a < b, db, 0.5 * (da + db)))
@@ -151,19 +157,19 @@ class NumpyMLPUpdate:
             new_logprob, entropy, cache = _categorical_forward(logits, actions)
 
         if cfg.on("core.adv_norm"):  # population std, as update.normalize_advantages (np.std is slower)
-            centered = advantages - advantages.mean()
-            advantages = centered / (np.sqrt((centered * centered).mean()) + np.float32(1e-8))
+            centered = advantages - _mean(advantages)
+            advantages = centered / (np.sqrt(_mean(centered * centered)) + np.float32(1e-8))
         logratio = new_logprob - old_logprob
         ratio = np.exp(logratio)
 
         pg_unclipped = -advantages * ratio
         if cfg.on("core.clipped_objective"):
             pg_clipped = -advantages * np.clip(ratio, 1.0 - clip, 1.0 + clip)
-            policy_loss = np.maximum(pg_unclipped, pg_clipped).mean()
+            policy_loss = _mean(np.maximum(pg_unclipped, pg_clipped))
             d_ratio = _maximum_grad(pg_unclipped, pg_clipped, -advantages,
                                     -advantages * _clamp_passes(ratio, 1.0 - clip, 1.0 + clip))
         else:
-            policy_loss = pg_unclipped.mean()
+            policy_loss = _mean(pg_unclipped)
             d_ratio = -advantages
 
         v_error = value - returns
@@ -172,11 +178,11 @@ class NumpyMLPUpdate:
             delta = value - old_value
             v_clipped_error = old_value + np.clip(delta, -clip, clip) - returns
             v_loss_clipped = v_clipped_error * v_clipped_error
-            value_loss = 0.5 * np.maximum(v_loss_unclipped, v_loss_clipped).mean()
+            value_loss = 0.5 * _mean(np.maximum(v_loss_unclipped, v_loss_clipped))
             d_value = _maximum_grad(v_loss_unclipped, v_loss_clipped, v_error,
                                     v_clipped_error * _clamp_passes(delta, -clip, clip))
         else:
-            value_loss = 0.5 * v_loss_unclipped.mean()
+            value_loss = 0.5 * _mean(v_loss_unclipped)
             d_value = v_error
         ent_coef = cfg.ent_coef if cfg.on("core.entropy_bonus") else 0.0
 
@@ -202,9 +208,9 @@ class NumpyMLPUpdate:
             _trunk_backward(self.actor, p, g, actor_acts, d_actor, bf16)
             _trunk_backward(self.critic, p, g, critic_acts, d_critic, bf16)
 
-        return {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy.mean(),
-                "approx_kl": ((ratio - 1.0) - logratio).mean(), "old_approx_kl": (-logratio).mean(),
-                "approxkl_ppo2": 0.5 * (logratio * logratio).mean(), "clipfrac": (np.abs(ratio - 1.0) > clip).mean()}
+        return {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": _mean(entropy),
+                "approx_kl": _mean((ratio - 1.0) - logratio), "old_approx_kl": _mean(-logratio),
+                "approxkl_ppo2": 0.5 * _mean(logratio * logratio), "clipfrac": _mean(np.abs(ratio - 1.0) > clip)}
 
     # --- the update ---------------------------------------------------------------------------------------------
     def __call__(self, policy: nn.Module, optimizer: torch.optim.Adam, batch: dict[str, torch.Tensor], cfg: Config,

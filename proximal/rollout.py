@@ -100,7 +100,10 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
         if buf.masks is not None:
             buf.masks[t] = carry.mask
         t0 = clock()
-        action, buf.logprobs[t], buf.values[t], carry = actor.act(obs, carry, rng)
+        if actor.scores_later:  # log-probs and values are filled in after the loop, for the whole rollout at once
+            action, carry = actor.sample(obs, carry, rng)
+        else:
+            action, buf.logprobs[t], buf.values[t], carry = actor.act(obs, carry, rng)
         t1 = clock()
         # cont.action_clip: the env gets the clipped (or squashed) action, the rollout stores the policy's own;
         # timed as env time, as the reference's ClipActionsWrapper is part of its env
@@ -121,6 +124,10 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
         obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
         episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
     t0 = clock()
+    if actor.scores_later:
+        num_rows = num_steps * num_envs
+        logprobs, values = actor.score(buf.obs.reshape(num_rows, -1), buf.actions.reshape(num_rows, *buf.actions.shape[2:]))
+        buf.logprobs[:], buf.values[:] = logprobs.reshape(num_steps, num_envs), values.reshape(num_steps, num_envs)
     buf.next_value[:] = actor.value(obs, carry)
     buf.next_start[:] = carry.start
     if times is not None:

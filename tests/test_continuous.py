@@ -352,6 +352,13 @@ def test_fast_numpy_actor_takes_the_torch_actors_actions(cfg, variant):
             assert x.dtype == y.dtype == np.float32
             np.testing.assert_allclose(x, y, rtol=0, atol=2e-6)
     np.testing.assert_allclose(fast.value(obs, carry), plain.value(obs, carry), rtol=0, atol=2e-6)
+    # what the rollout calls: sample draws act's action from the same noise, score gives act's log-prob and value
+    action, logprob, value, _ = fast.act(obs, carry, np.random.default_rng(7))
+    sampled, after = fast.sample(obs, carry, np.random.default_rng(7))
+    assert after is carry and np.array_equal(sampled, action)
+    for x, y in zip(fast.score(obs, action), (logprob, value)):
+        assert x.dtype == np.float32 and x.shape == (6,)
+        np.testing.assert_allclose(x, y, rtol=0, atol=2e-6)
     # the fast actor sees parameter updates through its views
     with torch.no_grad():
         for p in policy.parameters():

@@ -131,14 +131,19 @@ class Delayed:
         return getattr(self.inner, name)
 
 
-def test_collect_rollout_times_env_steps_and_inference(cfg):
-    """envs.step goes to env, the actor's act and value calls (V of truncated final observations included) to
-    inference, each rollout adds to the counters, and both together fit in the rollout's own time."""
+@pytest.mark.parametrize("fast", [True, False], ids=["numpy-actor", "torch-actor"])
+def test_collect_rollout_times_env_steps_and_inference(cfg, fast):
+    """envs.step goes to env, the actor's calls (V of truncated final observations included) to inference, each
+    rollout adds to the counters, and both together fit in the rollout's own time. The numpy actor samples every
+    step and scores the whole rollout once; the torch actor acts every step."""
     cfg.env_id, cfg.num_envs, cfg.num_steps = "proximal-test/Forever-v0", 3, 20
     envs = make_envs(cfg.env_id, cfg.num_envs)
     state = new_state(cfg, envs, torch.device("cpu"))
     slow_envs = Delayed(envs, step=0.003)
-    slow_actor = Delayed(make_actor(state.policy, torch.device("cpu")), act=0.001, value=0.004)
+    actor = make_actor(state.policy, torch.device("cpu"), fast=fast)
+    per_step = "sample" if fast else "act"
+    delays = {per_step: 0.001, "value": 0.004, **({"score": 0.002} if fast else {})}
+    slow_actor = Delayed(actor, **delays)
     times = RolloutTimes()
     elapsed = 0.0
     for rollouts in (1, 2):
@@ -146,11 +151,12 @@ def test_collect_rollout_times_env_steps_and_inference(cfg):
         state.obs, state.carry, _, _ = collect_rollout(slow_envs, slow_actor, state.rollout, state.obs, state.carry,
                                                        state.rng, 0, cfg, times)
         elapsed += time.perf_counter() - started
-        # an act per step; a value at the two truncations (steps 10 and 20) and for the next observation
+        # a call per step; a value at the two truncations (steps 10 and 20) and for the next observation
         assert slow_envs.calls == {"step": 20 * rollouts}
-        assert slow_actor.calls == {"act": 20 * rollouts, "value": 3 * rollouts}
+        assert slow_actor.calls == {per_step: 20 * rollouts, "value": 3 * rollouts,
+                                    **({"score": rollouts} if fast else {})}
         assert times.env >= 20 * rollouts * 0.003
-        assert times.inference >= rollouts * (20 * 0.001 + 3 * 0.004)
+        assert times.inference >= rollouts * (20 * 0.001 + 3 * 0.004 + (0.002 if fast else 0.0))
         assert times.env + times.inference <= elapsed
     envs.close()
 
