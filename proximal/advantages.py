@@ -14,17 +14,17 @@ def gae(rewards: np.ndarray, values: np.ndarray, starts: np.ndarray, final_value
     terminated), else 0: it is bootstrapped into the reward, while the recursion is cut at every episode end.
     Returns (advantages, returns) with returns = advantages + values.
     """
-    num_steps = rewards.shape[0]
+    # Everything but the recursion at once, in the loop's order of operations (the same float32 roundings); the
+    # loop is then two operations a step.
+    nonterminal = 1.0 - np.concatenate([starts[1:], next_start[None]])
+    following_value = np.concatenate([values[1:], next_value[None]])
+    reward = rewards + gamma * final_values
+    delta = reward + gamma * nonterminal * following_value - values
+    decay = gamma * lam * nonterminal
     advantages = np.zeros_like(rewards)
     last = np.zeros_like(next_value)
-    for t in reversed(range(num_steps)):
-        if t == num_steps - 1:
-            nonterminal, following_value = 1.0 - next_start, next_value
-        else:
-            nonterminal, following_value = 1.0 - starts[t + 1], values[t + 1]
-        reward = rewards[t] + gamma * final_values[t]
-        delta = reward + gamma * nonterminal * following_value - values[t]
-        last = delta + gamma * lam * nonterminal * last
+    for t in reversed(range(rewards.shape[0])):
+        last = delta[t] + decay[t] * last
         advantages[t] = last
     return advantages, advantages + values
 

@@ -94,6 +94,7 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
     buf.start_state = carry.state  # lstm.reconstruct_states: training replays each sequence from it
     clock = time.perf_counter
     env_seconds = inference_seconds = 0.0
+    buf.final_values[:] = 0.0
     for t in range(num_steps):
         buf.obs[t] = obs
         buf.starts[t] = carry.start
@@ -114,8 +115,8 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
         buf.actions[t] = action
         global_step += num_envs
         buf.rewards[t] = step.reward
-        buf.final_values[t] = 0.0
-        if truncation_bootstrap:  # opt.truncation_bootstrap: V(final obs) from the rollout-time network
+        # opt.truncation_bootstrap: V(final obs) from the rollout-time network
+        if truncation_bootstrap and step.truncated.any():
             truncated = np.flatnonzero(step.truncated & ~step.terminated)
             if truncated.size:
                 t0 = clock()

@@ -164,7 +164,8 @@ class GymVectorEnv:
         self.groups = EnvGroups(partial(make_gym_env, env, render_mode), num_envs, options.workers, first_env_fn)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space, self.metadata = self.groups.spaces()
-        self._action_offset = np.asarray(getattr(self.single_action_space, "start", 0))
+        offset = np.asarray(getattr(self.single_action_space, "start", 0))
+        self._action_offset = offset if offset.any() else None  # checked every step
         self._masks = None
 
     @staticmethod
@@ -184,7 +185,7 @@ class GymVectorEnv:
         return obs
 
     def step(self, actions: np.ndarray) -> Step:
-        if self._action_offset.any():
+        if self._action_offset is not None:
             actions = actions + self._action_offset
         # same-step autoreset: an env that was reset reports its reset info, so this is the new episode's mask
         step, self._masks = self.groups.step(actions)
