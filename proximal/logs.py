@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import secrets
+import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -104,9 +106,13 @@ class RowFile:
 
 class ScalarEvents:
     """TensorBoard scalars, written as few events as possible: one event holds every scalar of a step (a tag
-    may appear once per event). Each record has a fixed cost whatever it holds (tensorboard hands it to a writer
-    thread and computes its CRCs in pure Python, byte by byte), and ``SummaryWriter.add_scalar`` writes one
-    record per scalar.
+    may appear once per event). Each record has a fixed cost whatever it holds (tensorboard computes its CRCs in
+    pure Python, byte by byte), and ``SummaryWriter.add_scalar`` writes one record per scalar.
+
+    Events are written in this thread, once per update (``flush``), with tensorboard's record format
+    (``RecordWriter``), into a file named as tensorboard's ``EventFileWriter`` names them. That writer's thread
+    was the dearer way: its turns on the GIL between the rollout's numpy calls made CartPole's training 10%
+    slower, for about 20 ms of writing in 100k steps.
 
     A new file starts with a ``SessionLog.START`` at ``purge_step``: TensorBoard then drops the events of earlier
     files at that step and after, which a resumed run writes again (``SummaryWriter(purge_step=...)`` does the
@@ -116,21 +122,42 @@ class ScalarEvents:
         # imported here: tensorboard is slow to import, and only a run that starts needs it
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from tensorboard.compat.proto.summary_pb2 import Summary
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.summary.writer.record_writer import RecordWriter
 
         self._event, self._summary, self._value = Event, Summary, Summary.Value
-        self._file = EventFileWriter(str(log_dir))
-        self._file.add_event(Event(wall_time=time.time(), step=purge_step,
-                                   session_log=SessionLog(status=SessionLog.START)))
+        # TensorBoard reads a run's files in name order: seconds, then a number counting this process's files
+        self.path = Path(log_dir) / (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                                     f"{os.getpid()}.{next(_EVENT_FILES)}")
+        self._file = RecordWriter(open(self.path, "wb"))  # noqa: SIM115 - closed by close()
+        now = time.time()
+        self._pending = [Event(wall_time=now, file_version="brain.Event:2"),
+                         Event(wall_time=now, step=purge_step, session_log=SessionLog(status=SessionLog.START))]
+        self.flush()
 
     def add(self, step: int, scalars: dict[str, float]) -> None:
-        """One event at ``step`` holding ``{tag: value}``."""
+        """One event at ``step`` holding ``{tag: value}``, written at the next ``flush``."""
         value = self._value
         summary = self._summary(value=[value(tag=tag, simple_value=float(v)) for tag, v in scalars.items()])
-        self._file.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
+        self._pending.append(self._event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def flush(self) -> None:
+        """Write the events added since the last flush."""
+        try:
+            for event in self._pending:
+                self._file.write(event.SerializeToString())
+            self._file.flush()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+        self._pending.clear()
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self.flush()
+        finally:
+            self._file.close()
+
+
+_EVENT_FILES = itertools.count()
 
 
 def check_tracking() -> None:
@@ -216,6 +243,7 @@ class RunLogger:
 
     def update(self, global_step: int, update: int, scalars: dict[str, float]) -> None:
         self._scalars(global_step, {UPDATE_TAGS[name]: value for name, value in scalars.items()})
+        self.tb.flush()  # this update's episodes and statistics
         if self.tracker is not None:
             self.tracker.add_videos(global_step)
         row = {"global_step": global_step, "update": update, **scalars}

@@ -3,6 +3,7 @@ shows the time breakdown."""
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,33 @@ def test_events_hold_every_scalar_and_episode(tmp_path):
     assert read["losses/value_loss"] == [(256, 1.5), (512, 0.75)]
     assert read["perf/learn_seconds"] == [(256, 0.125), (512, 0.25)]
     assert read["charts/SPS"] == [(256, 0.5), (512, 0.5)]
+
+
+def test_events_are_written_once_per_update_in_this_process(tmp_path):
+    """Episodes' events wait for the update's; nothing hands them to a writer thread."""
+    logger = RunLogger(tmp_path, 0, 1000, quiet=True)
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    before = path.stat().st_size
+    logger.episodes([(100, 21.5, 20), (200, 9.0, 9)])
+    assert path.stat().st_size == before
+    logger.update(256, 1, update_scalars())
+    assert path.stat().st_size > before
+    assert scalars(tmp_path)["charts/episodic_return"] == [(100, 21.5), (200, 9.0)]
+    assert not any("AsyncWriter" in type(t).__name__ for t in threading.enumerate())
+    logger.close()
+
+
+def test_a_full_disk_under_the_events_names_their_file(tmp_path, monkeypatch):
+    logger = RunLogger(tmp_path, 0, 1000, quiet=True)
+    logger.episodes([(100, 21.5, 20)])
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(logger.tb._file, "flush", full)
+    with pytest.raises(OSError) as err:
+        logger.update(256, 1, update_scalars())
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(logger.tb.path)
 
 
 def test_progress_bar_shows_the_time_breakdown(tmp_path):
