@@ -270,6 +270,8 @@ class RunLogger:
 
     def close(self) -> None:
         self.bar.close()
-        self.tb.close()
-        self._episodes.close()
-        self._updates.close()
+        try:
+            self.tb.close()  # may raise what the last flush raised (a full disk)
+        finally:
+            self._episodes.close()
+            self._updates.close()
