@@ -29,21 +29,35 @@ def rounded(x: np.ndarray, bf16: bool) -> np.ndarray:
     return round_bf16(x) if bf16 else x
 
 
-def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, bf16: bool = False) -> np.ndarray:
-    """a @ b (+ bias). bf16 emulates autocast's matmul: bf16 operands, then one rounding of the result. The
-    products of two bf16 values are exact in float64 and so, in practice, are their sums: the result does not
-    depend on the batch size or the summation order, and the rollout and the update compute the same numbers."""
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, bf16: bool = False,
+           out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b (+ bias), written into ``out`` where given (a gradient's view: no temporary and no copy; without a
+    bias). bf16 emulates autocast's matmul: bf16 operands, then one rounding of the result. The products of two
+    bf16 values are exact in float64 and so, in practice, are their sums: the result does not depend on the batch
+    size or the summation order, and the rollout and the update compute the same numbers."""
     if not bf16:
+        if out is not None:
+            return np.matmul(a, b, out=out)
         return a @ b if bias is None else a @ b + bias
-    out = round_bf16(a).astype(np.float64) @ round_bf16(b).astype(np.float64)
+    result = round_bf16(a).astype(np.float64) @ round_bf16(b).astype(np.float64)
     if bias is not None:
-        out += round_bf16(bias)
-    return round_bf16(out.astype(np.float32))
+        result += round_bf16(bias)
+    return _into(round_bf16(result.astype(np.float32)), out)
 
 
-def column_sum(x: np.ndarray, bf16: bool = False) -> np.ndarray:
-    """x.sum(0): a bias's gradient; bf16 rounds it once, as autocast's bf16 bias gradient."""
-    return round_bf16(x.astype(np.float64).sum(0).astype(np.float32)) if bf16 else x.sum(0)
+def column_sum(x: np.ndarray, bf16: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    """x.sum(0): a bias's gradient, into ``out`` where given; bf16 rounds it once, as autocast's bf16 bias
+    gradient."""
+    if not bf16:
+        return x.sum(0, out=out)
+    return _into(round_bf16(x.astype(np.float64).sum(0).astype(np.float32)), out)
+
+
+def _into(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return x
+    out[...] = x
+    return out
 
 
 def tanh_mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, bf16: bool = False) -> list[np.ndarray]:

@@ -53,13 +53,13 @@ def _trunk_forward(layers, p, x, bf16):
 
 
 def _trunk_backward(layers, p, g, acts, d_out, bf16) -> None:
-    """Backpropagate d(loss)/d(last activation) through a tanh MLP, accumulating into the gradient views. In bf16
+    """Backpropagate d(loss)/d(last activation) through a tanh MLP, writing the gradient views. In bf16
     every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
     for i in range(len(layers) - 1, -1, -1):
         w, b = layers[i]
         dz = rounded(d_out * (1.0 - acts[i + 1] * acts[i + 1]), bf16)
-        g[w] += matmul(dz.T, acts[i], bf16=bf16)
-        g[b] += column_sum(dz, bf16)
+        matmul(dz.T, acts[i], bf16=bf16, out=g[w])
+        column_sum(dz, bf16, out=g[b])
         if i:
             d_out = matmul(dz, p[w], bf16=bf16)
 
@@ -191,15 +191,15 @@ class NumpyMLPUpdate:
         backward = _gaussian_backward if self.continuous else _categorical_backward
         d_logits, d_log_std = backward(g_logprob, ent_coef, cache)
         if d_log_std is not None:
-            g[self.log_std] += d_log_std
+            g[self.log_std][...] = d_log_std
         # the heads' outputs were cast from bf16 to float32: their gradients are cast back
         d_logits = rounded(d_logits, bf16)
         d_value = rounded((np.float32(cfg.vf_coef / n) * d_value)[:, None], bf16)
 
-        g[pw] += matmul(d_logits.T, actor_acts[-1], bf16=bf16)
-        g[pb] += column_sum(d_logits, bf16)
-        g[vw] += matmul(d_value.T, critic_acts[-1], bf16=bf16)
-        g[vb] += column_sum(d_value, bf16)
+        matmul(d_logits.T, actor_acts[-1], bf16=bf16, out=g[pw])
+        column_sum(d_logits, bf16, out=g[pb])
+        matmul(d_value.T, critic_acts[-1], bf16=bf16, out=g[vw])
+        column_sum(d_value, bf16, out=g[vb])
         d_actor = matmul(d_logits, p[pw], bf16=bf16)
         d_critic = matmul(d_value, p[vw], bf16=bf16)
         if self.critic is None:
@@ -234,12 +234,14 @@ class NumpyMLPUpdate:
         for _ in range(cfg.update_epochs):
             epoch_kl = 0.0
             indices = minibatch_indices(len(obs), cfg.minibatches_per_epoch, generator)
-            for mb in indices:
-                mb = mb.numpy()
-                flat.grad[:] = 0.0
-                stats = self._loss_and_grad(p, g, obs[mb], arrays["actions"][mb], arrays["logprobs"][mb],
-                                            arrays["values"][mb], arrays["advantages"][mb], arrays["returns"][mb],
-                                            clip32, cfg)
+            # the epoch's rows in minibatch order, gathered once: each minibatch is then a slice
+            rows = np.concatenate([mb.numpy() for mb in indices])
+            shuffled = [obs[rows]] + [arrays[k][rows] for k in ("actions", "logprobs", "values", "advantages",
+                                                                "returns")]
+            for start in range(0, len(rows), len(indices[0])):
+                # every parameter's gradient is written (not added to) by _loss_and_grad
+                stats = self._loss_and_grad(p, g, *(a[start:start + len(indices[0])] for a in shuffled), clip32,
+                                            cfg)
                 average_flat_gradient(flat.grad, cfg)  # aux.parallel_gradients
                 norm = np.sqrt(np.dot(flat.grad, flat.grad))
                 grad_norms += float(norm)
