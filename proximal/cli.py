@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import os
@@ -332,5 +333,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The ``proximal`` command: ``main``, then the exit handlers, then the process ends without Python's
+    teardown of every module and object (torch's take ~0.3 s). The command has closed what it wrote by then:
+    run directories, checkpoints, event files, envs and their workers, W&B runs."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader has gone, as in main
+        code = code or 1
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -143,3 +143,24 @@ def test_a_preset_spec_sets_proximals_precision_and_not_the_peers_settings():
     assert (bf16.preset, bf16.precision) == ("atari", "bf16")
     fp32 = speed.workload("atari", "PongNoFrameskip-v4", 1024, 1, 2)
     assert speed.cleanrl_command(Path("/src/cleanrl"), bf16) == speed.cleanrl_command(Path("/src/cleanrl"), fp32)
+
+
+def test_command_ends_without_teardown_but_runs_exit_handlers_and_flushes(tmp_path):
+    """``proximal`` (``cli.run``) skips Python's teardown of its modules: the exit code is main's, what it printed
+    arrives whole, and exit handlers (here one registered by the user's env module) still run."""
+    (tmp_path / "exit_env.py").write_text(
+        "import atexit, pathlib, gymnasium\n"
+        "gymnasium.register('Exit/CartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv', "
+        "max_episode_steps=500)\n"
+        "atexit.register(lambda: pathlib.Path('handler_ran').write_text('yes'))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "proximal", "train", "--env", "exit_env:Exit/CartPole-v0",
+                           "--total-steps", "512", "--run-dir", "run"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "handler_ran").read_text() == "yes"
+    assert "run directory: run" in done.stdout + done.stderr
+    failed = subprocess.run([sys.executable, "-m", "proximal", "train", "--env", "exit_env:Exit/CartPole-v0",
+                             "--total-steps", "512", "--run-dir", "run"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert failed.returncode == 2 and "already holds a run" in failed.stderr
