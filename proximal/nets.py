@@ -128,9 +128,15 @@ class NatureCNN(nn.Module):
         self.convs.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.contiguous(memory_format=torch.channels_last).float()  # laid out while still 1 byte per pixel
+        x = obs.contiguous(memory_format=torch.channels_last)  # laid out while still 1 byte per pixel
+        # Under bf16 autocast (precision) the first convolution would cast its input to bf16 anyway: the frames go
+        # to bf16 at once, half the bytes to write and read. Bytes and 255 are exact in bf16, and a bf16 division
+        # rounds the float32 quotient once, as that cast does: the same values.
+        kind = x.device.type
+        bf16 = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
+        x = x.to(torch.bfloat16 if bf16 else torch.float32, copy=True)
         if self.scale:
-            x = x / 255.0
+            x.div_(255.0)  # in place: a new tensor, no second image-sized one
         return self.fc(self.convs(x))
 
 

@@ -66,6 +66,22 @@ def test_emulated_matmul_is_autocasts_linear():
     assert np.array_equal(matmul(x, w.T, b), x @ w.T + b), "fp32 is plain numpy"
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_nature_cnn_scales_frames_as_the_reference_formula(precision):
+    """The CNN converts frames straight to bf16 under bf16 autocast and divides in place: the same features, bit
+    for bit, as obs.float() / 255 handed to autocast, and with autocast off the float32 formula's."""
+    from proximal.nets import NatureCNN
+
+    torch.manual_seed(0)
+    net = NatureCNN((4, 84, 84))
+    obs = torch.randint(0, 256, (6, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad(), autocast(precision, torch.device("cpu")):
+        reference = net.fc(net.convs(obs.contiguous(memory_format=torch.channels_last).float() / 255.0))
+        features = net(obs)
+    assert features.dtype == reference.dtype and torch.equal(features, reference)
+    assert obs.dtype == torch.uint8  # the caller's frames are not touched
+
+
 def test_emulated_matmul_does_not_depend_on_the_batch():
     # the rollout computes one row at a time what the update computes in a minibatch: the same numbers
     rng = np.random.default_rng(2)
