@@ -8,6 +8,8 @@ the two take the same actions; tests check that they agree. ``fast_paths`` decid
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 from torch import nn
 
@@ -52,6 +54,10 @@ class NumpyMLPActor:
     # The rollout calls ``sample`` every step and ``score`` once on the whole rollout: a log-prob and a value per
     # step would more than double the per-step numpy calls, and the policy does not change during a rollout.
     scores_later = True
+
+    def rollout(self):
+        """The context of a whole rollout (``TorchActor.rollout``): nothing to set up here."""
+        return nullcontext()
 
     def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         """(action, carry) as ``act``'s, without the log-prob and the value."""

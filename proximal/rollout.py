@@ -95,42 +95,46 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
     clock = time.perf_counter
     env_seconds = inference_seconds = 0.0
     buf.final_values[:] = 0.0
-    for t in range(num_steps):
-        buf.obs[t] = obs
-        buf.starts[t] = carry.start
-        if buf.masks is not None:
-            buf.masks[t] = carry.mask
+    with actor.rollout():  # the policy's weights in bf16 once (TorchActor.rollout)
+        for t in range(num_steps):
+            buf.obs[t] = obs
+            buf.starts[t] = carry.start
+            if buf.masks is not None:
+                buf.masks[t] = carry.mask
+            t0 = clock()
+            if actor.scores_later:  # log-probs and values are filled in after the loop, for the whole rollout at once
+                action, carry = actor.sample(obs, carry, rng)
+            else:
+                action, buf.logprobs[t], buf.values[t], carry = actor.act(obs, carry, rng)
+            t1 = clock()
+            # cont.action_clip: the env gets the clipped (or squashed) action, the rollout stores the policy's own;
+            # timed as env time, as the reference's ClipActionsWrapper is part of its env
+            step = envs.step(actor.env_action(action))
+            t2 = clock()
+            inference_seconds += t1 - t0
+            env_seconds += t2 - t1
+            buf.actions[t] = action
+            global_step += num_envs
+            buf.rewards[t] = step.reward
+            # opt.truncation_bootstrap: V(final obs) from the rollout-time network
+            if truncation_bootstrap and step.truncated.any():
+                truncated = np.flatnonzero(step.truncated & ~step.terminated)
+                if truncated.size:
+                    t0 = clock()
+                    buf.final_values[t, truncated] = actor.value(step.final_obs[truncated],
+                                                                 carry.continuing(truncated))
+                    inference_seconds += clock() - t0
+            obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
+            episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
         t0 = clock()
-        if actor.scores_later:  # log-probs and values are filled in after the loop, for the whole rollout at once
-            action, carry = actor.sample(obs, carry, rng)
-        else:
-            action, buf.logprobs[t], buf.values[t], carry = actor.act(obs, carry, rng)
-        t1 = clock()
-        # cont.action_clip: the env gets the clipped (or squashed) action, the rollout stores the policy's own;
-        # timed as env time, as the reference's ClipActionsWrapper is part of its env
-        step = envs.step(actor.env_action(action))
-        t2 = clock()
-        inference_seconds += t1 - t0
-        env_seconds += t2 - t1
-        buf.actions[t] = action
-        global_step += num_envs
-        buf.rewards[t] = step.reward
-        # opt.truncation_bootstrap: V(final obs) from the rollout-time network
-        if truncation_bootstrap and step.truncated.any():
-            truncated = np.flatnonzero(step.truncated & ~step.terminated)
-            if truncated.size:
-                t0 = clock()
-                buf.final_values[t, truncated] = actor.value(step.final_obs[truncated], carry.continuing(truncated))
-                inference_seconds += clock() - t0
-        obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
-        episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
-    t0 = clock()
-    if actor.scores_later:
-        num_rows = num_steps * num_envs
-        logprobs, values = actor.score(buf.obs.reshape(num_rows, -1), buf.actions.reshape(num_rows, *buf.actions.shape[2:]))
-        buf.logprobs[:], buf.values[:] = logprobs.reshape(num_steps, num_envs), values.reshape(num_steps, num_envs)
-    buf.next_value[:] = actor.value(obs, carry)
-    buf.next_start[:] = carry.start
+        if actor.scores_later:
+            num_rows = num_steps * num_envs
+            logprobs, values = actor.score(buf.obs.reshape(num_rows, -1),
+                                           buf.actions.reshape(num_rows, *buf.actions.shape[2:]))
+            buf.logprobs[:] = logprobs.reshape(num_steps, num_envs)
+            buf.values[:] = values.reshape(num_steps, num_envs)
+        buf.next_value[:] = actor.value(obs, carry)
+        buf.next_start[:] = carry.start
     if times is not None:
         times.inference += inference_seconds + (clock() - t0)
         times.env += env_seconds

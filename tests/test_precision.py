@@ -4,6 +4,7 @@ the ratio-is-one check and exact resume in bf16; which precision auto picks and 
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 
@@ -14,6 +15,7 @@ import torch
 import proximal.numpy_update as numpy_update_mod
 import proximal.precision as precision_mod
 from proximal import checkpoint
+from proximal.actors import TorchActor
 from proximal.config import preset
 from proximal.envs import make_envs
 from proximal.errors import UserError
@@ -116,6 +118,26 @@ def collected(cfg, precision: str, rollouts: int = 2):
                                                        0, cfg)
     envs.close()
     return state, actor
+
+
+def test_bf16_rollout_casts_the_weights_once_with_the_same_numbers(monkeypatch):
+    """Every call of a bf16 rollout's torch actor runs inside one outer autocast context (whose weight cache then
+    holds the bf16 weights for the whole rollout), and the rollout equals one collected with a context per call."""
+    cfg = kind("cnn")
+    inside = []
+    real_act = TorchActor.act
+
+    def act(self, *args):
+        inside.append(torch.is_autocast_enabled("cpu"))
+        return real_act(self, *args)
+
+    monkeypatch.setattr(TorchActor, "act", act)
+    cached, _ = collected(cfg, "bf16")
+    assert len(inside) == 2 * cfg.num_steps and all(inside)
+    monkeypatch.setattr(TorchActor, "rollout", lambda self: nullcontext())
+    per_call, _ = collected(cfg, "bf16")
+    for name in ("obs", "actions", "logprobs", "values", "next_value"):
+        assert np.array_equal(getattr(cached.rollout, name), getattr(per_call.rollout, name)), name
 
 
 def kind(name: str):
