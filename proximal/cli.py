@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import gc
 import json
 import os
@@ -310,6 +311,23 @@ def lighter_start() -> None:
         plain = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
         if plain is not None:
             setattr(plain, "__dynamo_disable", plain)
+    # Adam.step's wrapper imports torch._dynamo at every call (~1 s the first time, on every run that trains in
+    # torch) for graph breaks that only torch.compile heeds; besides, it runs the step with grad mode set from
+    # defaults["differentiable"], which the command's Adam keeps. Only the unwrapped torch 2.x form is replaced.
+    step = torch.optim.Adam.step
+    if step.__code__.co_name == "_use_grad" and hasattr(step, "__wrapped__"):
+        torch.optim.Adam.step = _without_dynamo(step.__wrapped__)
+
+
+def _without_dynamo(plain):
+    import torch
+
+    @functools.wraps(plain)
+    def step(self, closure=None):
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return plain(self, closure)
+
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:

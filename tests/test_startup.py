@@ -47,20 +47,26 @@ print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modu
 
 
 def test_command_trains_the_same_numbers_as_the_api(tmp_path):
-    """The command skips torch._dynamo's import and freezes the collector's old objects: a CartPole run on the
-    torch update path (the optimizer's every method) ends with the same parameters and Adam state, bit for bit, as
-    the API's run in the same process before the command changed anything."""
+    """The command skips torch._dynamo's import (Adam.step's wrapper among others) and freezes the collector's old
+    objects: a CartPole run on the torch update path (the optimizer's every method), in a fresh process, imports
+    no torch._dynamo and ends with the same parameters and Adam state, bit for bit, as the API's run in another
+    fresh process, where torch is as it comes."""
+    settings = '"--env", "CartPole-v1", "--total-steps", "1024", "--fast-paths", "false", "--torch-threads", "1"'
+    command = run_python(f"""
+import json, sys
+from proximal.cli import main
+code = main(["train", {settings}, "--quiet", "--run-dir", {str(tmp_path / "cli")!r}])
+print(json.dumps([code, "torch._dynamo" in sys.modules]))
+""")
+    assert command == [0, False]
     same = run_python(f"""
 import json, torch
 from proximal import checkpoint
-from proximal.cli import main
 from proximal.config import preset
 from proximal.trainer import train
 cfg = preset("classic")
 cfg.total_steps, cfg.fast_paths, cfg.torch_threads = 1024, False, 1
 train(cfg, {str(tmp_path / "api")!r}, quiet=True)
-main(["train", "--env", "CartPole-v1", "--total-steps", "1024", "--fast-paths", "false", "--torch-threads", "1",
-      "--quiet", "--run-dir", {str(tmp_path / "cli")!r}])
 api, cli = (checkpoint.load(checkpoint.latest({str(tmp_path)!r} + "/" + d)) for d in ("api", "cli"))
 def flat(tree):
     return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
