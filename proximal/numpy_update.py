@@ -70,6 +70,11 @@ def _mean(x: np.ndarray):
     return x.sum() / len(x)
 
 
+def _clip(x: np.ndarray, low, high) -> np.ndarray:
+    """np.clip's numbers (NaNs included) without its Python wrapper's ~7 us."""
+    return np.minimum(np.maximum(x, low), high)
+
+
 def _maximum_grad(a, b, da, db):
     """Gradient of max(a, b) elementwise given those of a and b, with torch's rule: half to each on a tie."""
     return np.where(a > b, da, np.where(a < b, db, 0.5 * (da + db)))
@@ -164,7 +169,7 @@ class NumpyMLPUpdate:
 
         pg_unclipped = -advantages * ratio
         if cfg.on("core.clipped_objective"):
-            pg_clipped = -advantages * np.clip(ratio, 1.0 - clip, 1.0 + clip)
+            pg_clipped = -advantages * _clip(ratio, 1.0 - clip, 1.0 + clip)
             policy_loss = _mean(np.maximum(pg_unclipped, pg_clipped))
             d_ratio = _maximum_grad(pg_unclipped, pg_clipped, -advantages,
                                     -advantages * _clamp_passes(ratio, 1.0 - clip, 1.0 + clip))
@@ -176,7 +181,7 @@ class NumpyMLPUpdate:
         v_loss_unclipped = v_error * v_error
         if cfg.on("core.value_clipping"):
             delta = value - old_value
-            v_clipped_error = old_value + np.clip(delta, -clip, clip) - returns
+            v_clipped_error = old_value + _clip(delta, -clip, clip) - returns
             v_loss_clipped = v_clipped_error * v_clipped_error
             value_loss = 0.5 * _mean(np.maximum(v_loss_unclipped, v_loss_clipped))
             d_value = _maximum_grad(v_loss_unclipped, v_loss_clipped, v_error,
