@@ -157,7 +157,9 @@ class DiagGaussian:
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         actions = self._env_sample(actions)
         if self.clip:  # cont.action_clip
-            actions = np.clip(np.nan_to_num(actions), self.low, self.high)
+            if not np.isfinite(actions).all():  # np.nan_to_num costs ~5 us a step: only where there is something to do
+                actions = np.nan_to_num(actions)
+            actions = np.clip(actions, self.low, self.high)
         return actions.reshape(len(actions), *self.shape).astype(self.dtype, copy=False)
 
 
