@@ -77,10 +77,22 @@ def _truncate_csv(path: Path, columns: tuple[str, ...], last_step: int) -> None:
     os.replace(tmp, path)
 
 
+def append_whole(fd: int, data: bytes, size: int, path: Path) -> int:
+    """Append ``data`` to the file open as ``fd`` (``O_APPEND``, ``size`` bytes long) whole or not at all:
+    unbuffered writes, and one that fails part way (a full disk) is undone by cutting the file back to ``size``,
+    so that no reader, and no resumed run, sees part of it. Returns the new size; the error names ``path``."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        os.ftruncate(fd, size)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    return size + len(data)
+
+
 class RowFile:
-    """A CSV file that rows are appended to whole or not at all: each batch of rows goes out in unbuffered
-    writes, and a write that fails part way (a full disk) is undone by cutting the file back to its length
-    before the batch, so that no reader, and no resumed run, ever sees half a row."""
+    """A CSV file that rows are appended to whole or not at all (``append_whole``): no half row."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -92,14 +104,7 @@ class RowFile:
             return
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerows(rows)
-        data = memoryview(text.getvalue().encode())
-        try:
-            while data:
-                data = data[os.write(self._fd, data):]
-        except OSError as e:
-            os.ftruncate(self._fd, self._size)
-            raise OSError(e.errno, e.strerror, str(self.path)) from None
-        self._size += len(text.getvalue().encode())
+        self._size = append_whole(self._fd, text.getvalue().encode(), self._size, self.path)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -129,7 +134,8 @@ class ScalarEvents:
         # TensorBoard reads a run's files in name order: seconds, then a number counting this process's files
         self.path = Path(log_dir) / (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
                                      f"{os.getpid()}.{next(_EVENT_FILES)}")
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        self._size = 0
         now = time.time()
         self._pending = [Event(wall_time=now, file_version="brain.Event:2"),
                          Event(wall_time=now, step=purge_step, session_log=SessionLog(status=SessionLog.START))]
@@ -142,19 +148,17 @@ class ScalarEvents:
         self._pending.append(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
     def flush(self) -> None:
-        """Write the events added since the last flush."""
-        try:
-            self._file.write(b"".join(tf_record(event.SerializeToString()) for event in self._pending))
-            self._file.flush()
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, str(self.path)) from None
+        """Write the events added since the last flush, all or none (``append_whole``): after a failed flush they
+        are still pending, and the file holds none of them."""
+        data = b"".join(tf_record(event.SerializeToString()) for event in self._pending)
+        self._size = append_whole(self._fd, data, self._size, self.path)
         self._pending.clear()
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            self._file.close()
+            os.close(self._fd)
 
 
 _EVENT_FILES = itertools.count()

@@ -61,17 +61,28 @@ def test_events_are_written_once_per_update_in_this_process(tmp_path):
     logger.close()
 
 
-def test_a_full_disk_under_the_events_names_their_file(tmp_path, monkeypatch):
+def test_a_full_disk_under_the_events_leaves_them_whole_and_names_their_file(tmp_path, monkeypatch):
+    """A flush that fails part way leaves the file as it was and the events pending: the next flush writes each
+    of them once."""
     logger = RunLogger(tmp_path, 0, 1000, quiet=True)
+    path = logger.tb.path
+    before = path.stat().st_size
     logger.episodes([(100, 21.5, 20)])
+    real = os.write
 
-    def full(*args):
+    def half_then_full(fd, data):
+        real(fd, bytes(data)[:5])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(logger.tb._file, "flush", full)
+    monkeypatch.setattr(os, "write", half_then_full)
     with pytest.raises(OSError) as err:
         logger.update(256, 1, update_scalars())
-    assert err.value.errno == errno.ENOSPC and err.value.filename == str(logger.tb.path)
+    monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert path.stat().st_size == before
+    logger.close()
+    read = scalars(tmp_path)
+    assert read["charts/episodic_return"] == [(100, 21.5)] and read["losses/value_loss"] == [(256, 0.5)]
 
 
 @pytest.mark.parametrize("size", [0, 1, 8, 76, 5000])
