@@ -55,7 +55,7 @@ def play(run_dir: Path, games: int, seed: int) -> dict:
         # aux.action_masking: the masked policy gets its masks as in training
         carry = Carry(start=np.ones(EVAL_ENVS, np.float32), mask=action_masks(envs) if policy.masked else None)
         while len(envs.results) < games:
-            action, _, _, carry = actor.act(obs, carry, rng)
+            action, carry = actor.sample(obs, carry, rng)
             step = envs.step(actor.env_action(action))
             returns += [ret for _, ret, _ in step.episodes]
             obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)

@@ -1,6 +1,8 @@
-"""The rollout's view of a policy: numpy observations and carry in, numpy (action, log-prob, value) and the carry
-after the step out, and ``env_action``, the action the env receives for an action taken (the distribution's
-``to_env``).
+"""The rollout's view of a policy: numpy observations and carry in, numpy actions and the carry after the step out.
+Every actor has ``sample`` (the action alone: what evaluation and ``proximal.load`` need), ``value`` and
+``env_action``, the action the env receives for an action taken (the distribution's ``to_env``). For the rollout's
+log-probs and values, an actor either gives them every step (``act``) or scores the whole rollout at its end
+(``score``, where ``scores_later``).
 
 ``TorchActor`` is the plain path through ``policy.act`` and works for every policy kind and device.
 ``numpy_actor.NumpyMLPActor`` is the fast path for MLP policies on the CPU; ``fast_paths.make_actor`` chooses.
@@ -45,6 +47,11 @@ class TorchActor:
         with autocast(self.precision, self.device):
             action, logprob, value, after = self.policy.act(self._obs(obs), self._carry(carry), rng)
         return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), Carry(carry.start, carry.mask, after.state)
+
+    def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
+        """(action, the carry after the step): ``act`` without its log-prob and value."""
+        action, _, _, after = self.act(obs, carry, rng)
+        return action, after
 
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
         """V(obs) after ``carry``, which is not advanced."""

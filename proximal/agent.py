@@ -62,7 +62,7 @@ class Agent:
         instead of a sample."""
         obs, single = self._batch(obs)
         carry = self._carry(len(obs), state, start, mask)
-        action, _, _, after = self._actor.act(obs, carry, None if deterministic else self.rng)
+        action, after = self._actor.sample(obs, carry, None if deterministic else self.rng)
         action = self.policy.dist.to_env(action)
         state = None if after.state is None else after.state.cpu().numpy()
         return (action[0] if single else action), state

@@ -77,7 +77,7 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
             while len(returns) < episodes:
                 if writer:
                     writer.add(envs.render())
-                action, _, _, carry = actor.act(obs, carry, rng)
+                action, carry = actor.sample(obs, carry, rng)
                 step = envs.step(actor.env_action(action))  # clipped (or squashed) as in training: cont.action_clip
                 returns += [ret for _, ret, _ in step.episodes]
                 obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)

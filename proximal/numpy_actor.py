@@ -1,4 +1,5 @@
-"""The rollout's fast path for MLP policies on the CPU: ``ActorCritic.act``/``value`` in numpy.
+"""The rollout's fast path for MLP policies on the CPU: ``ActorCritic.act``/``value`` in numpy, as ``sample`` (each
+step's action) and ``score`` (a whole rollout's log-probs and values at once).
 
 For a batch of a few observations, numpy's matmuls cost a fraction of torch's per-op dispatch, and the rollout
 spends most of its time there. The actor reads the parameters through numpy views that share their memory, so it
@@ -60,19 +61,13 @@ class NumpyMLPActor:
         return nullcontext()
 
     def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
-        """(action, carry) as ``act``'s, without the log-prob and the value."""
+        """(action, carry): ``TorchActor.act``'s action from the same noise; the carry passes through."""
         return self._draw(self._head(obs.reshape(len(obs), -1)), rng), carry
 
     def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log pi(actions | obs), V(obs)) for a batch of observations and the actions taken there."""
         obs = obs.reshape(len(obs), -1)
         return self._log_prob(self._head(obs), actions), self.value(obs, None)
-
-    def act(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
-        obs = obs.reshape(len(obs), -1)
-        head = self._head(obs)
-        action = self._draw(head, rng)
-        return action, self._log_prob(head, action), self.value(obs, carry), carry
 
     def _head(self, obs: np.ndarray):
         """The distribution's parameters: logits, or (mean, log std)."""

@@ -241,12 +241,12 @@ class NumpyMLPUpdate:
             indices = minibatch_indices(len(obs), cfg.minibatches_per_epoch, generator)
             # the epoch's rows in minibatch order, gathered once: each minibatch is then a slice
             rows = np.concatenate([mb.numpy() for mb in indices])
+            size = len(indices[0])
             shuffled = [obs[rows]] + [arrays[k][rows] for k in ("actions", "logprobs", "values", "advantages",
                                                                 "returns")]
-            for start in range(0, len(rows), len(indices[0])):
+            for start in range(0, len(rows), size):
                 # every parameter's gradient is written (not added to) by _loss_and_grad
-                stats = self._loss_and_grad(p, g, *(a[start:start + len(indices[0])] for a in shuffled), clip32,
-                                            cfg)
+                stats = self._loss_and_grad(p, g, *(a[start:start + size] for a in shuffled), clip32, cfg)
                 average_flat_gradient(flat.grad, cfg)  # aux.parallel_gradients
                 norm = np.sqrt(np.dot(flat.grad, flat.grad))
                 grad_norms += float(norm)

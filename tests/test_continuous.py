@@ -345,26 +345,23 @@ def test_fast_numpy_actor_takes_the_torch_actors_actions(cfg, variant):
     obs = np.random.default_rng(1).normal(size=(6, 3, 2)).astype(np.float32)
     carry = Carry(np.zeros(6, np.float32))
     for rng_seed in (5, None):
-        a = fast.act(obs, carry, None if rng_seed is None else np.random.default_rng(rng_seed))
+        # the rollout's calls: sample draws the torch actor's action from the same noise, score gives its log-prob
+        # and value; sample's carry passes through
+        action, after = fast.sample(obs, carry, None if rng_seed is None else np.random.default_rng(rng_seed))
         b = plain.act(obs, carry, None if rng_seed is None else np.random.default_rng(rng_seed))
-        assert a[3] is carry and b[3] == carry
-        for x, y in zip(a[:3], b[:3]):
-            assert x.dtype == y.dtype == np.float32
+        assert after is carry and b[3] == carry
+        for x, y in zip((action, *fast.score(obs, action)), b[:3]):
+            assert x.dtype == y.dtype == np.float32 and x.shape[0] == 6
             np.testing.assert_allclose(x, y, rtol=0, atol=2e-6)
+        # the torch actor's sample is its act's action
+        np.testing.assert_array_equal(
+            plain.sample(obs, carry, None if rng_seed is None else np.random.default_rng(rng_seed))[0], b[0])
     np.testing.assert_allclose(fast.value(obs, carry), plain.value(obs, carry), rtol=0, atol=2e-6)
-    # what the rollout calls: sample draws act's action from the same noise, score gives act's log-prob and value
-    action, logprob, value, _ = fast.act(obs, carry, np.random.default_rng(7))
-    sampled, after = fast.sample(obs, carry, np.random.default_rng(7))
-    assert after is carry and np.array_equal(sampled, action)
-    for x, y in zip(fast.score(obs, action), (logprob, value)):
-        assert x.dtype == np.float32 and x.shape == (6,)
-        np.testing.assert_allclose(x, y, rtol=0, atol=2e-6)
     # the fast actor sees parameter updates through its views
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.05)
-    np.testing.assert_allclose(fast.act(obs, carry, None)[0], plain.act(obs, carry, None)[0], rtol=0, atol=2e-6)
-
+    np.testing.assert_allclose(fast.sample(obs, carry, None)[0], plain.act(obs, carry, None)[0], rtol=0, atol=2e-6)
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("fast", [True, False])
