@@ -417,8 +417,8 @@ def test_eval_normalizes_with_the_frozen_statistics(normalized_runs, monkeypatch
 
     def recording_actor(*args, **kwargs):
         actor = real_make_actor(*args, **kwargs)
-        act = actor.act
-        actor.act = lambda obs, carry, rng: (seen.append(obs.copy()), act(obs, carry, rng))[1]
+        sample = actor.sample
+        actor.sample = lambda obs, carry, rng: (seen.append(obs.copy()), sample(obs, carry, rng))[1]
         return actor
 
     monkeypatch.setattr(evaluate_mod, "make_actor", recording_actor)
