@@ -21,6 +21,7 @@ import torch
 
 from proximal import checkpoint, config, rundir
 from proximal.cli import main
+from proximal.policy import make_policy
 from resume_check import rows
 
 ROOT = Path(__file__).parent.parent
@@ -224,6 +225,25 @@ def test_a_nonfinite_value_stops_the_run_before_any_checkpoint_holds_it(fault, m
     assert code == 1 and one_line(err).startswith("proximal train: error: training stopped at update 5: ")
     for _, path in checkpoint.finished(run):
         assert all(t.isfinite().all() for t in checkpoint.load(path)["policy"].values())
+
+
+def test_a_nonfinite_parameter_is_named_when_the_statistics_are_finite():
+    # the check sums every parameter at once and searches for the culprit only when that sum is not finite
+    from proximal.trainer import _GUARDED_STATS, _nonfinite_update
+
+    cfg = config.preset("classic")
+    env = gym.make("CartPole-v1")
+    policy = make_policy(env.observation_space, env.action_space, cfg)
+    stats = dict.fromkeys(_GUARDED_STATS, 0.5)
+    assert _nonfinite_update(stats, policy) is None
+    with torch.no_grad():
+        policy.value_head.bias[0] = -np.inf
+        policy.trunk.actor[0].weight[3, 1] = np.inf  # with the -inf above, a sum of +inf and -inf: NaN
+    assert _nonfinite_update(stats, policy) == "the parameter trunk.actor.0.weight became non-finite"
+    with torch.no_grad():
+        policy.trunk.actor[0].weight[3, 1] = 0.0
+    assert _nonfinite_update(stats, policy) == "the parameter value_head.bias became non-finite"
+    assert _nonfinite_update({**stats, "grad_norm": np.nan}, policy) == "the gradient norm became nan"
 
 
 def test_two_trainings_on_one_directory(tmp_path, capsys):
