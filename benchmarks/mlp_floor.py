@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 
@@ -81,6 +82,9 @@ def main() -> None:
         measured = timed_training(cfg)
         measured["ceiling"] = time_ceiling(cfg)[0]
         rounds.append(measured)
+    if not all(r["products"] for r in rounds):
+        sys.exit(f"the {args.preset} preset on {args.env} does not train on the numpy fast paths (an MLP policy on the "
+                 "CPU, fast_paths on): there are no products of theirs to time")
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     steps = cfg.num_updates * cfg.batch_size
     fraction = median["ceiling"] / median["training"]
