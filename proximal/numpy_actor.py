@@ -16,7 +16,7 @@ from torch import nn
 
 from .carry import Carry
 from .distributions import Categorical, TanhDiagGaussian
-from .numpy_ops import gaussian_log_prob, linear_layers, matmul, tanh_mlp
+from .numpy_ops import gaussian_log_prob, linear_layers, log_softmax, matmul, taken_index, tanh_mlp
 from .policy import ActorCritic
 
 
@@ -85,10 +85,9 @@ class NumpyMLPActor:
         return mean if rng is None else mean + np.exp(log_std) * self.dist.noise(rng, mean.shape)
 
     def _log_prob(self, head, action: np.ndarray) -> np.ndarray:
-        if self.categorical:
-            top = head.max(-1, keepdims=True)
-            log_norm = top[:, 0] + np.log(np.exp(head - top).sum(-1))
-            return (head[np.arange(len(action)), action] - log_norm).astype(np.float32)
+        if self.categorical:  # numpy_update's formula: the first minibatch recomputes these log-probs
+            logp = log_softmax(head)
+            return logp.ravel()[taken_index(logp, action)]
         mean, log_std = head
         logprob, _ = gaussian_log_prob(mean, log_std, action)
         if self.log_half_range is not None:  # TanhDiagGaussian: minus log |da/du|

@@ -73,6 +73,19 @@ def tanh_mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, bf16: b
     return acts
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis of (B, n) logits: one formula for the rollout's scores (numpy_actor) and the
+    update's log-probs (numpy_update), so that both round alike."""
+    shifted = logits - logits.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+def taken_index(logp: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Each row's action as an index into the flattened (B, n) array: a flat gather or scatter costs a fifth of a
+    two-dimensional one."""
+    return np.arange(0, logp.size, logp.shape[1]) + actions
+
+
 def gaussian_log_prob(mean: np.ndarray, log_std: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(log N(actions; mean, exp(log_std)) summed over the action dimensions (cont.independent_dims), z): as
     ``distributions.DiagGaussian.log_prob``; z = (actions - mean) / std is what the gradients need."""

@@ -24,7 +24,8 @@ from torch import nn
 from .config import Config
 from .distributed import average_flat_gradient, average_scalar
 from .distributions import LOG_SQRT_2PI, DiagGaussian
-from .numpy_ops import column_sum, gaussian_log_prob, linear_layers, matmul, rounded, tanh_mlp
+from .numpy_ops import (column_sum, gaussian_log_prob, linear_layers, log_softmax, matmul, rounded, taken_index,
+                        tanh_mlp)
 from .update import STAT_NAMES, minibatch_indices
 
 
@@ -87,13 +88,10 @@ def _clamp_passes(x, low, high):
 
 def _categorical_forward(logits, actions):
     """(log pi(a), entropy, cache) of a Categorical, as distributions.Categorical."""
-    shifted = logits - logits.max(1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    logp = log_softmax(logits)
     probs = np.exp(logp)
     entropy = -(probs * logp).sum(1)
-    # each sample's action as an index into the flattened logits: a flat gather and scatter cost a fifth of a
-    # two-dimensional one
-    taken = np.arange(0, logp.size, logp.shape[1]) + actions
+    taken = taken_index(logp, actions)
     return logp.ravel()[taken], entropy, (logp, probs, entropy, taken)
 
 

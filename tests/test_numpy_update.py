@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from proximal.carry import Carry
 from proximal.cli import build_parser, config_from_args
 from proximal.config import preset
 from proximal.details import switchable_ids
 from proximal.distributions import DiagGaussian
 from proximal.fast_paths import make_update
-from proximal.numpy_update import HANDLED, NumpyMLPUpdate
+from proximal.numpy_actor import NumpyMLPActor
+from proximal.numpy_update import HANDLED, NumpyMLPUpdate, _categorical_forward, _gaussian_forward
 from proximal.policy import make_policy
 from proximal.update import STAT_NAMES, make_optimizer, ppo_update
 
@@ -179,6 +181,44 @@ def test_ratio_is_one_on_the_first_minibatch(separate, space, monkeypatch):
     assert abs(first["approx_kl"]) < 1e-7 and abs(first["old_approx_kl"]) < 1e-6
     assert first["clipfrac"] == 0.0
     # and the policy moved afterwards, so later minibatches are not trivially 1
+    assert max(abs(s["old_approx_kl"]) for s in seen[1:]) > 1e-5
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("separate", [True, False])
+@pytest.mark.parametrize("space", [DISCRETE, BOX], ids=["discrete", "box"])
+def test_ratio_is_one_between_the_numpy_actor_and_the_numpy_update(space, separate, bf16, monkeypatch):
+    """Both fast paths, as training runs them: the numpy actor samples and scores a batch (256 rows at once), the
+    numpy update's first minibatch (128 of them, gathered) recomputes the log-probs with the same formulas. In bf16
+    bit for bit; in fp32 up to the BLAS, whose float32 products round a row differently with the number of rows."""
+    cfg = preset("classic")
+    cfg.details["core.separate_networks"] = cfg.details["cont.separate_networks"] = separate
+    torch.manual_seed(0)
+    policy = make_policy(OBS_SPACE, space, cfg)
+    optimizer = make_optimizer(policy, cfg)
+    actor = NumpyMLPActor(policy, bf16)
+    rng = np.random.default_rng(4)
+    obs = rng.normal(size=(BATCH, OBS)).astype(np.float32)
+    actions, _ = actor.sample(obs, Carry(np.zeros(BATCH, np.float32)), rng)
+    logprobs, values = actor.score(obs, actions)
+    batch = {"obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
+             "advantages": rng.normal(size=BATCH).astype(np.float32), "returns": rng.normal(size=BATCH).astype(np.float32)}
+    update = NumpyMLPUpdate(policy, optimizer, bf16)
+    seen = []
+    real = update._loss_and_grad
+    monkeypatch.setattr(update, "_loss_and_grad", lambda *a: seen.append(real(*a)) or seen[-1])
+    update(policy, optimizer, {k: torch.from_numpy(v) for k, v in batch.items()}, cfg, 0.2,
+           torch.Generator().manual_seed(0))
+    first = seen[0]
+    if bf16:
+        assert first["approx_kl"] == 0.0 and first["old_approx_kl"] == 0.0
+    else:
+        assert abs(first["approx_kl"]) < 1e-8 and abs(first["old_approx_kl"]) < 1e-7
+    # the same formulas: on the same logits, the actor's scores and the update's log-probs are bit for bit equal
+    head = actor._head(obs)
+    recomputed = _gaussian_forward(*head, actions)[0] if space is BOX else _categorical_forward(head, actions)[0]
+    assert np.array_equal(actor._log_prob(head, actions), recomputed)
+    assert first["clipfrac"] == 0.0
     assert max(abs(s["old_approx_kl"]) for s in seen[1:]) > 1e-5
 
 
