@@ -21,7 +21,7 @@ def gae(rewards: np.ndarray, values: np.ndarray, starts: np.ndarray, final_value
     reward = rewards + gamma * final_values
     delta = reward + gamma * nonterminal * following_value - values
     decay = gamma * lam * nonterminal
-    advantages = np.zeros_like(rewards)
+    advantages = np.empty_like(rewards)  # every step is written below
     last = np.zeros_like(next_value)
     for t in reversed(range(rewards.shape[0])):
         last = delta[t] + decay[t] * last

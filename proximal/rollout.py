@@ -90,6 +90,7 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
     """
     num_steps, num_envs = buf.actions.shape[:2]
     truncation_bootstrap = cfg.on("opt.truncation_bootstrap")
+    scores_later = actor.scores_later  # log-probs and values filled in after the loop, for the whole rollout
     episodes = []
     buf.start_state = carry.state  # lstm.reconstruct_states: training replays each sequence from it
     clock = time.perf_counter
@@ -102,7 +103,7 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
             if buf.masks is not None:
                 buf.masks[t] = carry.mask
             t0 = clock()
-            if actor.scores_later:  # log-probs and values are filled in after the loop, for the whole rollout at once
+            if scores_later:
                 action, carry = actor.sample(obs, carry, rng)
             else:
                 action, buf.logprobs[t], buf.values[t], carry = actor.act(obs, carry, rng)
@@ -127,7 +128,7 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
             obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
             episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
         t0 = clock()
-        if actor.scores_later:
+        if scores_later:
             num_rows = num_steps * num_envs
             logprobs, values = actor.score(buf.obs.reshape(num_rows, -1),
                                            buf.actions.reshape(num_rows, *buf.actions.shape[2:]))
