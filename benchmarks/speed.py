@@ -38,7 +38,7 @@ from pathlib import Path
 
 # Each side's worker imports only what it times. proximal, ceiling and sb3 are timed inside their process;
 # cleanrl, and proximal-cli (``python -m proximal train``, its counterpart), as whole processes.
-WORKERS = ("proximal", "ceiling", "sb3")
+WORKERS = ("proximal", "ceiling", "paired", "sb3")
 PARTS = ("env", "inference", "learn", "other")
 # CleanRL's single-file script for each preset it has a counterpart of
 CLEANRL_SCRIPTS = {"classic": "ppo.py", "mujoco": "ppo_continuous_action.py", "atari": "ppo_atari.py"}
@@ -131,6 +131,50 @@ def time_ceiling(cfg) -> tuple[float, int, dict]:
             envs.close()
         elapsed = time.perf_counter() - start
     return elapsed, cfg.num_updates * cfg.batch_size, {}
+
+
+def time_paired(cfg) -> tuple[float, int, dict]:
+    """The ceiling and the training on one clock, alternating: after each update of a training, a second copy of
+    the trainer's vector env (``time_ceiling``'s) steps one rollout of random actions. A machine whose speed
+    changes from one second to the next (a busy neighbour on a shared host) then slows both alike. Steady state:
+    the training's first update and its start-up are left out, and so is the twin's creation. Returns the
+    training's seconds, its steps, and {"training", "ceiling"} seconds over the same number of rollouts."""
+    import tempfile
+    import time
+
+    import numpy as np
+    import torch.utils.tensorboard  # noqa: F401 - as time_proximal
+    from proximal.envs import make_envs
+    from proximal.envs.normalize import normalize_envs
+    from proximal.trainer import train
+
+    clock = time.perf_counter
+    twin, _ = normalize_envs(make_envs(cfg.env_id, cfg.num_envs, cfg=cfg), cfg)
+    twin.reset(seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    seconds = {"training": 0.0, "ceiling": 0.0}
+    last = 0.0
+
+    def step_twin(info) -> None:
+        # the training's n - 1 intervals between callbacks against the twin's first n - 1 rollouts
+        nonlocal last
+        now = clock()
+        if info.update > 1:
+            seconds["training"] += now - last
+        if info.update < info.num_updates:  # inside the trainer's BLAS-thread limit, as its own envs
+            for actions in random_actions(twin.single_action_space, (cfg.num_steps, cfg.num_envs), rng):
+                twin.step(actions)
+            seconds["ceiling"] += clock() - now
+        last = clock()
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="proximal-speed-") as run_dir:
+            start = clock()
+            state = train(cfg, run_dir, quiet=True, callbacks=[step_twin])
+            elapsed = clock() - start - seconds["ceiling"]
+    finally:
+        twin.close()
+    return elapsed, state.global_step, seconds
 
 
 def time_sb3(cfg) -> tuple[float, int, dict]:
@@ -230,7 +274,7 @@ def worker(side: str, preset_name: str, env_id: str, steps: int, seed: int, thre
     gym.make(env_id).close()
     cfg = workload(preset_name, env_id, steps, seed, threads)
     timed = {"proximal": lambda: time_proximal(cfg, warmup), "ceiling": lambda: time_ceiling(cfg),
-             "sb3": lambda: time_sb3(cfg)}[side]
+             "paired": lambda: time_paired(cfg), "sb3": lambda: time_sb3(cfg)}[side]
     elapsed, done, seconds = timed()
     print(json.dumps({"seconds": elapsed, "steps": done, "sps": done / elapsed, "parts": seconds}))
 
@@ -302,6 +346,10 @@ def main() -> None:
                              "dependency tyro)")
     parser.add_argument("--against", metavar="PRESET",
                         help="time proximal with this preset as the other side, instead of a peer")
+    parser.add_argument("--paired", action="store_true",
+                        help="also measure the fraction of the ceiling with both on one clock, alternating every "
+                             "update in one process (a third run a round): for machines whose speed changes from "
+                             "second to second")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results to this JSON file")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
@@ -328,10 +376,14 @@ def main() -> None:
             sys.exit(f"{script} does not exist: give --cleanrl the root of a CleanRL checkout")
         args.cleanrl = args.cleanrl.resolve()
     steps = whole_batches(args, args.preset)
+    batch = workload(args.preset, args.env, steps, 1, args.threads).batch_size
+    if args.paired and steps < 2 * batch:
+        sys.exit(f"--paired needs at least two updates: --steps {2 * batch} or more")
     peer = "sb3" if args.cleanrl is None else "cleanrl"
     # with CleanRL, proximal runs twice a round: timed inside (SPS, ceiling fraction, breakdown) and as a whole
     # process (the ratio against CleanRL's whole process)
     sides = ("proximal", "ceiling", "sb3") if peer == "sb3" else ("proximal", "ceiling", "proximal-cli", "cleanrl")
+    sides += ("paired",) if args.paired else ()
     peer_version = (f"stable-baselines3 {version('stable-baselines3')}" if peer == "sb3"
                     else f"CleanRL {CLEANRL_SCRIPTS[split_spec(args.preset)[0]]} from {args.cleanrl}")
 
@@ -356,21 +408,30 @@ def main() -> None:
         for side in sides[r % len(sides):] + sides[:r % len(sides)]:
             result = run_side(side, args.preset, args.env, steps, r + 1, args.threads, False, args.cleanrl)
             runs[side].append(result)
-            for part, value in result["parts"].items():
-                parts[part] = parts.get(part, 0.0) + value
-        print(row(f"{r + 1}", {side: results[-1] for side, results in runs.items()}, peer, result_shares(parts)),
-              flush=True)
+            if side == "proximal":
+                for part, value in result["parts"].items():
+                    parts[part] = parts.get(part, 0.0) + value
+        share = result_shares(parts)
+        if args.paired:
+            share += f"  paired {runs['paired'][-1]['parts']['ceiling'] / runs['paired'][-1]['parts']['training']:.2f}"
+        print(row(f"{r + 1}", {side: results[-1] for side, results in runs.items()}, peer, share), flush=True)
     medians = {side: {key: statistics.median(run[key] for run in results) for key in ("sps", "seconds")}
                for side, results in runs.items()}
+    # a slowed-down machine only ever adds time: each side's fastest round is its speed without the interference
+    bests = {side: {"sps": max(run["sps"] for run in results), "seconds": min(run["seconds"] for run in results)}
+             for side, results in runs.items()}
     print(row("median", medians, peer, ""))
-    fraction = medians["proximal"]["sps"] / medians["ceiling"]["sps"]
-    print(f"\nproximal's training SPS / env-only ceiling SPS (ratio of medians): {fraction:.2f}")
-    if peer == "sb3":
-        ratio = medians["proximal"]["sps"] / medians["sb3"]["sps"]
-        print(f"proximal / SB3 SPS (ratio of medians): {ratio:.2f}")
-    else:
-        ratio = medians["cleanrl"]["seconds"] / medians["proximal-cli"]["seconds"]
-        print(f"CleanRL's whole-process time / proximal's (ratio of medians): {ratio:.2f}")
+    print(row("best", bests, peer, ""))
+    fraction, ratio = summary(medians, peer, "medians")
+    best_fraction, best_ratio = summary(bests, peer, "best rounds")
+    paired = [run["parts"]["ceiling"] / run["parts"]["training"] for run in runs.get("paired", [])]
+    if paired:
+        print(f"\npaired, one clock (each round's ceiling seconds / training seconds over the same rollouts): "
+              f"{' '.join(f'{f:.2f}' for f in paired)}; median {statistics.median(paired):.2f}")
+    spread = max(run["seconds"] for run in runs["ceiling"]) / bests["ceiling"]["seconds"]
+    if spread > 1.2:
+        print(f"the ceiling's slowest round took {spread:.1f}x its fastest: the machine's speed changed during the "
+              f"run; rerun when it is steadier, or with more rounds and read the best rounds")
     print(f"proximal's time, all rounds: {result_shares(parts)}")
 
     if args.json:
@@ -383,12 +444,31 @@ def main() -> None:
             "median_sps": {side: m["sps"] for side, m in medians.items()},
             "median_seconds": {side: m["seconds"] for side, m in medians.items()},
             "fraction_of_ceiling": fraction, peer_key: ratio,
+            "best_sps": {side: b["sps"] for side, b in bests.items()},
+            "best_seconds": {side: b["seconds"] for side, b in bests.items()},
+            "best_fraction_of_ceiling": best_fraction, "best_" + peer_key: best_ratio,
+            **({"paired_fractions": paired, "paired_fraction_of_ceiling": statistics.median(paired)} if paired
+               else {}),
             "proximal_seconds_by_part": parts, "proximal_shares": shares(parts),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "versions": {name: version(name) for name in ("proximal", "torch", "gymnasium")
                          + (("stable-baselines3",) if peer == "sb3" else ())},
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
+
+
+def summary(stats: dict, peer: str, label: str | None = None) -> tuple[float, float]:
+    """(proximal's fraction of the ceiling, its ratio against the peer) from one statistic of every side, printed
+    under ``label`` where given."""
+    fraction = stats["proximal"]["sps"] / stats["ceiling"]["sps"]
+    if peer == "sb3":
+        ratio, against = stats["proximal"]["sps"] / stats["sb3"]["sps"], "proximal / SB3 SPS"
+    else:
+        ratio = stats["cleanrl"]["seconds"] / stats["proximal-cli"]["seconds"]
+        against = "CleanRL's whole-process time / proximal's"
+    if label is not None:
+        print(f"\n{label}: proximal's training SPS / env-only ceiling SPS {fraction:.2f}; {against} {ratio:.2f}")
+    return fraction, ratio
 
 
 def row(label: str, results: dict, peer: str, share: str) -> str:

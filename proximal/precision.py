@@ -8,7 +8,8 @@ ratio (the heads' outputs are cast to float32 before any distribution arithmetic
 same in either precision, and a run can be evaluated or loaded without knowing it.
 
 Where the numpy fast paths run (an MLP policy on the CPU), bf16 is emulated in numpy with the same rounding
-points (``numpy_ops.Numerics``): for its numerics, not for speed, since a small MLP has nothing to gain.
+points (``numpy_ops.matmul``, ``numpy_ops.round_bf16``): for its numerics, not for speed, since a small MLP has
+nothing to gain.
 
 ``auto`` picks bf16 where the hardware has native bf16 matmul and the torch path runs, and fp32 otherwise; the
 run says which at its start. Asking for bf16 where torch would have to emulate it (no bf16 units: slower than

@@ -288,6 +288,16 @@ def test_cont_action_clip_zeroes_nans_on_the_way_to_the_env(cfg):
     assert np.isnan(raw).sum() == 3 and raw[1, 0] == -7.0
 
 
+def test_cont_action_clip_of_finite_actions_is_np_clip(cfg):
+    """The finite path (no np.nan_to_num) gives np.clip's numbers, also where a sum of finite actions overflows."""
+    space = gym.spaces.Box(np.array([-1.0, 0.5, -np.inf], np.float32), np.array([1.0, 2.0, np.inf], np.float32))
+    to_env = make_distribution(space, cfg).to_env
+    actions = (np.random.default_rng(0).standard_normal((64, 3)) * 2).astype(np.float32)
+    np.testing.assert_array_equal(to_env(actions), np.clip(actions, space.low, space.high))
+    huge = np.array([[3e38, 3e38, 3e38], [-0.5, 1.5, 3e38]], np.float32)  # each finite, their sum is not
+    np.testing.assert_array_equal(to_env(huge), np.clip(huge, space.low, space.high))
+
+
 def test_discrete_actions_pass_through_to_the_env(cfg):
     actions = np.array([0, 2, 1])
     assert make_distribution(gym.spaces.Discrete(3), cfg).to_env(actions) is actions

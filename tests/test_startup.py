@@ -95,6 +95,14 @@ def test_random_actions_cover_each_space_in_one_draw():
     assert 0.4 < np.mean(np.abs(box) == 0.5) < 0.8
 
 
+def test_summary_divides_the_sides_the_targets_name():
+    stats = {"proximal": {"sps": 600.0, "seconds": 2.0}, "ceiling": {"sps": 1000.0, "seconds": 1.0},
+             "sb3": {"sps": 150.0, "seconds": 9.0}}
+    assert speed.summary(stats, "sb3") == (0.6, 4.0)  # SPS over SPS against SB3
+    stats |= {"proximal-cli": {"sps": 0.0, "seconds": 3.0}, "cleanrl": {"sps": 0.0, "seconds": 12.0}}
+    assert speed.summary(stats, "cleanrl") == (0.6, 4.0)  # whole-process seconds, the peer's over proximal's
+
+
 def test_ceiling_steps_the_trainers_envs_as_many_steps_as_training(monkeypatch):
     import proximal.envs
 
@@ -120,6 +128,32 @@ def test_ceiling_steps_the_trainers_envs_as_many_steps_as_training(monkeypatch):
     assert steps == 3 * 512 and len(stepped) == 3 * 128
     assert all(a.shape == (4,) and set(a) <= {0, 1} for a in stepped)
     assert seconds > 0 and parts == {}
+
+
+def test_paired_ceiling_steps_a_twin_env_one_rollout_between_updates(monkeypatch):
+    import proximal.envs
+
+    steps_of = []  # the step count of each vector env made here: the twin's (the trainer makes its own)
+    make_envs = proximal.envs.make_envs
+
+    def counting_make_envs(env_id, num_envs, **kwargs):
+        envs = make_envs(env_id, num_envs, **kwargs)
+        count, step = len(steps_of), envs.step
+        steps_of.append(0)
+
+        def counted(actions):
+            steps_of[count] += 1
+            return step(actions)
+
+        envs.step = counted
+        return envs
+
+    monkeypatch.setattr(proximal.envs, "make_envs", counting_make_envs)
+    cfg = speed.workload("classic", "CartPole-v1", 3 * 512, 1, 1)
+    seconds, steps, parts = speed.time_paired(cfg)
+    # the training's two intervals after its first update against the twin's first two rollouts
+    assert steps_of == [2 * 128] and steps == 3 * 512
+    assert parts["training"] > 0 and parts["ceiling"] > 0 and seconds > parts["training"]
 
 
 def test_cleanrl_is_given_the_presets_settings():
