@@ -33,7 +33,7 @@ import proximal.numpy_actor
 import proximal.numpy_ops
 import proximal.numpy_update
 from proximal.trainer import train
-from speed import time_ceiling, workload
+from speed import run_script, time_ceiling, workload
 
 # every module that calls matmul by its own name for it
 CALLERS = (proximal.numpy_ops, proximal.numpy_actor, proximal.numpy_update)
@@ -106,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, "mlp_floor.py")

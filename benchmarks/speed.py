@@ -525,5 +525,20 @@ def compare_presets(args) -> None:
         print(f"wrote {args.json}")
 
 
+def run_script(main_function, name: str) -> None:
+    """Run a benchmark's ``main_function``; bad input (an unknown preset or env id) ends it with that one line and
+    a non-zero exit, not a traceback."""
+    try:
+        main_function()
+    except Exception as e:
+        import gymnasium as gym  # here, not at the top: every side imports only what it times
+
+        from proximal.errors import UserError
+
+        if isinstance(e, (UserError, gym.error.Error)):
+            sys.exit(f"{name}: {e}")
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    run_script(main, "speed.py")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -154,6 +155,18 @@ def test_paired_ceiling_steps_a_twin_env_one_rollout_between_updates(monkeypatch
     # the training's two intervals after its first update against the twin's first two rollouts
     assert steps_of == [2 * 128] and steps == 3 * 512
     assert parts["training"] > 0 and parts["ceiling"] > 0 and seconds > parts["training"]
+
+
+def test_a_benchmark_ends_bad_input_with_one_line():
+    def unknown_env():
+        gym.make("NoSuchEnv-v0")
+
+    for bad in (lambda: speed.workload("nope", "CartPole-v1", 1024, 1, 1), unknown_env):
+        with pytest.raises(SystemExit) as exit_:
+            speed.run_script(bad, "speed.py")
+        assert str(exit_.value.code).startswith("speed.py: ") and "\n" not in str(exit_.value.code)
+    with pytest.raises(ZeroDivisionError):  # a bug is not bad input: its traceback stays
+        speed.run_script(lambda: 1 / 0, "speed.py")
 
 
 def test_cleanrl_is_given_the_presets_settings():
