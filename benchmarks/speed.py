@@ -12,7 +12,9 @@ load hits all alike:
   checkout (ppo.py for classic, ppo_continuous_action.py for mujoco, ppo_atari.py for atari) against
   ``python -m proximal train``, both timed as whole processes, imports and start-up included.
 The in-process clocks (proximal, ceiling, SB3) cover env creation, model creation and training; process start and
-imports are left out.
+imports are left out. The report gives each side's median and its best (fastest) round. With --paired, every round
+also times the ceiling and a training on one clock in one process, alternating every update (``time_paired``): on
+a host whose speed changes from second to second, the one fraction of the ceiling that holds still.
 
 With --against PRESET, the other side is proximal too, with that preset on the same env (both warmed up by one
 update outside the clock): the cost of a variant, such as the LSTM policy against the feedforward one.
@@ -21,6 +23,7 @@ update outside the clock): the cost of a variant, such as the LSTM policy agains
     python benchmarks/speed.py --preset mujoco --env HalfCheetah-v5 --rounds 3 --steps 40960
     python benchmarks/speed.py --preset atari --env BreakoutNoFrameskip-v4 --threads 2 --rounds 3 --steps 16384
     python benchmarks/speed.py --cleanrl ~/src/cleanrl --rounds 3 --steps 100000
+    python benchmarks/speed.py --paired --preset mujoco --env HalfCheetah-v4 --rounds 4 --steps 40960
     python benchmarks/speed.py --preset classic-lstm --against classic --env CartPole-v1 --steps 98304
 """
 
