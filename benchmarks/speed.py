@@ -416,7 +416,7 @@ def main() -> None:
                     parts[part] = parts.get(part, 0.0) + value
         share = result_shares(parts)
         if args.paired:
-            share += f"  paired {runs['paired'][-1]['parts']['ceiling'] / runs['paired'][-1]['parts']['training']:.2f}"
+            share += f"  paired {paired_fraction(runs['paired'][-1]):.2f}"
         print(row(f"{r + 1}", {side: results[-1] for side, results in runs.items()}, peer, share), flush=True)
     medians = {side: {key: statistics.median(run[key] for run in results) for key in ("sps", "seconds")}
                for side, results in runs.items()}
@@ -427,7 +427,7 @@ def main() -> None:
     print(row("best", bests, peer, ""))
     fraction, ratio = summary(medians, peer, "medians")
     best_fraction, best_ratio = summary(bests, peer, "best rounds")
-    paired = [run["parts"]["ceiling"] / run["parts"]["training"] for run in runs.get("paired", [])]
+    paired = [paired_fraction(run) for run in runs.get("paired", [])]
     if paired:
         print(f"\npaired, one clock (each round's ceiling seconds / training seconds over the same rollouts): "
               f"{' '.join(f'{f:.2f}' for f in paired)}; median {statistics.median(paired):.2f}")
@@ -458,6 +458,11 @@ def main() -> None:
                          + (("stable-baselines3",) if peer == "sb3" else ())},
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
+
+
+def paired_fraction(run: dict) -> float:
+    """A paired run's fraction of the ceiling: its twin's seconds over the training's, for the same rollouts."""
+    return run["parts"]["ceiling"] / run["parts"]["training"]
 
 
 def summary(stats: dict, peer: str, label: str | None = None) -> tuple[float, float]:
