@@ -378,10 +378,8 @@ def main() -> None:
         if not script.is_file():
             sys.exit(f"{script} does not exist: give --cleanrl the root of a CleanRL checkout")
         args.cleanrl = args.cleanrl.resolve()
-    steps = whole_batches(args, args.preset)
-    batch = workload(args.preset, args.env, steps, 1, args.threads).batch_size
-    if args.paired and steps < 2 * batch:
-        sys.exit(f"--paired needs at least two updates: --steps {2 * batch} or more")
+    # a paired run times the training between its updates: it needs two of them
+    steps = whole_batches(args, args.preset, updates=2 if args.paired else 1)
     peer = "sb3" if args.cleanrl is None else "cleanrl"
     # with CleanRL, proximal runs twice a round: timed inside (SPS, ceiling fraction, breakdown) and as a whole
     # process (the ratio against CleanRL's whole process)
@@ -490,16 +488,16 @@ def row(label: str, results: dict, peer: str, share: str) -> str:
     return f"{head}  {whole:>10.2f}  {cleanrl:>9.2f}  {cleanrl / whole:>16.2f}  {share}"
 
 
-def whole_batches(args, *presets: str) -> int:
+def whole_batches(args, *presets: str, updates: int = 1) -> int:
     """--steps rounded down to whole batches of every preset, so that each side runs whole updates (SB3 would
-    finish the last batch, proximal drop it)."""
+    finish the last batch, proximal drop it); at least ``updates`` of them."""
     import math
 
     batch = math.lcm(*(workload(p, args.env, args.steps, 1, args.threads).batch_size for p in presets))
     steps = args.steps - args.steps % batch
-    if steps <= 0 or args.rounds <= 0 or args.threads <= 0:
-        sys.exit(f"--steps must be at least one batch ({batch}) of every preset; --rounds and --threads must be "
-                 "positive")
+    if steps < updates * batch or args.rounds <= 0 or args.threads <= 0:
+        sys.exit(f"--steps must be at least {updates} batch(es) ({updates * batch} steps) of every preset here; "
+                 "--rounds and --threads must be positive")
     return steps
 
 

@@ -163,19 +163,30 @@ def test_paths_can_take_turns():
     assert_same_training(train(cfg, [torch_path] * 3), train(cfg, [numpy_path, torch_path, numpy_path]))
 
 
-@pytest.mark.parametrize("separate", [True, False])
-@pytest.mark.parametrize("space", [DISCRETE, BOX], ids=["discrete", "box"])
-def test_ratio_is_one_on_the_first_minibatch(separate, space, monkeypatch):
+def classic_policy(space, separate: bool):
+    """(config, policy, optimizer) of the classic preset for ``space``, with separate networks or a shared trunk."""
     cfg = preset("classic")
     cfg.details["core.separate_networks"] = cfg.details["cont.separate_networks"] = separate
     torch.manual_seed(0)
     policy = make_policy(OBS_SPACE, space, cfg)
-    optimizer = make_optimizer(policy, cfg)
-    update = NumpyMLPUpdate(policy, optimizer)
+    return cfg, policy, make_optimizer(policy, cfg)
+
+
+def minibatch_stats(update, policy, optimizer, batch, cfg, monkeypatch) -> list[dict]:
+    """The statistics of every minibatch of one numpy update on ``batch``, in order."""
     seen = []
     real = update._loss_and_grad
     monkeypatch.setattr(update, "_loss_and_grad", lambda *a: seen.append(real(*a)) or seen[-1])
-    update(policy, optimizer, next(batches(policy, 3, 1)), cfg, 0.2, torch.Generator().manual_seed(0))
+    update(policy, optimizer, batch, cfg, 0.2, torch.Generator().manual_seed(0))
+    return seen
+
+
+@pytest.mark.parametrize("separate", [True, False])
+@pytest.mark.parametrize("space", [DISCRETE, BOX], ids=["discrete", "box"])
+def test_ratio_is_one_on_the_first_minibatch(separate, space, monkeypatch):
+    cfg, policy, optimizer = classic_policy(space, separate)
+    seen = minibatch_stats(NumpyMLPUpdate(policy, optimizer), policy, optimizer, next(batches(policy, 3, 1)), cfg,
+                           monkeypatch)
     first = seen[0]
     assert set(first) == set(STAT_NAMES)
     assert abs(first["approx_kl"]) < 1e-7 and abs(first["old_approx_kl"]) < 1e-6
@@ -191,11 +202,7 @@ def test_ratio_is_one_between_the_numpy_actor_and_the_numpy_update(space, separa
     """Both fast paths, as training runs them: the numpy actor samples and scores a batch (256 rows at once), the
     numpy update's first minibatch (128 of them, gathered) recomputes the log-probs with the same formulas. In bf16
     bit for bit; in fp32 up to the BLAS, whose float32 products round a row differently with the number of rows."""
-    cfg = preset("classic")
-    cfg.details["core.separate_networks"] = cfg.details["cont.separate_networks"] = separate
-    torch.manual_seed(0)
-    policy = make_policy(OBS_SPACE, space, cfg)
-    optimizer = make_optimizer(policy, cfg)
+    cfg, policy, optimizer = classic_policy(space, separate)
     actor = NumpyMLPActor(policy, bf16)
     rng = np.random.default_rng(4)
     obs = rng.normal(size=(BATCH, OBS)).astype(np.float32)
@@ -203,12 +210,8 @@ def test_ratio_is_one_between_the_numpy_actor_and_the_numpy_update(space, separa
     logprobs, values = actor.score(obs, actions)
     batch = {"obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
              "advantages": rng.normal(size=BATCH).astype(np.float32), "returns": rng.normal(size=BATCH).astype(np.float32)}
-    update = NumpyMLPUpdate(policy, optimizer, bf16)
-    seen = []
-    real = update._loss_and_grad
-    monkeypatch.setattr(update, "_loss_and_grad", lambda *a: seen.append(real(*a)) or seen[-1])
-    update(policy, optimizer, {k: torch.from_numpy(v) for k, v in batch.items()}, cfg, 0.2,
-           torch.Generator().manual_seed(0))
+    seen = minibatch_stats(NumpyMLPUpdate(policy, optimizer, bf16), policy, optimizer,
+                           {k: torch.from_numpy(v) for k, v in batch.items()}, cfg, monkeypatch)
     first = seen[0]
     if bf16:
         assert first["approx_kl"] == 0.0 and first["old_approx_kl"] == 0.0
