@@ -311,3 +311,52 @@ def test_aux_target_kl_stops_on_the_epochs_mean_kl_not_the_last_minibatchs(cfg, 
     # the first three above: the mean 0.0374 is above the target, the last minibatch's 0 below: one epoch
     result = moved([0, 1, 2])
     assert result["approx_kl"] == pytest.approx(3 * kl / 4, rel=1e-4) and result["epochs"] == 1
+
+
+def test_rows_of_a_channels_last_batch_are_the_same_rows_in_the_same_layout():
+    frames = torch.arange(10 * 4 * 6 * 6, dtype=torch.int32).reshape(10, 4, 6, 6).to(torch.uint8)
+    laid_out = frames.contiguous(memory_format=torch.channels_last)
+    mb = torch.tensor([7, 2, 2, 9])
+    rows = update_mod.rows_of(laid_out, mb)
+    assert torch.equal(rows, frames[mb]) and rows.shape == (4, 4, 6, 6)
+    assert rows.is_contiguous(memory_format=torch.channels_last) and not rows.is_contiguous()
+    plain = update_mod.rows_of(frames, mb)  # any other tensor: index_select's plain layout
+    assert torch.equal(plain, frames[mb]) and plain.is_contiguous()
+
+
+def test_atari_frames_are_laid_out_channels_last_once_per_update_with_the_same_numbers(monkeypatch):
+    """The Nature CNN convolves channels-last; the update lays the batch's frames out so once, and every minibatch
+    reaches the trunk in that layout (its own layout call then copies nothing). Parameters and statistics after
+    the update are bitwise those of laying out each minibatch anew, in both precisions."""
+    from proximal.config import preset
+    cfg = preset("atari")
+    cfg.num_envs, cfg.num_steps, cfg.num_minibatches, cfg.update_epochs = 2, 16, 2, 2
+    space, actions_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4)
+    rng = np.random.default_rng(0)
+    frames = torch.from_numpy(rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8))
+    actions = torch.from_numpy(rng.integers(0, 4, 32))
+    layouts = []
+
+    def updated(precision, once):
+        torch.manual_seed(0)
+        policy = make_policy(space, actions_space, cfg)
+        forward = policy.trunk.forward
+        policy.trunk.forward = lambda obs: layouts.append(obs.is_contiguous(memory_format=torch.channels_last)) \
+            or forward(obs)
+        with torch.no_grad():
+            logprobs, _, values = policy.evaluate({"obs": frames, "actions": actions})
+        batch = {"obs": frames, "actions": actions, "logprobs": logprobs, "values": values,
+                 "advantages": torch.linspace(-1, 1, 32), "returns": torch.linspace(0, 1, 32)}
+        policy.trunk.channels_last = once
+        layouts.clear()
+        stats = ppo_update(policy, make_optimizer(policy, cfg), batch, cfg, 0.1, torch.Generator().manual_seed(0),
+                           precision)
+        return stats, [p.detach().clone() for p in policy.parameters()], list(layouts)
+
+    for precision in ("fp32", "bf16"):
+        stats, params, seen = updated(precision, True)
+        assert seen == [True] * 4  # 2 epochs of 2 minibatches, each already channels-last
+        stats_each, params_each, seen_each = updated(precision, False)
+        assert seen_each == [False] * 4
+        assert stats == stats_each
+        assert all(torch.equal(a, b) for a, b in zip(params, params_each))
