@@ -317,8 +317,9 @@ class OffsetEnv(gym.Env):
 
 
 def test_shipped_masked_multidiscrete_env_is_learned(cfg, tmp_path):
-    # random valid actions earn about 9.5 per episode (the best policy 24 on average); seed 1 reaches 18.3
-    cfg.env_id, cfg.learning_rate, cfg.total_steps, cfg.checkpoint_every = SHIPPED, 3e-3, 20480, 0
+    # random valid actions earn about 9.5 per episode (the best policy 24 on average). At 20,480 steps seeds 1-8
+    # ended at 17.5-18.3 on one CPU model, too near the bar for another CPU's rounding; at 30,720, 18.6-19.6
+    cfg.env_id, cfg.learning_rate, cfg.total_steps, cfg.checkpoint_every = SHIPPED, 3e-3, 30720, 0
     train(cfg, tmp_path, quiet=True)
     returns = np.loadtxt(tmp_path / "episodes.csv", delimiter=",", skiprows=1)[-100:, 1]
     assert returns.mean() >= 17.0
