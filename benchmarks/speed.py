@@ -180,33 +180,62 @@ def time_paired(cfg) -> tuple[float, int, dict]:
     return elapsed, state.global_step, seconds
 
 
+def sb3_peer(cfg) -> str:
+    """The peer of a preset: SB3's PPO, or for a recurrent preset sb3-contrib's RecurrentPPO (the SB3 project's LSTM
+    PPO): a feedforward PPO would not be the same work."""
+    return "sb3-contrib RecurrentPPO" if cfg.lstm_size else "SB3 PPO"
+
+
+def sb3_policy(cfg, atari: bool) -> tuple[type, str, dict]:
+    """(algorithm class, policy name, policy kwargs) of the SB3 peer, shaped as the preset's network."""
+    from torch import nn
+
+    if not cfg.lstm_size:
+        from stable_baselines3 import PPO
+
+        # the Atari preset shares the Nature CNN between policy and value (SB3's CnnPolicy does the same)
+        kwargs = {} if atari else dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.hidden_sizes)),
+                                       activation_fn=nn.Tanh)
+        return PPO, "CnnPolicy" if atari else "MlpPolicy", kwargs
+    if cfg.lstm_mlp:
+        sys.exit("RecurrentPPO feeds the observation (or the Nature CNN's features) straight into its LSTM: it has "
+                 "no counterpart of lstm_mlp; run without it")
+    try:
+        from sb3_contrib import RecurrentPPO
+    except ImportError:
+        sys.exit(f"a recurrent preset ({cfg.preset}) runs against sb3-contrib's RecurrentPPO: pip install sb3-contrib "
+                 "(or pip install -e '.[bench]')")
+    # the reference's lstm and cnn_lstm networks: one LSTM under both heads, the heads straight on its output
+    return RecurrentPPO, "CnnLstmPolicy" if atari else "MlpLstmPolicy", dict(
+        lstm_hidden_size=cfg.lstm_size, n_lstm_layers=1, shared_lstm=True, enable_critic_lstm=False, net_arch=[],
+        activation_fn=nn.Tanh)
+
+
 def time_sb3(cfg) -> tuple[float, int, dict]:
     import time
 
-    from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecNormalize
-    from torch import nn
 
     from proximal.envs import is_atari_id
 
     lr0 = cfg.learning_rate
     atari = is_atari_id(cfg.env_id)
+    algorithm, policy, net_kwargs = sb3_policy(cfg, atari)
     start = time.perf_counter()
     if atari:
         # SB3's AtariWrapper: noop reset, max-and-skip, episodic life, fire reset, 84x84 gray, reward sign
-        envs = VecFrameStack(make_atari_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed), n_stack=4)
+        envs = make_atari_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed)
+        if cfg.on("atari.frame_stack"):
+            envs = VecFrameStack(envs, n_stack=4)
     else:
         envs = make_vec_env(cfg.env_id, n_envs=cfg.num_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv)
     if cfg.on("cont.obs_norm") or cfg.on("cont.reward_scaling"):
         # the reference's VecNormalize, which SB3 ships: running statistics, clipping at 10
         envs = VecNormalize(envs, norm_obs=cfg.on("cont.obs_norm"), norm_reward=cfg.on("cont.reward_scaling"),
                             clip_obs=10.0, clip_reward=10.0, gamma=cfg.gamma)
-    # the Atari preset shares the Nature CNN between policy and value (SB3's CnnPolicy does the same)
-    net_kwargs = {} if atari else dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.hidden_sizes)),
-                                       activation_fn=nn.Tanh)
-    model = PPO(
-        "CnnPolicy" if atari else "MlpPolicy", envs, learning_rate=lambda progress_remaining: lr0 * progress_remaining,
+    model = algorithm(
+        policy, envs, learning_rate=lambda progress_remaining: lr0 * progress_remaining,
         n_steps=cfg.num_steps, batch_size=cfg.minibatch_size, n_epochs=cfg.update_epochs, gamma=cfg.gamma,
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_coef,
         # proximal clips the value loss too (core.value_clipping); SB3 does only when given a range
@@ -385,8 +414,12 @@ def main() -> None:
     # process (the ratio against CleanRL's whole process)
     sides = ("proximal", "ceiling", "sb3") if peer == "sb3" else ("proximal", "ceiling", "proximal-cli", "cleanrl")
     sides += ("paired",) if args.paired else ()
-    peer_version = (f"stable-baselines3 {version('stable-baselines3')}" if peer == "sb3"
-                    else f"CleanRL {CLEANRL_SCRIPTS[split_spec(args.preset)[0]]} from {args.cleanrl}")
+    cfg = workload(args.preset, args.env, steps, args.seed, args.threads)
+    if peer == "sb3":
+        peer_version = f"{sb3_peer(cfg)}, stable-baselines3 {version('stable-baselines3')}"
+        peer_version += f", sb3-contrib {version('sb3-contrib')}" if cfg.lstm_size else ""
+    else:
+        peer_version = f"CleanRL {CLEANRL_SCRIPTS[split_spec(args.preset)[0]]} from {args.cleanrl}"
 
     print("=" * 78)
     print("THE MACHINE MUST BE IDLE while this runs: no tests, no training, no other benchmark.")
@@ -452,8 +485,10 @@ def main() -> None:
                else {}),
             "proximal_seconds_by_part": parts, "proximal_shares": shares(parts),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "peer_name": sb3_peer(cfg) if peer == "sb3" else "CleanRL",
             "versions": {name: version(name) for name in ("proximal", "torch", "gymnasium")
-                         + (("stable-baselines3",) if peer == "sb3" else ())},
+                         + (("stable-baselines3",) if peer == "sb3" else ())
+                         + (("sb3-contrib",) if peer == "sb3" and cfg.lstm_size else ())},
         }, indent=2) + "\n")
         print(f"wrote {args.json}")
 

@@ -203,6 +203,28 @@ def test_a_preset_spec_sets_proximals_precision_and_not_the_peers_settings():
     assert speed.cleanrl_command(Path("/src/cleanrl"), bf16) == speed.cleanrl_command(Path("/src/cleanrl"), fp32)
 
 
+def test_a_recurrent_preset_runs_against_recurrent_ppo_with_one_lstm_under_both_heads(monkeypatch):
+    """A feedforward PPO is not the same work as an LSTM policy's: the recurrent presets' SB3 peer is sb3-contrib's
+    RecurrentPPO, shaped as the reference's lstm and cnn_lstm networks (a fake module stands in for the package)."""
+    import types
+    monkeypatch.setitem(sys.modules, "sb3_contrib", types.SimpleNamespace(RecurrentPPO="RecurrentPPO"))
+    for name, atari, policy in (("classic-lstm", False, "MlpLstmPolicy"), ("atari-lstm", True, "CnnLstmPolicy")):
+        cfg = speed.workload(name, "CartPole-v1", 1024, 1, 1)
+        assert speed.sb3_peer(cfg) == "sb3-contrib RecurrentPPO"
+        algorithm, name_given, kwargs = speed.sb3_policy(cfg, atari)
+        assert (algorithm, name_given) == ("RecurrentPPO", policy)
+        assert kwargs["lstm_hidden_size"] == cfg.lstm_size == 128 and kwargs["n_lstm_layers"] == 1
+        assert kwargs["shared_lstm"] and not kwargs["enable_critic_lstm"] and kwargs["net_arch"] == []
+    cfg = speed.workload("classic-lstm", "CartPole-v1", 1024, 1, 1)
+    cfg.lstm_mlp = True  # no counterpart in RecurrentPPO: one line, not a different network
+    with pytest.raises(SystemExit, match="lstm_mlp"):
+        speed.sb3_policy(cfg, False)
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)  # not installed
+    with pytest.raises(SystemExit, match="pip install sb3-contrib"):
+        speed.sb3_policy(speed.workload("classic-lstm", "CartPole-v1", 1024, 1, 1), False)
+    assert speed.sb3_peer(speed.workload("classic", "CartPole-v1", 1024, 1, 1)) == "SB3 PPO"
+
+
 def test_command_ends_without_teardown_but_runs_exit_handlers_and_flushes(tmp_path):
     """``proximal`` (``cli.run``) skips Python's teardown of its modules: the exit code is main's, what it printed
     arrives whole, and exit handlers (here one registered by the user's env module) still run."""
