@@ -8,9 +8,10 @@ load hits all alike:
 - proximal's training; its share of time in env stepping, inference, learning and the rest (its updates.csv);
 - the env-only ceiling: the vector env the trainer builds for the preset (same maker, same wrappers, same worker
   processes), stepped the same number of steps with random actions drawn a rollout at a time, no policy;
-- the peer: Stable-Baselines3's PPO by default, or with --cleanrl DIR CleanRL's single-file script from that
-  checkout (ppo.py for classic, ppo_continuous_action.py for mujoco, ppo_atari.py for atari) against
-  ``python -m proximal train``, both timed as whole processes, imports and start-up included.
+- the peer: Stable-Baselines3's PPO by default (for the recurrent presets sb3-contrib's RecurrentPPO, one LSTM
+  under both heads), or with --cleanrl DIR CleanRL's single-file script from that checkout (ppo.py for classic,
+  ppo_continuous_action.py for mujoco, ppo_atari.py for atari) against ``python -m proximal train``, both timed as
+  whole processes, imports and start-up included; or none with --no-peer (microrts, which no peer runs).
 The in-process clocks (proximal, ceiling, SB3) cover env creation, model creation and training; process start and
 imports are left out. The report gives each side's median and its best (fastest) round. With --paired, every round
 also times the ceiling and a training on one clock in one process, alternating every update (``time_paired``): on
@@ -25,6 +26,8 @@ update outside the clock): the cost of a variant, such as the LSTM policy agains
     python benchmarks/speed.py --cleanrl ~/src/cleanrl --rounds 3 --steps 100000
     python benchmarks/speed.py --paired --preset mujoco --env HalfCheetah-v4 --rounds 4 --steps 40960
     python benchmarks/speed.py --preset classic-lstm --against classic --env CartPole-v1 --steps 98304
+    python benchmarks/speed.py --preset classic-lstm --env proximal/CartPoleNoVelocity-v1 --steps 32768
+    python benchmarks/speed.py --no-peer --preset microrts --env MicroRTS-basesWorkers16x16-randomBiasedAI --steps 2048
 """
 
 from __future__ import annotations
@@ -376,6 +379,9 @@ def main() -> None:
                         help="a CleanRL checkout: its script is the peer instead of SB3, timed as a whole process "
                              "against `python -m proximal train` (presets classic, mujoco, atari; needs its "
                              "dependency tyro)")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="proximal and its ceiling only, for a preset no peer runs (microrts: neither SB3 nor "
+                             "CleanRL's scripts take its masked grid actions)")
     parser.add_argument("--against", metavar="PRESET",
                         help="time proximal with this preset as the other side, instead of a peer")
     parser.add_argument("--paired", action="store_true",
@@ -399,6 +405,8 @@ def main() -> None:
     if args.against:
         compare_presets(args)
         return
+    if args.no_peer and args.cleanrl is not None:
+        sys.exit("--no-peer and --cleanrl exclude each other: leave one out")
     if args.cleanrl is not None:
         if split_spec(args.preset)[0] not in CLEANRL_SCRIPTS:
             sys.exit(f"--cleanrl compares the presets {', '.join(CLEANRL_SCRIPTS)} (CleanRL's "
@@ -409,17 +417,20 @@ def main() -> None:
         args.cleanrl = args.cleanrl.resolve()
     # a paired run times the training between its updates: it needs two of them
     steps = whole_batches(args, args.preset, updates=2 if args.paired else 1)
-    peer = "sb3" if args.cleanrl is None else "cleanrl"
+    peer = "none" if args.no_peer else "sb3" if args.cleanrl is None else "cleanrl"
     # with CleanRL, proximal runs twice a round: timed inside (SPS, ceiling fraction, breakdown) and as a whole
     # process (the ratio against CleanRL's whole process)
-    sides = ("proximal", "ceiling", "sb3") if peer == "sb3" else ("proximal", "ceiling", "proximal-cli", "cleanrl")
+    sides = {"none": ("proximal", "ceiling"), "sb3": ("proximal", "ceiling", "sb3"),
+             "cleanrl": ("proximal", "ceiling", "proximal-cli", "cleanrl")}[peer]
     sides += ("paired",) if args.paired else ()
     cfg = workload(args.preset, args.env, steps, args.seed, args.threads)
     if peer == "sb3":
         peer_version = f"{sb3_peer(cfg)}, stable-baselines3 {version('stable-baselines3')}"
         peer_version += f", sb3-contrib {version('sb3-contrib')}" if cfg.lstm_size else ""
-    else:
+    elif peer == "cleanrl":
         peer_version = f"CleanRL {CLEANRL_SCRIPTS[split_spec(args.preset)[0]]} from {args.cleanrl}"
+    else:
+        peer_version = "no peer"
 
     print("=" * 78)
     print("THE MACHINE MUST BE IDLE while this runs: no tests, no training, no other benchmark.")
@@ -431,12 +442,10 @@ def main() -> None:
 
     runs = {side: [] for side in sides}
     parts = {}
-    if peer == "sb3":
-        print(f"{'round':>6}  {'proximal SPS':>12}  {'ceiling SPS':>11}  {'of ceiling':>10}  {'SB3 SPS':>9}  "
-              f"{'proximal/SB3':>12}  proximal's time")
-    else:
-        print(f"{'round':>6}  {'proximal SPS':>12}  {'ceiling SPS':>11}  {'of ceiling':>10}  {'proximal s':>10}  "
-              f"{'CleanRL s':>9}  {'CleanRL/proximal':>16}  proximal's time")
+    head = f"{'round':>6}  {'proximal SPS':>12}  {'ceiling SPS':>11}  {'of ceiling':>10}  "
+    print(head + {"none": "", "sb3": f"{'SB3 SPS':>9}  {'proximal/SB3':>12}  ",
+                  "cleanrl": f"{'proximal s':>10}  {'CleanRL s':>9}  {'CleanRL/proximal':>16}  "}[peer]
+          + "proximal's time")
     for r in range(args.rounds):
         # no side always goes first (caches, drifting load); the seed changes per round, shared by all
         for side in sides[r % len(sides):] + sides[:r % len(sides)]:
@@ -470,22 +479,24 @@ def main() -> None:
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        peer_key = "ratio_proximal_over_sb3" if peer == "sb3" else "ratio_cleanrl_seconds_over_proximal_seconds"
+        peer_key = {"sb3": "ratio_proximal_over_sb3", "cleanrl": "ratio_cleanrl_seconds_over_proximal_seconds",
+                    "none": "ratio_none"}[peer]
         args.json.write_text(json.dumps({
             "env": args.env, "preset": args.preset, "steps": steps, "rounds": args.rounds, "threads": args.threads,
             "peer": peer, "sps": {side: [run["sps"] for run in results] for side, results in runs.items()},
             "seconds": {side: [run["seconds"] for run in results] for side, results in runs.items()},
             "median_sps": {side: m["sps"] for side, m in medians.items()},
             "median_seconds": {side: m["seconds"] for side, m in medians.items()},
-            "fraction_of_ceiling": fraction, peer_key: ratio,
+            "fraction_of_ceiling": fraction, **({peer_key: ratio} if ratio is not None else {}),
             "best_sps": {side: b["sps"] for side, b in bests.items()},
             "best_seconds": {side: b["seconds"] for side, b in bests.items()},
-            "best_fraction_of_ceiling": best_fraction, "best_" + peer_key: best_ratio,
+            "best_fraction_of_ceiling": best_fraction,
+            **({"best_" + peer_key: best_ratio} if best_ratio is not None else {}),
             **({"paired_fractions": paired, "paired_fraction_of_ceiling": statistics.median(paired)} if paired
                else {}),
             "proximal_seconds_by_part": parts, "proximal_shares": shares(parts),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "peer_name": sb3_peer(cfg) if peer == "sb3" else "CleanRL",
+            "peer_name": {"sb3": sb3_peer(cfg), "cleanrl": "CleanRL", "none": None}[peer],
             "versions": {name: version(name) for name in ("proximal", "torch", "gymnasium")
                          + (("stable-baselines3",) if peer == "sb3" else ())
                          + (("sb3-contrib",) if peer == "sb3" and cfg.lstm_size else ())},
@@ -498,10 +509,14 @@ def paired_fraction(run: dict) -> float:
     return run["parts"]["ceiling"] / run["parts"]["training"]
 
 
-def summary(stats: dict, peer: str, label: str | None = None) -> tuple[float, float]:
-    """(proximal's fraction of the ceiling, its ratio against the peer) from one statistic of every side, printed
-    under ``label`` where given."""
+def summary(stats: dict, peer: str, label: str | None = None) -> tuple[float, float | None]:
+    """(proximal's fraction of the ceiling, its ratio against the peer, None without one) from one statistic of
+    every side, printed under ``label`` where given."""
     fraction = stats["proximal"]["sps"] / stats["ceiling"]["sps"]
+    if peer == "none":
+        if label is not None:
+            print(f"\n{label}: proximal's training SPS / env-only ceiling SPS {fraction:.2f}")
+        return fraction, None
     if peer == "sb3":
         ratio, against = stats["proximal"]["sps"] / stats["sb3"]["sps"], "proximal / SB3 SPS"
     else:
@@ -516,6 +531,8 @@ def row(label: str, results: dict, peer: str, share: str) -> str:
     """One line of the table: proximal's SPS against the ceiling's, and the peer's ratio."""
     p, c = results["proximal"]["sps"], results["ceiling"]["sps"]
     head = f"{label:>6}  {p:>12.0f}  {c:>11.0f}  {p / c:>10.2f}"
+    if peer == "none":
+        return f"{head}  {share}"
     if peer == "sb3":
         s = results["sb3"]["sps"]
         return f"{head}  {s:>9.0f}  {p / s:>12.2f}  {share}"

@@ -103,6 +103,8 @@ def test_summary_divides_the_sides_the_targets_name():
     assert speed.summary(stats, "sb3") == (0.6, 4.0)  # SPS over SPS against SB3
     stats |= {"proximal-cli": {"sps": 0.0, "seconds": 3.0}, "cleanrl": {"sps": 0.0, "seconds": 12.0}}
     assert speed.summary(stats, "cleanrl") == (0.6, 4.0)  # whole-process seconds, the peer's over proximal's
+    assert speed.summary(stats, "none") == (0.6, None)  # --no-peer: the ceiling alone
+    assert speed.row("1", stats, "none", "env 50%").split() == ["1", "600", "1000", "0.60", "env", "50%"]
 
 
 def test_ceiling_steps_the_trainers_envs_as_many_steps_as_training(monkeypatch):
