@@ -302,11 +302,15 @@ def worker(side: str, preset_name: str, env_id: str, steps: int, seed: int, thre
     # clock, so import it now, like every other import
     import torch._dynamo  # noqa: F401
     from proximal.envs import is_atari_id
+    from proximal.envs.microrts import import_microrts, is_microrts_id
 
     # the first gym.make imports the env's module; pay that outside the clock, for every side
     if is_atari_id(env_id):
         import cv2  # noqa: F401
-    gym.make(env_id).close()
+    if is_microrts_id(env_id):  # not a gymnasium id: its package, imported as the vector env will
+        import_microrts()
+    else:
+        gym.make(env_id).close()
     cfg = workload(preset_name, env_id, steps, seed, threads)
     timed = {"proximal": lambda: time_proximal(cfg, warmup), "ceiling": lambda: time_ceiling(cfg),
              "paired": lambda: time_paired(cfg), "sb3": lambda: time_sb3(cfg)}[side]

@@ -42,7 +42,9 @@ def is_microrts_id(env_id: str) -> bool:
     return env_id.startswith(PREFIX)
 
 
-def _import_microrts():
+def import_microrts():
+    """(the package's microrts folder, its bots module, its grid-mode vector env class), or a UserError naming the
+    install step."""
     # gym-microrts 0.4.3 encodes observations with np.int, which numpy 2 removed
     if not hasattr(np, "int"):
         np.int = int
@@ -59,7 +61,7 @@ class MicroRTSVectorEnv:
     """``num_envs`` games of Gym-muRTS's grid mode against one bot, stepped by the package's Java client."""
 
     def __init__(self, env_id: str, num_envs: int):
-        root, bots, vec_env = _import_microrts()
+        root, bots, vec_env = import_microrts()
         map_name, _, bot_name = env_id[len(PREFIX):].partition("-")
         maps = sorted((root / "maps").rglob(f"{map_name}.xml"))
         bot = getattr(bots, bot_name, None)
