@@ -207,10 +207,11 @@ PRESETS: dict[str, Config] = {
                            details=_default_details(on=("cont.reward_scaling", "cont.reward_clip"))),
     # Gym-muRTS's grid mode against a bot, with the Atari settings (the Gym-muRTS and invalid-action-masking
     # papers' choice), the grid CNN (nets.GridCNN, chosen by the spaces) and action masks
-    # (aux.action_masking, on by default)
+    # (aux.action_masking, on by default). The CNN's update uses every core (torch_threads 0), the rollout's
+    # inference one, beside the games' Java threads
     "microrts": Config(env_id="MicroRTS-basesWorkers16x16-randomBiasedAI", total_steps=10_000_000, num_envs=8,
                        num_steps=128, num_minibatches=4, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.1,
-                       ent_coef=0.01, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5,
+                       ent_coef=0.01, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, max_grad_norm=0.5, torch_threads=0,
                        details=_default_details(off=("core.separate_networks",))),
 }
 # the reference's cnn_lstm: the atari preset (its 4-frame stack included: the reference stacks frames for every

@@ -17,8 +17,8 @@ from threadpoolctl import threadpool_limits
 
 from . import checkpoint, distributed, rundir
 from .advantages import compute_advantages
-from .config import Config, check_memory, env_worker_count, validate
-from .envs import VecEnv, action_masks, is_atari_id, make_envs
+from .config import Config, check_memory, validate
+from .envs import VecEnv, action_masks, envs_step_elsewhere, is_atari_id, make_envs
 from .envs.normalize import Normalizer, normalize_envs
 from .errors import RunFailure, UserError
 from .carry import Carry
@@ -367,9 +367,11 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
     # to the wall time since the previous update's mark, so its "other" holds the logging and checkpoint before it
     mark = start_time
     first = state.update + 1
-    # While worker processes step the envs, inference runs on one thread: more would contend with the workers for
-    # the cores (torch's idle threads spin), and a batch of num_envs observations gains little from them.
-    rollout_threads = TorchThreads(1) if env_worker_count(cfg) > 1 else nullcontext()
+    # While something else steps the envs (worker processes; Gym-muRTS's games, Java threads in this process),
+    # inference runs on one thread: more would contend with it for the cores (torch's idle threads spin), and a
+    # batch of num_envs observations gains little from them. muRTS's rollout on a 2-core machine: inference 7-8 ms
+    # a step on one thread, 11-16 ms on two.
+    rollout_threads = TorchThreads(1) if envs_step_elsewhere(cfg) else nullcontext()
     for update in range(first, cfg.num_updates + 1):
         lr = learning_rate(cfg, update)
         for group in state.optimizer.param_groups:

@@ -116,3 +116,27 @@ def test_training_limits_blas_threads_to_torch_threads(cfg, tmp_path, monkeypatc
     finally:
         torch.set_num_threads(threads)
     assert seen and set(seen) == {cfg.torch_threads}
+
+
+def test_inference_runs_on_one_thread_while_the_envs_step_elsewhere(cfg, tmp_path, monkeypatch):
+    """Torch's threads would contend with env worker processes (or Gym-muRTS's Java threads) for the cores: the
+    rollout runs on one, the update on the run's torch_threads."""
+    import proximal.trainer as trainer
+    from proximal.config import preset
+    from proximal.envs import envs_step_elsewhere
+
+    assert envs_step_elsewhere(preset("microrts")) and not envs_step_elsewhere(cfg)
+    seen = []
+    real = trainer.collect_rollout
+    monkeypatch.setattr(trainer, "collect_rollout", lambda *args: seen.append(torch.get_num_threads()) or real(*args))
+    threads = torch.get_num_threads()
+    try:
+        for workers in (2, 1):
+            cfg = tiny(cfg, updates=2)
+            cfg.torch_threads, cfg.env_workers = 2, workers
+            assert envs_step_elsewhere(cfg) == (workers == 2)
+            train(cfg, tmp_path / f"workers-{workers}", quiet=True)
+            assert torch.get_num_threads() == 2  # the update's count, restored after each rollout
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 1, 2, 2]

@@ -11,10 +11,10 @@ adapter for a run. ``normalize`` wraps any of them for MuJoCo's normalization.
 from . import masked_multidiscrete, memory
 from .atari import is_atari_id
 from .contract import Step, VecEnv, action_masks
-from .make import make_envs
+from .make import envs_step_elsewhere, make_envs
 from .vector import GymVectorEnv
 
 memory.register()
 masked_multidiscrete.register()
 
-__all__ = ["GymVectorEnv", "Step", "VecEnv", "action_masks", "is_atari_id", "make_envs"]
+__all__ = ["GymVectorEnv", "Step", "VecEnv", "action_masks", "envs_step_elsewhere", "is_atari_id", "make_envs"]

@@ -22,6 +22,12 @@ def env_options(cfg: Config) -> EnvOptions:
                       ale_options=ale_options(cfg), backend=cfg.backend)
 
 
+def envs_step_elsewhere(cfg: Config) -> bool:
+    """Whether the run's envs step outside the trainer's thread while it waits for them: in worker processes (or
+    an Atari backend's threads) where there are several env workers, or in Gym-muRTS's Java threads."""
+    return env_worker_count(cfg) > 1 or is_microrts_id(cfg.env_id)
+
+
 def make_envs(env_id: str, num_envs: int, render_mode: str | None = None, cfg: Config | None = None,
               factory: Callable[[], gym.Env] | None = None, video_dir: str | None = None) -> VecEnv:
     """The vector env for ``env_id``: the reference's Atari chain and frame stack (``atari_vector``) for ale-py
