@@ -271,8 +271,12 @@ class MultiCategorical:
         return logits, mask
 
     def noise_shape(self, params) -> tuple[int, ...]:
-        logits = params[0] if isinstance(params, tuple) else params
-        return tuple(logits.shape)
+        """The Gumbel noise ``sample`` adds to the rows it samples: every row of logits without a mask; with one, only
+        the rows that have a valid action, (M, row_size). A muRTS grid's cells mostly hold no unit of the agent's:
+        drawing noise for all of them (160k Gumbel numbers a step for 8 envs) was half of the rollout's inference."""
+        if not isinstance(params, tuple):
+            return tuple(params.shape)
+        return int(self._valid_rows(params[1]).sum()), self.row_size
 
     def noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return rng.gumbel(size=shape)
@@ -288,9 +292,14 @@ class MultiCategorical:
         logits = logits.reshape(-1, self.row_size)
         if mask is None:
             return logits, None, None
-        mask = mask.reshape(-1, self.row_size).to(logits.dtype)  # float: bool reductions are slow on the CPU
-        index = (mask.sum(-1) > 0).nonzero().squeeze(-1)
+        mask = mask.reshape(-1, self.row_size).to(logits.dtype)
+        index = self._valid_rows(mask).nonzero().squeeze(-1)
         return masked_logits(logits[index], mask[index]), mask[index], index
+
+    def _valid_rows(self, mask: torch.Tensor) -> torch.Tensor:
+        """Which rows of the mask hold a valid action."""
+        # summed as floats: bool reductions are slow on the CPU
+        return mask.reshape(-1, self.row_size).to(torch.float32).sum(-1) > 0
 
     def _run(self, rows: torch.Tensor, run) -> torch.Tensor:
         """The (M, c, n) view of a run in (M, row_size) rows of logits, noise or mask."""
@@ -307,9 +316,8 @@ class MultiCategorical:
     def _choose(self, params, noise: torch.Tensor | None) -> torch.Tensor:
         num_rows = params[0].numel() // self.row_size if isinstance(params, tuple) else None
         logits, _, index = self._rows(params)
-        if noise is not None:  # Gumbel-max, as Categorical.sample
-            noise = noise.reshape(-1, self.row_size).to(logits.dtype)
-            logits = logits + (noise if index is None else noise[index])
+        if noise is not None:  # Gumbel-max, as Categorical.sample; the noise is that of the rows sampled
+            logits = logits + noise.reshape(-1, self.row_size).to(logits.dtype)
         chosen = torch.cat([self._run(logits, run).argmax(-1) for run in self.runs], 1)
         return self._scatter(chosen, index, num_rows).view(-1, self.num_components)
 

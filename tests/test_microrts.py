@@ -59,8 +59,8 @@ def test_microrts_actions_reach_the_units():
         envs.reset(seed=0)
         for _ in range(150):
             mask = torch.from_numpy(envs.action_masks())
-            noise = torch.from_numpy(dist.noise(rng, tuple(mask.shape)))
-            actions = dist.sample((torch.zeros(mask.shape), mask), noise).numpy()
+            params = (torch.zeros(mask.shape), mask)
+            actions = dist.sample(params, torch.from_numpy(dist.noise(rng, dist.noise_shape(params)))).numpy()
             rewards += envs.step(actions.reshape(2, 256, 7)).reward
     finally:
         envs.close()

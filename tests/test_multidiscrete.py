@@ -103,7 +103,8 @@ def test_masked_log_prob_and_entropy_equal_torch_where_masking(nvec):
     dist = MultiCategorical(nvec)
     logits, mask = random_logits_and_mask(nvec, 64, seed=1)
     reference = torch_reference(nvec, logits, mask)
-    actions = dist.sample((logits, mask), torch.from_numpy(dist.noise(np.random.default_rng(1), (64, mask.shape[1]))))
+    actions = dist.sample((logits, mask), torch.from_numpy(dist.noise(np.random.default_rng(1),
+                                                                       dist.noise_shape((logits, mask)))))
     torch.testing.assert_close(dist.log_prob((logits, mask), actions),
                                sum(r.log_prob(actions[:, k]) for k, r in enumerate(reference)))
     torch.testing.assert_close(dist.entropy((logits, mask)), sum(r.entropy() for r in reference))
@@ -123,8 +124,9 @@ def check_masks_respected(dist, logits, mask, nvec, samples):
     sizes = np.asarray(nvec).reshape(-1)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     counts = torch.zeros(mask.shape)
+    shape = dist.noise_shape(dist.masked(logits, mask))  # MultiCategorical: only the rows with a valid action
     for _ in range(samples):
-        actions = dist.sample((logits, mask), torch.from_numpy(dist.noise(rng, tuple(mask.shape))))
+        actions = dist.sample((logits, mask), torch.from_numpy(dist.noise(rng, shape)))
         actions = actions.reshape(len(actions), -1)  # Discrete: (B,)
         counts.scatter_add_(1, actions + torch.from_numpy(starts), torch.ones(actions.shape))
     has_valid = torch.stack([mask[:, s:s + n].any(1) for s, n in zip(starts, sizes)], 1)
@@ -146,12 +148,32 @@ def test_aux_action_masking_never_samples_invalid_actions():
     check_masks_respected(DiscreteMasked(4), logits[:, :4], mask[:, :4], [4], samples=3000)
 
 
+def test_masked_noise_covers_only_the_rows_with_a_valid_action():
+    """A masked sample draws Gumbel noise for the rows it samples alone, and is Gumbel-max on those rows: each
+    component's argmax of logit + noise among its valid actions; a row without any valid action samples 0."""
+    nvec = NVECS[0]  # 5 rows of the pattern 3 2 2 4
+    dist = MultiCategorical(nvec)
+    logits, mask = random_logits_and_mask(nvec, 6, seed=5)
+    mask.view(6, 5, 11)[:, 1] = False  # row 1 of every sample: no valid action
+    mask.view(6, 5, 11)[2] = False  # sample 2: none at all
+    valid_rows = mask.view(30, 11).any(1)
+    assert dist.noise_shape((logits, mask)) == (int(valid_rows.sum()), 11) == (20, 11)
+    assert dist.noise_shape(logits) == tuple(logits.shape)  # unmasked: every row
+    noise = torch.from_numpy(dist.noise(np.random.default_rng(6), (20, 11)))
+    actions = dist.sample((logits, mask), noise).view(30, 4)
+    assert (actions[~valid_rows] == 0).all()
+    scored = torch.where(mask.view(30, 11), logits.view(30, 11), -torch.inf)[valid_rows] + noise
+    expected = torch.stack([part.argmax(-1) for part in scored.split([3, 2, 2, 4], -1)], 1)
+    assert torch.equal(actions[valid_rows], expected)
+
+
 def test_masked_logits_get_exactly_zero_gradients():
     nvec = NVECS[0]
     logits, mask = random_logits_and_mask(nvec, 16, seed=4, all_masked=0.2)
     logits.requires_grad_(True)
     dist = MultiCategorical(nvec)
-    actions = dist.sample((logits, mask), torch.from_numpy(dist.noise(np.random.default_rng(4), tuple(mask.shape))))
+    actions = dist.sample((logits, mask), torch.from_numpy(dist.noise(np.random.default_rng(4),
+                                                                       dist.noise_shape((logits, mask)))))
     logprob, entropy = dist.log_prob_and_entropy((logits, mask), actions)
     (logprob.sum() + 0.3 * entropy.sum()).backward()
     assert (logits.grad[~mask] == 0).all(), "exactly 0, not merely small"
