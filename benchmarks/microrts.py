@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from learning import RESULTS, RUNS, final_return, train_run
+from proximal.bench import WALL_FILE, execute, threads_per_job
 from proximal.carry import Carry
 from proximal.fast_paths import make_actor
 from proximal.config import Config, preset, set_detail
 from proximal.envs import action_masks, make_envs
 from proximal.evaluate import load_policy
-from proximal.plot import plot_runs
+from proximal.plot import plot_runs, read_run
 
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "benchmarks" / "results"
+RUNS = ROOT / "benchmarks" / "runs"
 MODES = {"masking": True, "off-action_masking": False}
 LAST_EPISODES = 20
 EVAL_ENVS = 8
@@ -66,10 +69,12 @@ def play(run_dir: Path, games: int, seed: int) -> dict:
             "win_rate": results.count(1) / games, "mean_return": float(np.mean(returns[:games]))}
 
 
-def train_and_play(cfg: Config, run_dir: Path, games: int) -> dict:
-    seconds = train_run(cfg, run_dir)
+def train_and_play(cfg: Config, run_dir: Path, games: int, threads: int) -> dict:
+    execute(cfg, run_dir, threads)  # proximal bench's: the run on its share of the cores, continued if started
+    _, _, returns = read_run(run_dir)
+    seconds = json.loads((run_dir / WALL_FILE).read_text())["seconds"]
     return {"train_seconds": round(seconds), "steps": cfg.num_updates * cfg.batch_size,
-            "last_episodes_return": final_return(run_dir, LAST_EPISODES), **play(run_dir, games, cfg.seed + 1000)}
+            "last_episodes_return": float(np.mean(returns[-LAST_EPISODES:])), **play(run_dir, games, cfg.seed + 1000)}
 
 
 def write_summary(path: Path, cfg: Config, results: dict[str, dict], plot: Path) -> None:
@@ -116,7 +121,8 @@ def main() -> None:
           f"masking on and off, {args.jobs} at a time", flush=True)
     # spawn: a fresh interpreter (and JVM) per worker
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {mode: pool.submit(train_and_play, c, d, args.games) for mode, (c, d) in runs.items()}
+        futures = {mode: pool.submit(train_and_play, c, d, args.games, threads_per_job(args.jobs))
+                   for mode, (c, d) in runs.items()}
         results = {mode: future.result() for mode, future in futures.items()}
     for mode, r in results.items():
         print(f"  {mode:<20} {r}")
