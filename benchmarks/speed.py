@@ -46,6 +46,16 @@ from pathlib import Path
 # cleanrl, and proximal-cli (``python -m proximal train``, its counterpart), as whole processes.
 WORKERS = ("proximal", "ceiling", "paired", "sb3")
 PARTS = ("env", "inference", "learn", "other")
+# Per peer: the sides a round runs, the report's columns for it, and the JSON key of proximal's ratio against it
+PEERS = {
+    "none": (("proximal", "ceiling"), "", None),
+    "sb3": (("proximal", "ceiling", "sb3"), f"{'SB3 SPS':>9}  {'proximal/SB3':>12}  ", "ratio_proximal_over_sb3"),
+    # with CleanRL, proximal runs twice a round: timed inside (SPS, ceiling fraction, breakdown) and as a whole
+    # process (the ratio against CleanRL's whole process)
+    "cleanrl": (("proximal", "ceiling", "proximal-cli", "cleanrl"),
+                f"{'proximal s':>10}  {'CleanRL s':>9}  {'CleanRL/proximal':>16}  ",
+                "ratio_cleanrl_seconds_over_proximal_seconds"),
+}
 # CleanRL's single-file script for each preset it has a counterpart of
 CLEANRL_SCRIPTS = {"classic": "ppo.py", "mujoco": "ppo_continuous_action.py", "atari": "ppo_atari.py"}
 
@@ -422,10 +432,7 @@ def main() -> None:
     # a paired run times the training between its updates: it needs two of them
     steps = whole_batches(args, args.preset, updates=2 if args.paired else 1)
     peer = "none" if args.no_peer else "sb3" if args.cleanrl is None else "cleanrl"
-    # with CleanRL, proximal runs twice a round: timed inside (SPS, ceiling fraction, breakdown) and as a whole
-    # process (the ratio against CleanRL's whole process)
-    sides = {"none": ("proximal", "ceiling"), "sb3": ("proximal", "ceiling", "sb3"),
-             "cleanrl": ("proximal", "ceiling", "proximal-cli", "cleanrl")}[peer]
+    sides, columns, ratio_key = PEERS[peer]
     sides += ("paired",) if args.paired else ()
     cfg = workload(args.preset, args.env, steps, args.seed, args.threads)
     if peer == "sb3":
@@ -446,10 +453,7 @@ def main() -> None:
 
     runs = {side: [] for side in sides}
     parts = {}
-    head = f"{'round':>6}  {'proximal SPS':>12}  {'ceiling SPS':>11}  {'of ceiling':>10}  "
-    print(head + {"none": "", "sb3": f"{'SB3 SPS':>9}  {'proximal/SB3':>12}  ",
-                  "cleanrl": f"{'proximal s':>10}  {'CleanRL s':>9}  {'CleanRL/proximal':>16}  "}[peer]
-          + "proximal's time")
+    print(f"{'round':>6}  {'proximal SPS':>12}  {'ceiling SPS':>11}  {'of ceiling':>10}  {columns}proximal's time")
     for r in range(args.rounds):
         # no side always goes first (caches, drifting load); the seed changes per round, shared by all
         for side in sides[r % len(sides):] + sides[:r % len(sides)]:
@@ -483,24 +487,22 @@ def main() -> None:
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        peer_key = {"sb3": "ratio_proximal_over_sb3", "cleanrl": "ratio_cleanrl_seconds_over_proximal_seconds",
-                    "none": "ratio_none"}[peer]
         args.json.write_text(json.dumps({
             "env": args.env, "preset": args.preset, "steps": steps, "rounds": args.rounds, "threads": args.threads,
             "peer": peer, "sps": {side: [run["sps"] for run in results] for side, results in runs.items()},
             "seconds": {side: [run["seconds"] for run in results] for side, results in runs.items()},
             "median_sps": {side: m["sps"] for side, m in medians.items()},
             "median_seconds": {side: m["seconds"] for side, m in medians.items()},
-            "fraction_of_ceiling": fraction, **({peer_key: ratio} if ratio is not None else {}),
+            "fraction_of_ceiling": fraction, **({ratio_key: ratio} if ratio_key else {}),
             "best_sps": {side: b["sps"] for side, b in bests.items()},
             "best_seconds": {side: b["seconds"] for side, b in bests.items()},
             "best_fraction_of_ceiling": best_fraction,
-            **({"best_" + peer_key: best_ratio} if best_ratio is not None else {}),
+            **({"best_" + ratio_key: best_ratio} if ratio_key else {}),
             **({"paired_fractions": paired, "paired_fraction_of_ceiling": statistics.median(paired)} if paired
                else {}),
             "proximal_seconds_by_part": parts, "proximal_shares": shares(parts),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "peer_name": {"sb3": sb3_peer(cfg), "cleanrl": "CleanRL", "none": None}[peer],
+            "peer_name": sb3_peer(cfg) if peer == "sb3" else "CleanRL" if peer == "cleanrl" else None,
             "versions": {name: version(name) for name in ("proximal", "torch", "gymnasium")
                          + (("stable-baselines3",) if peer == "sb3" else ())
                          + (("sb3-contrib",) if peer == "sb3" and cfg.lstm_size else ())},

@@ -126,7 +126,7 @@ class NatureCNN(nn.Module):
         self.rows = 1
         # channels-last convolutions: the same values, ~25% faster training steps on CPU (oneDNN's native layout)
         self.convs.to(memory_format=torch.channels_last)
-        self.channels_last = True  # read by update.ppo_update, which lays a whole batch's frames out so once
+        self.channels_last = True  # update.channels_last_frames lays a batch's frames out this way, once per update
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.contiguous(memory_format=torch.channels_last)  # laid out while still 1 byte per pixel
