@@ -63,3 +63,24 @@ def test_no_source_file_points_outside_the_repository():
     assert files
     offenders = [str(p.relative_to(ROOT)) for p in files if outside.search(p.read_text())]
     assert not offenders, f"these files point outside the repository: {offenders}"
+
+
+# a path of the repository in a code span: a folder (`docs/benchmarks/results/`) or a file (`tests/test_update.py`),
+# not an env id such as `proximal/CartPoleNoVelocity-v1`, nor a file "the former" names (since removed)
+REPO_PATH = re.compile(r"(?<!former )`((?:proximal|tests|benchmarks|docs|scripts|examples)/"
+                       r"(?:[\w.-]+/)*(?:[\w-]+\.\w+)?)`")
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in DOCS.rglob("*.md"))])
+def test_paths_named_in_code_spans_exist(page):
+    """Links are checked above; a path written as code is not a link, so a moved file leaves it stale."""
+    missing = [p for p in REPO_PATH.findall((ROOT / page).read_text()) if not (ROOT / p).exists()]
+    assert not missing, f"{page} names paths the repository does not have: {missing}"
+
+
+def test_design_layout_lists_every_module():
+    layout = (DOCS / "design.md").read_text().split("## Layout", 1)[1]
+    modules = [str(p.relative_to(ROOT / "proximal")) for p in (ROOT / "proximal").rglob("*.py")
+               if not p.name.startswith("__")]
+    missing = [m for m in modules if not re.search(rf"(^|\s){re.escape(m)}\s", layout, re.M)]
+    assert not missing, f"docs/design.md's layout leaves out {missing}"
