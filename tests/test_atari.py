@@ -13,6 +13,7 @@ import torch
 from gymnasium.utils import seeding
 
 from fake_ale import REWARDS, FakeALE
+from ratio_check import assert_ratio_is_one
 from proximal.envs import atari
 from proximal.envs.atari import FrameStack, make_atari_env, make_frame_stack, warp, wrap_atari
 
@@ -419,10 +420,10 @@ def test_atari_make_atari_env_settings_and_frame_limit():
 
 # ---------------------------------------------------------------- training on the Atari vector env
 
-def atari_cfg(**changes):
-    from proximal.config import preset
+def atari_cfg(preset: str = "atari", **changes):
+    from proximal.config import preset as make_preset
 
-    cfg = preset("atari")
+    cfg = make_preset(preset)
     cfg.num_envs, cfg.num_steps, cfg.num_minibatches, cfg.total_steps = 2, 32, 2, 128
     for name, value in changes.items():
         setattr(cfg, name, value)
@@ -464,28 +465,28 @@ def test_atari_vector_env_stacks_frames_zeroes_on_done_and_reports_full_games():
     assert make_envs("BreakoutNoFrameskip-v4", 1, cfg=off).single_observation_space.shape == (1, 84, 84)
 
 
-def test_atari_ratio_is_one_over_a_collected_breakout_batch():
-    import torch
-
+@pytest.mark.parametrize("preset_name", ["atari", "atari-lstm"])
+def test_atari_ratio_is_one_over_a_collected_breakout_batch(preset_name, monkeypatch):
+    """The Nature CNN and the CNN-LSTM (the reference's cnn and cnn_lstm), fp32: two rollouts, so that the LSTM's
+    second starts from a state that is not zero, each with life losses that reset it on the way."""
     from proximal.fast_paths import make_actor
     from proximal.envs import make_envs
     from proximal.rollout import collect_rollout
     from proximal.trainer import new_state
 
-    cfg = atari_cfg()
+    cfg = atari_cfg(preset=preset_name)
     envs = make_envs(cfg.env_id, cfg.num_envs, cfg=cfg)
     state = new_state(cfg, envs, torch.device("cpu"))
-    buf = state.rollout
-    assert buf.obs.dtype == np.uint8
-    state.obs, state.carry, _, _ = collect_rollout(envs, make_actor(state.policy, torch.device("cpu")), buf, state.obs, state.carry, state.rng, 0, cfg)
+    assert (state.policy.core is not None) == (preset_name == "atari-lstm")
+    actor = make_actor(state.policy, torch.device("cpu"))
+    for _ in range(2):
+        state.obs, state.carry, _, _ = collect_rollout(envs, actor, state.rollout, state.obs, state.carry, state.rng,
+                                                       0, cfg)
     envs.close()
-    batch = buf.training_batch(buf.values, buf.values, torch.device("cpu"))
+    if preset_name == "atari-lstm":
+        assert state.rollout.start_state.abs().sum() > 0
+    batch = assert_ratio_is_one(state, cfg, monkeypatch, atol=1e-5)
     assert batch["obs"].dtype == torch.uint8 and batch["obs"].shape == (64, 4, 84, 84)
-    with torch.no_grad():
-        logprob, _, value = state.policy.evaluate({"obs": batch["obs"], "actions": batch["actions"]})
-    ratio = (logprob - batch["logprobs"]).exp()
-    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-5)
-    torch.testing.assert_close(value, batch["values"], rtol=0, atol=1e-5)
 
 
 def test_atari_preset_trains_on_breakout_with_uint8_storage(tmp_path):

@@ -52,8 +52,10 @@ def train(cfg, updates: list, lr: float = 3e-3, space=DISCRETE):
     for make, batch in zip(updates, batches(policy, 2, len(updates))):
         for group in optimizer.param_groups:
             group["lr"] = lr  # large enough that ratios leave the clip range within an update
-        # each batch is drawn after the previous update, from the policy as it is then
-        stats.append(make(policy, optimizer)(policy, optimizer, batch, cfg, 0.2, generator))
+        # each batch is drawn after the previous update, from the policy as it is then; the clip range is the
+        # update's (annealed), not the config's initial one
+        assert cfg.clip_coef != 0.15
+        stats.append(make(policy, optimizer)(policy, optimizer, batch, cfg, 0.15, generator))
     return policy, optimizer, stats
 
 

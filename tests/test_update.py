@@ -14,8 +14,8 @@ from proximal.config import validate
 from proximal.fast_paths import make_update
 from proximal.numpy_update import NumpyMLPUpdate
 from proximal.policy import make_policy
-from proximal.update import (clip_gradients, clip_range, learning_rate, make_optimizer, minibatch_indices, ppo_loss,
-                             ppo_update)
+from proximal.update import (clip_gradients, clip_range, explained_variance, learning_rate, make_optimizer,
+                             minibatch_indices, ppo_loss, ppo_update)
 
 T = torch.tensor
 
@@ -81,10 +81,12 @@ def loss_inputs(ratio, advantages, new_value=None, old_value=None, returns=None,
 BOTH_PATHS = pytest.mark.parametrize("fast", [False, True], ids=["torch", "numpy"])
 
 
-def frozen_update(cfg, fast, logratio, advantages, seed=0):
+def frozen_update(cfg, fast, logratio, advantages, seed=0, value_error=0.0):
     """One update of a classic MLP policy on CartPole-like spaces by the torch or the numpy path, with learning rate
     0 so that the policy never moves: every minibatch sees the log-ratios ``logratio`` (new minus stored log-prob,
-    per sample) and the given advantages. Minibatches are drawn from a generator seeded with ``seed``."""
+    per sample), the given advantages, and returns ``value_error`` above the values. Minibatches are drawn from a
+    generator seeded with ``seed``. Returns the update's statistics and the optimizer (Adam still updates its
+    moments at learning rate 0)."""
     torch.manual_seed(0)
     policy = make_policy(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2), cfg)
     optimizer = make_optimizer(policy, cfg)
@@ -97,8 +99,9 @@ def frozen_update(cfg, fast, logratio, advantages, seed=0):
     with torch.no_grad():
         logprob, _, value = policy.evaluate({"obs": obs, "actions": actions})
     batch = {"obs": obs, "actions": actions, "logprobs": logprob - torch.as_tensor(logratio, dtype=torch.float32),
-             "values": value, "advantages": torch.as_tensor(advantages, dtype=torch.float32), "returns": value.clone()}
-    return update(policy, optimizer, batch, cfg, 0.2, torch.Generator().manual_seed(seed))
+             "values": value, "advantages": torch.as_tensor(advantages, dtype=torch.float32),
+             "returns": value + value_error}
+    return update(policy, optimizer, batch, cfg, 0.2, torch.Generator().manual_seed(seed)), optimizer
 
 
 # --- schedules and optimizer ---------------------------------------------------------------------------------
@@ -185,7 +188,7 @@ def test_core_adv_norm_adds_the_epsilon_to_the_std_not_the_variance(cfg, fast):
     0.8660 with the sample std). Ratios 1.1, 1, 1.1, 1 (inside the clip range): policy loss -(1.1 a - a) / 2."""
     cfg.num_minibatches, cfg.update_epochs = 1, 1
     a = 1e-4 / (1e-4 + 1e-8)
-    result = frozen_update(cfg, fast, [math.log(1.1), 0.0, math.log(1.1), 0.0], [3e-4, 1e-4, 3e-4, 1e-4])
+    result, _ = frozen_update(cfg, fast, [math.log(1.1), 0.0, math.log(1.1), 0.0], [3e-4, 1e-4, 3e-4, 1e-4])
     assert result["policy_loss"] == pytest.approx(-0.05 * a, rel=2e-5)
 
 
@@ -205,18 +208,21 @@ def test_core_clipped_objective_hand_numbers(cfg):
 
 
 def check_value_clipping(cfg):
-    # V_old 0, eps 0.2: V 0.5 -> clipped 0.2: max(.25, .64) = .64;  V -0.1 (inside): 1.21;  V 0.3 -> 0.2: max(1.69, 1.44)
-    inputs = loss_inputs([1.0] * 3, [0.0] * 3, new_value=[0.5, -0.1, 0.3], returns=[1.0, 1.0, -1.0])
-    _, stats = ppo_loss(**inputs, clip=0.2, cfg=cfg)
-    assert stats["value_loss"].item() == pytest.approx(0.5 * (0.64 + 1.21 + 1.69) / 3, rel=1e-6)
+    # the update's clip range (annealed by aux.clip_annealing), not the config's initial one: 0.1 here
+    assert cfg.clip_coef != 0.1
+    # V_old 0, eps 0.1: V 0.5 -> clipped 0.1: max(.25, .81) = .81;  V -0.05 (inside): 1.1025;  V 0.3 -> 0.1:
+    # max(1.69, 1.21)
+    inputs = loss_inputs([1.0] * 3, [0.0] * 3, new_value=[0.5, -0.05, 0.3], returns=[1.0, 1.0, -1.0])
+    _, stats = ppo_loss(**inputs, clip=0.1, cfg=cfg)
+    assert stats["value_loss"].item() == pytest.approx(0.5 * (0.81 + 1.1025 + 1.69) / 3, rel=1e-6)
 
 
 def test_core_value_clipping_hand_numbers(cfg):
     check_value_clipping(cfg)
     cfg.details["core.value_clipping"] = False
-    inputs = loss_inputs([1.0] * 3, [0.0] * 3, new_value=[0.5, -0.1, 0.3], returns=[1.0, 1.0, -1.0])
-    _, stats = ppo_loss(**inputs, clip=0.2, cfg=cfg)
-    assert stats["value_loss"].item() == pytest.approx(0.5 * (0.25 + 1.21 + 1.69) / 3, rel=1e-6)
+    inputs = loss_inputs([1.0] * 3, [0.0] * 3, new_value=[0.5, -0.05, 0.3], returns=[1.0, 1.0, -1.0])
+    _, stats = ppo_loss(**inputs, clip=0.1, cfg=cfg)
+    assert stats["value_loss"].item() == pytest.approx(0.5 * (0.25 + 1.1025 + 1.69) / 3, rel=1e-6)
 
 
 def check_entropy_bonus(cfg):
@@ -244,10 +250,25 @@ def check_grad_clip(cfg):
     assert a.grad.tolist() == pytest.approx([0.1, 0.2, 0.0]) and b.grad.tolist() == pytest.approx([0.2, 0.0])
     total = math.sqrt(sum(float((p.grad**2).sum()) for p in (a, b)))
     assert total <= 0.5
+    # ... and both training loops apply it: one minibatch step from a fresh Adam, whose first moment is then
+    # (1 - beta1) times the gradient it was given, on a value error whose gradient is far above the limit
+    cfg.update_epochs, cfg.num_minibatches = 1, 1
+    for fast in (False, True):
+        stats, optimizer = frozen_update(cfg, fast, [0.0] * 8, [1.0, -1.0] * 4, value_error=100.0)
+        assert stats["grad_norm"] > 10 * cfg.max_grad_norm  # the norm before clipping
+        beta1 = optimizer.param_groups[0]["betas"][0]
+        applied = math.sqrt(sum(float((s["exp_avg"] ** 2).sum()) for s in optimizer.state.values())) / (1 - beta1)
+        assert applied == pytest.approx(cfg.max_grad_norm, rel=1e-4), "numpy" if fast else "torch"
 
 
 def test_core_grad_clip_global_norm(cfg):
     check_grad_clip(cfg)
+
+
+def test_core_grad_clip_off_applies_the_whole_gradient(cfg):
+    cfg.details["core.grad_clip"] = False
+    with pytest.raises(AssertionError):
+        check_grad_clip(cfg)
 
 
 # --- debug statistics and early stopping -----------------------------------------------------------------------
@@ -259,6 +280,12 @@ def test_core_debug_stats_known_ratios(cfg):
     assert stats["approx_kl"].item() == pytest.approx(((r - 1) - log_r).mean(), rel=1e-5)
     assert stats["old_approx_kl"].item() == pytest.approx((-log_r).mean(), rel=1e-5)
     assert stats["approxkl_ppo2"].item() == pytest.approx(0.5 * (log_r**2).mean(), rel=1e-5)
+
+
+def test_core_debug_stats_explained_variance_hand_numbers():
+    # R = 1, 2, 3, 4 (population variance 1.25); V = 1, 2, 3, 5: R - V = 0, 0, 0, -1 (variance 0.1875)
+    assert explained_variance(T([1.0, 2.0, 3.0, 5.0]), T([1.0, 2.0, 3.0, 4.0])) == pytest.approx(1 - 0.1875 / 1.25)
+    assert explained_variance(T([1.0, 2.0]), T([3.0, 3.0])) != explained_variance(T([1.0, 2.0]), T([3.0, 3.0]))  # NaN
 
 
 def test_core_debug_stats_averaged_over_all_minibatches(cfg, monkeypatch):
@@ -303,7 +330,7 @@ def test_aux_target_kl_stops_on_the_epochs_mean_kl_not_the_last_minibatchs(cfg, 
         logratio = torch.zeros(64)
         for k in minibatches:
             logratio[first_epoch[k]] = 0.3
-        return frozen_update(cfg, fast, logratio, advantages)
+        return frozen_update(cfg, fast, logratio, advantages)[0]
 
     # the last minibatch at 0.0499, above the target; the epoch's mean 0.0125, below: no stop, every epoch runs
     result = moved([3])
