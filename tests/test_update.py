@@ -265,12 +265,6 @@ def test_core_grad_clip_global_norm(cfg):
     check_grad_clip(cfg)
 
 
-def test_core_grad_clip_off_applies_the_whole_gradient(cfg):
-    cfg.details["core.grad_clip"] = False
-    with pytest.raises(AssertionError):
-        check_grad_clip(cfg)
-
-
 # --- debug statistics and early stopping -----------------------------------------------------------------------
 def test_core_debug_stats_known_ratios(cfg):
     r = np.array([0.5, 1.0, 1.5, 1.25])
