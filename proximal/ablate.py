@@ -36,7 +36,7 @@ def ablation_ids(preset_name: str, env_id: str) -> list[str]:
 def ablation_runs(root: Path, preset_name: str, env_id: str, seeds: list[int], steps: int | None,
                   device: str = "cpu") -> list[Run]:
     # truncation as the preset has it: the ablation measures the preset's details, opt.truncation_bootstrap one of them
-    steps = steps or preset(preset_name).total_steps
+    steps = preset(preset_name).total_steps if steps is None else steps
     variants = {FULL: ()} | {f"off {i}": (i,) for i in ablation_ids(preset_name, env_id)}
     runs = []
     for variant, off in variants.items():

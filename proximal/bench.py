@@ -83,7 +83,7 @@ def bench_runs(root: Path, envs: list[str], presets: list[str] | None, seeds: li
             for precision in precisions:
                 variant = preset_name if precision == "fp32" else f"{preset_name} {precision}"
                 for seed in seeds:
-                    cfg = run_config(env_id, preset_name, seed, steps or known["steps"],
+                    cfg = run_config(env_id, preset_name, seed, known["steps"] if steps is None else steps,
                                      reference_truncation=reference_truncation, device=device, precision=precision)
                     runs.append(Run(variant, cfg, run_dir_for(root, cfg, variant)))
     return runs

@@ -160,6 +160,9 @@ def latest(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise UserError(f"'{run_dir}' is neither a run directory nor a checkpoint file")
     found = finished(run_dir)
+    if not found and not rundir.is_run(run_dir):
+        raise UserError(f"'{run_dir}' is not a run directory (no {rundir.RUN_FILE} and no checkpoints); give the "
+                        "directory of a run, e.g. runs/<env>__<preset>__<seed>__<time>")
     if not found:
         raise UserError(f"run directory '{run_dir}' has no finished checkpoint in {run_dir / 'checkpoints'}: "
                         f"start it again with proximal train --run-dir {run_dir}")

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .config import PRECISIONS, PRESETS, Config, field_docs, preset, set_detail, validate
+from .config import PRECISIONS, PRESETS, Config, check_seed, field_docs, preset, set_detail, validate
 from .errors import RunFailure, UserError
 
 # fields with a flag of their own (the issue's names) rather than the generic --field-name
@@ -214,6 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.episodes <= 0:
         raise UserError("--episodes must be positive")
+    check_seed(args.seed)
     if args.video and "DISPLAY" not in os.environ:
         # MuJoCo picks its GL backend when it is first imported, and its default (GLFW) needs a display
         os.environ.setdefault("MUJOCO_GL", "egl")
@@ -267,17 +268,21 @@ def cmd_details(args: argparse.Namespace) -> None:
             print(indent + r["test"])
 
 
-def _seeds(args: argparse.Namespace) -> list[int]:
+def _seeds_and_steps(args: argparse.Namespace) -> tuple[list[int], int | None]:
+    """bench's and ablate's seeds (1..--seeds) and --steps (None: the published or the preset's count; a 0 must
+    not fall back to it)."""
     if args.seeds <= 0:
         raise UserError(f"--seeds must be positive, got {args.seeds}")
-    return list(range(1, args.seeds + 1))
+    if args.steps is not None and args.steps <= 0:
+        raise UserError(f"--steps must be positive, got {args.steps}")
+    return list(range(1, args.seeds + 1)), args.steps
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import SUITES, bench
 
     envs = [env for name in args.suite for env in SUITES.get(name, (name,))]
-    bench(args.out, envs, args.preset, _seeds(args), args.steps, args.jobs, args.ray,
+    bench(args.out, envs, args.preset, *_seeds_and_steps(args), args.jobs, args.ray,
           reference_truncation=not args.bootstrap_truncation, device=args.device,
           precisions=tuple(dict.fromkeys(args.precision or ["fp32"])))
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'results.md'} and one PNG per env")
@@ -286,7 +291,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_ablate(args: argparse.Namespace) -> None:
     from .ablate import ablate
 
-    ablate(args.out, args.preset, args.env, _seeds(args), args.steps, args.jobs, args.ray, args.device)
+    ablate(args.out, args.preset, args.env, *_seeds_and_steps(args), args.jobs, args.ray, args.device)
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'ablation.md'} and {args.out / 'ablation.png'}")
 
 

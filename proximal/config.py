@@ -246,6 +246,11 @@ MAX_THREADS = 256
 MAX_SEED = 2**31 - 2**20
 
 
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"seed must lie in [0, {MAX_SEED}], got {seed}")
+
+
 def _free_memory() -> int | None:
     """Bytes the machine can still give this process (MemAvailable); None where it cannot be read."""
     try:
@@ -290,8 +295,7 @@ def validate(cfg: Config) -> None:
     if bad:
         raise UserError(f"{bad[0]} must be a finite number, got {getattr(cfg, bad[0])}: training with it would make "
                         "every parameter non-finite")
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise UserError(f"seed must lie in [0, {MAX_SEED}], got {cfg.seed}")
+    check_seed(cfg.seed)
     if cfg.torch_threads > MAX_THREADS:
         raise UserError(f"torch_threads {cfg.torch_threads} is more than {MAX_THREADS}; use at most the machine's "
                         f"cores ({os.cpu_count()}), or 0 for torch's default")

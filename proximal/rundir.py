@@ -7,6 +7,7 @@ owner's pid only to name it in the refusal.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -23,12 +24,25 @@ RUN_FILE = "run.json"
 STALE = ("checkpoints/.tmp_*", ".tmp_*", "*.tmp")
 
 
-def check_location(run_dir: Path) -> None:
-    """Refuse a run directory that cannot be one, before anything is built or written."""
+def check_location(run_dir: Path, fresh: bool = False) -> None:
+    """Refuse a run directory that cannot be one, before anything is built or written. ``fresh``: a new run starts
+    there, so a directory that exists must be empty or a run's: a run writes its own config.json and CSVs over
+    files of those names and removes temporary files (``STALE``), which must never hit a user's folder."""
     if str(run_dir).strip() == "":
         raise UserError("the run directory is empty; pass --run-dir DIR (or leave it out for runs/<name>)")
-    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir '{run_dir}' is a file, not a directory; choose another --run-dir")
+    if fresh and run_dir.is_dir() and not is_run(run_dir) and any(run_dir.iterdir()):
+        raise UserError(f"'{run_dir}' holds files but is not a run directory (no {RUN_FILE}, lock or checkpoints), "
+                        "and a new run would write over them; choose a new or empty --run-dir")
+
+
+def is_run(run_dir: Path) -> bool:
+    """Whether a directory was made by a training: its id, its lock (created first) or its checkpoints."""
+    run_dir = Path(run_dir)
+    return ((run_dir / RUN_FILE).exists() or (run_dir / LOCK).exists()
+            or any((run_dir / "checkpoints").glob("update_*.pt")))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -47,11 +61,18 @@ def run_id(run_dir: Path) -> str | None:
         return None
 
 
-def new_run_id(run_dir: Path) -> str:
-    rid = uuid.uuid4().hex
+def new_run_id(run_dir: Path, rid: str | None = None) -> str:
+    """Write the run's id file: a new id, or ``rid`` (a resumed run whose file was lost, from its checkpoint)."""
+    rid = rid or uuid.uuid4().hex
     write_atomic(Path(run_dir) / RUN_FILE, json.dumps(
         {"run_id": rid, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
     return rid
+
+
+def _unwritable(run_dir: Path, error: OSError) -> UserError:
+    fix = "free space on its disk or choose another --run-dir" if error.errno == errno.ENOSPC else \
+        "choose a writable --run-dir"
+    return UserError(f"cannot write to the run directory '{run_dir}' ({error.strerror}); {fix}")
 
 
 @contextmanager
@@ -65,8 +86,7 @@ def owned(run_dir: Path):
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise UserError(f"cannot write to the run directory '{run_dir}' ({e.strerror}); choose a writable "
-                        "--run-dir") from None
+        raise _unwritable(run_dir, e) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,8 +94,11 @@ def owned(run_dir: Path):
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise UserError(f"run directory '{run_dir}' is in use by another training (pid {owner}); wait for it "
                             "to finish or choose another --run-dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # a full disk shows here first
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            raise _unwritable(run_dir, e) from None
         for pattern in STALE:
             for stale in run_dir.glob(pattern):
                 stale.unlink(missing_ok=True)

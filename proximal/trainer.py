@@ -190,7 +190,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     if payload is not None:
         payload = distributed.rank_payload(payload, ctx)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    rundir.check_location(run_dir)
+    rundir.check_location(run_dir, fresh=not resume)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     check_extras(cfg)
@@ -234,7 +234,9 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
                                 f"{run_dir} or choose another --run-dir")
             try:
                 if ctx.root:
-                    state.run_id = (rundir.run_id(run_dir) if resume else None) or rundir.new_run_id(run_dir)
+                    # a resumed run whose id file was lost keeps the id its checkpoints carry
+                    state.run_id = ((rundir.run_id(run_dir) if resume else None)
+                                    or rundir.new_run_id(run_dir, payload["run_id"] if resume else None))
                     if cfg.track:
                         tracker = WandbRun(run_dir, cfg.to_dict(), cfg.wandb_project, cfg.wandb_entity)
                 _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates, callbacks, ctx, tracker,
@@ -291,17 +293,20 @@ def _nonfinite_rollout(buf: Rollout, start_step: int, next_obs: np.ndarray | Non
     if all is. One sum per array (in float64, which float32 values cannot overflow): the search for the culprit
     runs only when a sum is not finite."""
     num_envs = buf.rewards.shape[1]
-    arrays = [("observation", buf.obs, 0), ("reward", buf.rewards[..., None], 1)]
+    # opt.truncation_bootstrap: a truncated episode's final observation shows only through the value computed from
+    # it (the policy's parameters were checked finite after the previous update)
+    arrays = [("observation", buf.obs, 0, ""), ("reward", buf.rewards[..., None], 1, ""),
+              ("final observation of a truncated episode", buf.final_values[..., None], 1, "value ")]
     if next_obs is not None:
-        arrays.append(("observation", next_obs[None], len(buf.obs)))
-    for what, array, first in arrays:
+        arrays.append(("observation", next_obs[None], len(buf.obs), ""))
+    for what, array, first, shown in arrays:
         if array.dtype.kind != "f" or np.isfinite(array.sum(dtype=np.float64)):
             continue
         rows = array.reshape(array.shape[0], num_envs, -1)
         bad = np.argwhere(~np.isfinite(rows))
         if len(bad):
             t, env, i = bad[0]
-            return (f"env {env} returned a non-finite {what} ({rows[t, env, i]}) at step "
+            return (f"env {env} returned a non-finite {what} ({shown}{rows[t, env, i]}) at step "
                     f"{start_step + (t + first) * num_envs} (step {t + first} of the rollout)")
     return None
 

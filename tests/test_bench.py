@@ -111,6 +111,11 @@ def test_cli_bench_rejects_bad_counts(capsys, tmp_path):
     assert "--seeds must be positive" in capsys.readouterr().err
     assert main(["bench", "CartPole-v1", "--jobs", "0", "--steps", str(STEPS), "--out", str(tmp_path)]) == 2
     assert "--jobs must be positive" in capsys.readouterr().err
+    # 0 is not "no --steps": it must not fall back to the published count (10M steps for an Atari game)
+    for command in (["bench", "classic"], ["ablate", "--env", "CartPole-v1"]):
+        assert main([*command, "--steps", "0", "--out", str(tmp_path)]) == 2
+        assert "--steps must be positive, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_ray_tasks_ask_one_cpu_and_a_gpu_for_cuda_runs(tmp_path, monkeypatch):

@@ -33,7 +33,8 @@ TINY = ["--total-steps", "512", "--num-envs", "2", "--num-steps", "64", "--check
 class FaultyEnv(gym.Env):
     """Returns a fault at the 40th step of env 1 (the env reset with an even seed; env i gets seed + i) and plain
     values elsewhere: ``fault`` "obs" a NaN observation, "reward" an infinite reward, "huge" a finite reward of
-    1e38, whose return (summed in float32) overflows in the update's value loss."""
+    1e38, whose return (summed in float32) overflows in the update's value loss, "final" a NaN observation that
+    truncates the episode (the final one, which opt.truncation_bootstrap takes a value of)."""
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -50,12 +51,12 @@ class FaultyEnv(gym.Env):
     def step(self, action):
         self.steps += 1
         hit = self.faulty and self.steps == 40
-        obs = np.array([np.nan if hit and self.fault == "obs" else self.steps % 7, action], np.float32)
+        obs = np.array([np.nan if hit and self.fault in ("obs", "final") else self.steps % 7, action], np.float32)
         reward = {"reward": np.inf, "huge": 1e38}.get(self.fault, 1.0) if hit else 1.0
-        return obs, reward, False, False, {}
+        return obs, reward, False, hit and self.fault == "final", {}
 
 
-for _fault in ("obs", "reward", "huge"):
+for _fault in ("obs", "reward", "huge", "final"):
     if f"proximal-test/Faulty-{_fault}-v0" not in gym.registry:
         gym.register(f"proximal-test/Faulty-{_fault}-v0", entry_point=FaultyEnv, kwargs={"fault": _fault})
 
@@ -150,6 +151,28 @@ def older_format(tmp_path):
     return ["eval", path], f"has format 1, and this version of proximal reads formats 2 and {checkpoint.FORMAT}"
 
 
+def not_a_run_dir(tmp_path):
+    user_files(tmp_path / "mydata")
+    return ["train", *TINY, "--run-dir", tmp_path / "mydata"], "holds files but is not a run directory"
+
+
+def eval_not_a_run_dir(tmp_path):
+    user_files(tmp_path / "mydata")
+    return ["eval", tmp_path / "mydata"], "is not a run directory (no run.json and no checkpoints)"
+
+
+def user_files(folder: Path) -> dict[str, bytes]:
+    """A user's folder, with the names a run writes (config.json, updates.csv) and removes (temporaries)."""
+    folder.mkdir()
+    for name, text in {"config.json": "{}", "updates.csv": "my,own\n", "results.tmp": "x", ".tmp_notes": "y"}.items():
+        (folder / name).write_text(text)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def eval_seed(tmp_path):
+    return ["eval", tiny_run(tmp_path / "run"), "--seed", "-1"], "seed must lie in"
+
+
 def flags(*argv, message):
     return lambda tmp_path: (list(argv), message)
 
@@ -178,7 +201,38 @@ CASES = {
     "weights-not-of-config": weights_not_of_config,
     "nonfinite-weights": nonfinite_weights,
     "plot-without-preset": plot_without_preset,
+    "run-dir-not-a-run": not_a_run_dir,
+    "eval-not-a-run": eval_not_a_run_dir,
+    "eval-seed-negative": eval_seed,
 }
+
+
+def test_a_folder_that_is_not_a_run_is_left_as_it_was(tmp_path, capsys):
+    before = user_files(tmp_path / "mydata")
+    assert run_cli(capsys, "train", *TINY, "--run-dir", tmp_path / "mydata")[0] == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "mydata").iterdir()} == before
+    # an empty folder, or a run's own directory killed before its first checkpoint (its lock), is used
+    (tmp_path / "empty").mkdir()
+    assert run_cli(capsys, "train", *TINY, "--run-dir", tmp_path / "empty")[0] == 0
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / "lock").write_text("")
+    (tmp_path / "killed" / "updates.csv").write_text("torn")
+    assert run_cli(capsys, "train", *TINY, "--run-dir", tmp_path / "killed")[0] == 0
+
+
+def test_a_resumed_run_whose_id_file_was_lost_keeps_its_id(tmp_path, capsys):
+    from proximal.cli import build_parser, config_from_args
+    from proximal.trainer import train
+
+    run = tmp_path / "run"
+    train(config_from_args(build_parser().parse_args(["train", *TINY])), run, quiet=True, max_updates=2)
+    first = json.loads((run / "run.json").read_text())["run_id"]
+    (run / "run.json").unlink()
+    assert run_cli(capsys, "train", "--resume", run, "--quiet")[0] == 0
+    assert json.loads((run / "run.json").read_text())["run_id"] == first
+    # every checkpoint, from before the loss and after, is still the run's own
+    assert [checkpoint.load(path)["run_id"] for _, path in checkpoint.finished(run)] == [first] * 4
+
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -204,6 +258,8 @@ def test_a_foreign_checkpoint_leaves_the_run_untouched(tmp_path, capsys):
 @pytest.mark.parametrize("fault, message", [
     ("obs", "env 1 returned a non-finite observation (nan) at step 80 (step 8 of the rollout)"),
     ("reward", "env 1 returned a non-finite reward (inf) at step 80 (step 8 of the rollout)"),
+    ("final", "env 1 returned a non-finite final observation of a truncated episode (value nan) at step 80 (step 8 of "
+              "the rollout)"),
     # the advantages overflow in their normalization (core.adv_norm) first
     ("huge", "the policy loss became nan"),
 ])
@@ -376,6 +432,18 @@ def test_read_only_file_system_is_one_line(tmp_path, capsys, monkeypatch):
     assert code == 2
     assert one_line(err) == (f"proximal train: error: cannot write to the run directory '{run}' (Read-only file "
                              "system); choose a writable --run-dir")
+
+
+def test_a_full_disk_at_the_start_is_one_line(tmp_path, capsys, monkeypatch):
+    # the lock file's pid is the first byte a run writes
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    code, err = run_cli(capsys, "train", *TINY, "--run-dir", tmp_path / "run")
+    assert code == 2
+    assert one_line(err) == (f"proximal train: error: cannot write to the run directory '{tmp_path / 'run'}' (No "
+                             "space left on device); free space on its disk or choose another --run-dir")
 
 
 def test_memory_estimate_counts_the_rollout_and_the_networks():
