@@ -195,18 +195,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(cfg, args.run_dir, quiet=args.quiet)
 
 
-def interrupted_hint(args: argparse.Namespace) -> str:
+def interrupted_hint(args: argparse.Namespace, what: str = "interrupted") -> str:
+    """How to continue a command that ``what`` (a Ctrl-C, an exception) stopped."""
     if args.command in ("bench", "ablate"):
-        return f"interrupted; run the same proximal {args.command} command again to continue (finished runs are " \
+        return f"{what}; run the same proximal {args.command} command again to continue (finished runs are " \
                "skipped, stopped ones resumed)"
     run_dir = getattr(args, "run_dir", None)
     if args.command != "train" or not isinstance(run_dir, Path):
-        return "interrupted"
+        return what
     from .checkpoint import finished
 
     if finished(run_dir):
-        return f"interrupted; continue with: proximal train --resume {run_dir}"
-    return f"interrupted before the first checkpoint of '{run_dir}'; start it again with the same command"
+        return f"{what}; continue with: proximal train --resume {run_dir}"
+    return f"{what} before the first checkpoint of '{run_dir}'; start it again with the same command"
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -353,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(interrupted_hint(args), file=sys.stderr)
         return 130
+    except Exception as e:  # an exception of the user's env, or a bug: its traceback, then how to continue
+        what = "stopped by this error"
+        if (hint := interrupted_hint(args, what)) != what:
+            e.add_note(f"proximal {args.command}: {hint}")
+        raise
     return 0
 
 

@@ -34,7 +34,7 @@ class FaultyEnv(gym.Env):
     """Returns a fault at the 40th step of env 1 (the env reset with an even seed; env i gets seed + i) and plain
     values elsewhere: ``fault`` "obs" a NaN observation, "reward" an infinite reward, "huge" a finite reward of
     1e38, whose return (summed in float32) overflows in the update's value loss, "final" a NaN observation that
-    truncates the episode (the final one, which opt.truncation_bootstrap takes a value of)."""
+    truncates the episode (the final one, which opt.truncation_bootstrap takes a value of), "raise" an exception."""
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -51,12 +51,14 @@ class FaultyEnv(gym.Env):
     def step(self, action):
         self.steps += 1
         hit = self.faulty and self.steps == 40
+        if hit and self.fault == "raise":
+            raise RuntimeError("the env broke")
         obs = np.array([np.nan if hit and self.fault in ("obs", "final") else self.steps % 7, action], np.float32)
         reward = {"reward": np.inf, "huge": 1e38}.get(self.fault, 1.0) if hit else 1.0
         return obs, reward, False, hit and self.fault == "final", {}
 
 
-for _fault in ("obs", "reward", "huge", "final"):
+for _fault in ("obs", "reward", "huge", "final", "raise"):
     if f"proximal-test/Faulty-{_fault}-v0" not in gym.registry:
         gym.register(f"proximal-test/Faulty-{_fault}-v0", entry_point=FaultyEnv, kwargs={"fault": _fault})
 
@@ -281,6 +283,17 @@ def test_a_nonfinite_value_stops_the_run_before_any_checkpoint_holds_it(fault, m
     assert code == 1 and one_line(err).startswith("proximal train: error: training stopped at update 5: ")
     for _, path in checkpoint.finished(run):
         assert all(t.isfinite().all() for t in checkpoint.load(path)["policy"].values())
+
+
+def test_an_exception_of_the_env_keeps_its_traceback_and_says_how_to_continue(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--env", "proximal-test/Faulty-raise-v0", "--total-steps", "256", "--num-envs", "2",
+            "--num-steps", "16", "--num-minibatches", "2", "--checkpoint-every", "1", "--quiet", "--run-dir", run]
+    with pytest.raises(RuntimeError, match="the env broke") as raised:
+        main([str(a) for a in argv])
+    assert raised.value.__notes__ == [f"proximal train: stopped by this error; continue with: proximal train "
+                                      f"--resume {run}"]
+    assert [u for u, _ in checkpoint.finished(run)] == [1, 2]
 
 
 def test_a_nonfinite_parameter_is_named_when_the_statistics_are_finite():
