@@ -2,9 +2,9 @@
 
 It takes what an env returns (one observation or a batch), applies the run's observation normalization with the
 statistics frozen at the checkpoint, and returns what the env takes: clipped or squashed Box actions as in
-training, MultiDiscrete actions in the space's shape. A recurrent policy's state goes out with every action and
-comes back in with the next observation; ``start`` marks the observations that begin an episode, where the state
-is reset (lstm.reset_on_done), as in training.
+training, MultiDiscrete actions in the space's shape, a Discrete or MultiDiscrete space's ``start`` added. A
+recurrent policy's state goes out with every action and comes back in with the next observation; ``start`` marks
+the observations that begin an episode, where the state is reset (lstm.reset_on_done), as in training.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .envs.normalize import Normalizer
 from .errors import UserError
 from .evaluate import policy_from_checkpoint
 from .policy import ActorCritic
-from .spaces import space_from_dict
+from .spaces import action_mask_size, space_from_dict
 
 
 class Agent:
@@ -94,8 +94,12 @@ class Agent:
         return obs, single
 
     def _carry(self, n: int, state, start, mask) -> Carry:
-        starts = np.zeros(n, np.float32) if start is None else np.broadcast_to(
-            np.asarray(start, np.float32), (n,)).copy()
+        try:
+            starts = np.zeros(n, np.float32) if start is None else np.broadcast_to(
+                np.asarray(start, np.float32), (n,)).copy()
+        except ValueError:  # numpy's message names neither the argument nor what it should be
+            raise UserError(f"start of shape {np.shape(start)}: this agent takes one flag per observation, ({n},) "
+                            "for this call (or one for all): 1.0 where an observation begins an episode") from None
         if state is None:
             state = self.policy.initial_state(n)
         elif not self.recurrent:
@@ -117,11 +121,28 @@ class Agent:
             raise UserError("this agent's policy was trained with action masks: pass mask= (the env's "
                             "info['action_mask'], one row per observation)")
         mask = np.asarray(mask, bool)
-        return mask.reshape(n, -1)
+        size = action_mask_size(self.action_space)
+        # a single observation's mask may come without the batch axis; a batch's needs one row per observation
+        if mask.size != n * size or (n > 1 and mask.shape[:1] != (n,)):
+            raise UserError(f"mask of shape {mask.shape}: this agent takes {size} entries per observation (one per "
+                            f"action, components concatenated), ({n}, {size}) for {n} observation(s)")
+        return mask.reshape(n, size)
+
+
+def _check_device(name: str) -> None:
+    """Checked before anything is read: torch's errors for a device kind it does not know or a GPU index it does
+    not have are tracebacks. Plain cuda without a GPU gets its message from ``trainer.resolve_device``."""
+    kind, _, index = name.partition(":")
+    if name not in ("cpu", "cuda", "auto") and not (kind == "cuda" and index.isdigit()):
+        raise UserError(f"device '{name}' is not one an agent runs on: use cpu, cuda, cuda:N or auto")
+    if index and int(index) >= torch.cuda.device_count():
+        raise UserError(f"device '{name}': torch sees {torch.cuda.device_count()} CUDA device(s); use a lower "
+                        "index, cuda, auto or cpu")
 
 
 def load(path: str | Path, device: str = "cpu", seed: int = 0) -> Agent:
     """The agent of a run directory (its newest checkpoint) or of a checkpoint file; no env is made."""
+    _check_device(str(device))
     path = checkpoint.latest(Path(path))
     payload = checkpoint.load(path)
     policy, cfg, normalizer = policy_from_checkpoint(payload, device, f"checkpoint '{path}'")

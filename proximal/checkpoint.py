@@ -45,6 +45,16 @@ def _serialize(obj) -> bytes:
     return buffer.getvalue()
 
 
+def temporary_file(directory: Path, suffix: str) -> tuple[int, str]:
+    """(fd, path) of a new hidden temporary file in ``directory``, to be renamed over the real one: with the
+    permissions an ordinary new file gets (mkstemp's are owner-only, and the rename would keep them)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=suffix)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def save(payload: dict, path: Path) -> None:
     """Write to a temporary file in the same directory, flush it to disk, then rename over ``path``: a reader
     (or a resumed run) sees either the old checkpoint or the complete new one, never half of one. Serialized in
@@ -55,7 +65,7 @@ def save(payload: dict, path: Path) -> None:
     body = _serialize({**payload, "format": FORMAT})
     record = _serialize({"format": FORMAT, "sha256": hashlib.sha256(body).hexdigest(),
                          "payload": torch.frombuffer(bytearray(body), dtype=torch.uint8)})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".pt")
+    fd, tmp = temporary_file(path.parent, ".pt")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(record)

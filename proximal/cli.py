@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a trained policy as an ONNX graph (observation in, action, value "
                                            "and distribution parameters out)")
     export.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
-    export.add_argument("-o", "--output", type=Path, default=Path("policy.onnx"),
-                        help="the .onnx file to write (default: policy.onnx)")
+    # a str, not a Path: Path drops the trailing slash that says the user meant a directory (refused by the export)
+    export.add_argument("-o", "--output", default="policy.onnx", help="the .onnx file to write (default: policy.onnx)")
 
     plot = sub.add_parser("plot", help="learning curves of runs; seeds of the same env and preset aggregated")
     plot.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")

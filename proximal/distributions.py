@@ -33,8 +33,10 @@ class Distribution(Protocol):
     """What the policy, the rollout and the update ask of an action distribution.
 
     ``action_shape`` and ``action_dtype``: one env's action as the rollout stores it (what the policy took);
-    ``to_env`` turns a batch of those into what the env receives (the one place where the two differ). ``head`` builds the policy head: a module from
-    features of ``width`` (per feature row: the grid trunk gives one row per cell) to ``params``.
+    ``to_env`` turns a batch of those into what the env receives (the one place where the two differ: clipping
+    or squashing, a space's shape, a Discrete or MultiDiscrete space's ``start``), for training, the agent and,
+    in torch operations, the ONNX export alike. ``head`` builds the policy head: a module from features of
+    ``width`` (per feature row: the grid trunk gives one row per cell) to ``params``.
     """
 
     action_shape: tuple[int, ...]
@@ -54,14 +56,15 @@ class Distribution(Protocol):
 
 
 class Categorical:
-    """Discrete actions: logits of shape (B, n); the head a Linear of n logits, gain 0.01."""
+    """Discrete actions: logits of shape (B, n); the head a Linear of n logits, gain 0.01. The policy takes
+    action index i, which the rollout stores and the log-prob is of; the env receives ``start + i``."""
 
     action_shape: tuple[int, ...] = ()
     action_dtype = np.int64
     maskable = True
 
-    def __init__(self, n: int):
-        self.n = int(n)
+    def __init__(self, n: int, start: int = 0):
+        self.n, self.start = int(n), int(start)
 
     def head(self, width: int, rows: int, cfg: Config) -> nn.Module:
         return LinearHead(width, self.n, cfg.on("core.orthogonal_init"))
@@ -94,7 +97,8 @@ class Categorical:
         return self.log_prob(logits, actions), self.entropy(logits)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
-        return actions
+        # the batch itself where there is nothing to add: this runs every rollout step
+        return actions if self.start == 0 else actions + self.start
 
 
 class DiagGaussian:
@@ -228,7 +232,8 @@ class MultiCategorical:
     """MultiDiscrete actions (multidiscrete.independent_categoricals): one head of sum(nvec) logits, split into
     one Categorical per component, independent, so the log-prob and the entropy of an action are sums over its
     components. params: logits (B, sum(nvec)), or (logits, mask) with a bool mask of the same shape
-    (aux.action_masking); actions (B, K) for the K components, in ``nvec``'s (flattened) order.
+    (aux.action_masking); actions (B, K) for the K components, in ``nvec``'s (flattened) order, each an index
+    0..n-1: the env receives them in ``nvec``'s shape plus the space's ``start``.
 
     Vectorized: ``nvec`` is read as R rows of one pattern (the rows of a 2-D nvec whose rows are equal, as one per
     grid cell in Gym-muRTS; else one row), the logits as B * R rows, and each run of equal sizes n in the pattern
@@ -240,9 +245,11 @@ class MultiCategorical:
     masked muRTS minibatch's work (docs/benchmarks.md).
     """
 
-    def __init__(self, nvec):
+    def __init__(self, nvec, start=None):
         nvec = np.asarray(nvec, dtype=np.int64)
         self.shape, self.size = nvec.shape, int(nvec.sum())
+        shift = np.broadcast_to(np.asarray(0 if start is None else start, np.int64), nvec.shape)
+        self.start = shift if shift.any() else None  # None: to_env has nothing to add, every rollout step
         self.action_shape = (nvec.size,)
         rows = nvec.reshape(len(nvec), -1) if nvec.ndim > 1 else nvec.reshape(1, -1)
         if not (rows == rows[0]).all():
@@ -282,7 +289,8 @@ class MultiCategorical:
         return rng.gumbel(size=shape)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
-        return actions.reshape(len(actions), *self.shape)
+        actions = actions.reshape(len(actions), *self.shape)
+        return actions if self.start is None else actions + self.start
 
     def _rows(self, params):
         """(logits (M, row_size) with invalid actions masked, mask (M, row_size) as floats or None, index (M,) of
@@ -366,8 +374,8 @@ class MultiCategorical:
 
 # The registry: the distribution class for each kind of action space; the first entry the space is an instance of
 REGISTRY: list[tuple[type[gym.Space], Callable[[gym.Space, Config], Distribution]]] = [
-    (gym.spaces.Discrete, lambda space, cfg: Categorical(space.n)),
-    (gym.spaces.MultiDiscrete, lambda space, cfg: MultiCategorical(space.nvec)),
+    (gym.spaces.Discrete, lambda space, cfg: Categorical(space.n, space.start)),
+    (gym.spaces.MultiDiscrete, lambda space, cfg: MultiCategorical(space.nvec, space.start)),
     (gym.spaces.Box, lambda space, cfg: (TanhDiagGaussian if cfg.squash_actions else DiagGaussian)(space, cfg)),
 ]
 

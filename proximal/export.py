@@ -2,10 +2,11 @@
 
 Inputs: ``obs`` (batch, *observation shape), of the observation space's dtype (uint8 for images); a recurrent
 policy also takes ``state`` (2, batch, lstm_size) and ``start`` (batch,), 1.0 where the observation begins an
-episode. Outputs: ``action`` (the deterministic action, clipped or squashed as in training, MultiDiscrete in the
-space's shape), ``value``, the distribution's parameters (``logits``, or ``mean`` and ``log_std`` for Box actions)
-and, for a recurrent policy, ``state_out``. The run's observation normalization is inside the graph, in float64
-as in training. Policies trained with action masks are refused.
+episode. Outputs: ``action`` (the deterministic action as the env takes it: clipped or squashed as in training,
+MultiDiscrete in the space's shape, a Discrete or MultiDiscrete space's ``start`` added), ``value``, the
+distribution's parameters (``logits``, or ``mean`` and ``log_std`` for Box actions) and, for a recurrent policy,
+``state_out``. The run's observation normalization is inside the graph, in float64 as in training. Policies
+trained with action masks are refused.
 
 The graph is written by torch's TorchScript exporter (``dynamo=False``): it needs no package beyond torch, and it
 traces these small static networks exactly; running the file needs ``onnxruntime`` (the ``onnx`` extra).
@@ -14,15 +15,16 @@ traces these small static networks exactly; running the file needs ``onnxruntime
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from .agent import Agent, load
 from .carry import Carry
+from .checkpoint import temporary_file
 from .distributions import DiagGaussian, TanhDiagGaussian
 from .envs.normalize import CLIP, EPSILON
 from .errors import UserError
@@ -41,6 +43,8 @@ class PolicyGraph(nn.Module):
             self.register_buffer("obs_std", torch.as_tensor(self.obs_rms.var + EPSILON, dtype=torch.float64).sqrt())
             self.obs_clip = norm.obs_clip
         self.action_shape = tuple(agent.action_space.shape)
+        start = getattr(self.dist, "start", None)  # a Discrete or MultiDiscrete space's, as to_env adds it
+        self.register_buffer("action_start", torch.tensor(start) if np.any(start) else None)
         if isinstance(self.dist, DiagGaussian):
             self.register_buffer("low", torch.as_tensor(self.dist.low, dtype=torch.float64))
             self.register_buffer("high", torch.as_tensor(self.dist.high, dtype=torch.float64))
@@ -48,7 +52,8 @@ class PolicyGraph(nn.Module):
     def _env_action(self, action: torch.Tensor) -> torch.Tensor:
         """``dist.to_env`` in torch operations, in float64 as its numpy version."""
         if not isinstance(self.dist, DiagGaussian):
-            return action.reshape(-1, *self.action_shape)
+            action = action.reshape(-1, *self.action_shape)
+            return action if self.action_start is None else action + self.action_start
         action = action.double()
         if isinstance(self.dist, TanhDiagGaussian):
             action = self.low + (torch.tanh(action) + 1.0) * (self.high - self.low) / 2
@@ -76,6 +81,19 @@ def output_names(agent: Agent) -> list[str]:
     return ["action", "value", *params] + (["state_out"] if agent.recurrent else [])
 
 
+def _output_path(path: str | Path) -> Path:
+    """``path`` as a file to write. A directory is refused rather than written into under a name of our choosing:
+    the path given is the path written (``os.replace`` would otherwise fail on it, or a trailing slash, which
+    ``Path`` drops, would become a file of the directory's name)."""
+    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
+        raise UserError(f"'{path}' is a directory: give the file to write, e.g. {Path(path) / 'policy.onnx'}")
+    path = Path(path)
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"cannot write '{path}': '{blocking}' is a file, not a directory; choose another path")
+    return path
+
+
 def export_onnx(run: str | Path | Agent, path: str | Path) -> Path:
     """Write the ONNX graph of a run's policy (a run directory, a checkpoint file or an ``Agent``) to ``path``,
     atomically: a failed export leaves no file. Returns the path."""
@@ -83,7 +101,7 @@ def export_onnx(run: str | Path | Agent, path: str | Path) -> Path:
     if agent.policy.masked:
         raise UserError("this policy was trained with action masks, which the ONNX export does not support yet; "
                         "use proximal.load(run).act(obs, mask=...) instead")
-    path = Path(path)
+    path = _output_path(path)
     graph = PolicyGraph(agent).cpu().eval()
     space = agent.observation_space
     batch = 2
@@ -95,8 +113,13 @@ def export_onnx(run: str | Path | Agent, path: str | Path) -> Path:
         dynamic |= {"state": {1: "batch"}, "start": {0: "batch"}}
     outputs = output_names(agent)
     dynamic |= {name: {1 if name == "state_out" else 0: "batch"} for name in outputs}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temporary_file(path.parent, ".onnx")
+    except OSError as e:  # the directory that refused is the parent of what was being made in it
+        where = Path(e.filename).parent if e.filename else path.parent
+        raise UserError(f"cannot write '{path}': {e.strerror.lower()} in '{where}'; choose an output path in a "
+                        "directory you can write") from None
     os.close(fd)
     try:
         with warnings.catch_warnings():

@@ -68,6 +68,38 @@ class DictObs(Corridor):
         return {"x": obs}, *rest
 
 
+class ShiftedDiscrete(gym.Env):
+    """Actions of a space whose values do not start at 0 (gymnasium's ``start``). Each env records the actions it
+    receives in ``received`` (in this process: run it with env_workers=1). Episodes of 5 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(3, start=-1)
+    received: list = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        type(self).received.append(np.array(action))
+        self.t += 1
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), 0.0, False, self.t >= 5, {}
+
+
+class ShiftedMultiDiscrete(ShiftedDiscrete):
+    action_space = gym.spaces.MultiDiscrete([2, 3], start=[5, -1])
+    received: list = []
+
+
+def make_shifted_discrete() -> gym.Env:
+    return ShiftedDiscrete()
+
+
+def make_shifted_multidiscrete() -> gym.Env:
+    return ShiftedMultiDiscrete()
+
+
 def write_module(tmp_path: Path, name: str, body: str) -> None:
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
 
@@ -164,6 +196,15 @@ def test_a_factory_run_records_its_name_and_resume_asks_for_it(tmp_path, capsys)
     message = capsys.readouterr().err
     assert message.startswith("proximal train: error: this run's envs came from the function "
                               "test_api.make_corridor") and "proximal.train(env=make_corridor" in message
+
+
+def test_a_run_trained_from_a_script_takes_its_factory_from_the_scripts_module():
+    # a script's functions are __main__.name while it trains, and module.name where another script imports them
+    from proximal.envs.make import check_same_factory
+
+    check_same_factory("callable:__main__.make_corridor", make_corridor)
+    with pytest.raises(proximal.UserError, match=r"came from __main__\.make_corridor, not test_api\.make_other"):
+        check_same_factory("callable:__main__.make_corridor", make_other)
 
 
 def test_bad_factories_fail_with_one_message_before_anything_is_written(tmp_path):
@@ -306,6 +347,47 @@ def test_the_agent_takes_masks_and_gives_multidiscrete_shapes(tmp_path):
         assert active.any() and np.take_along_axis(masks, chosen, 1)[active].all()
         with pytest.raises(proximal.UserError, match="trained with action masks: pass mask="):
             agent.act(obs)
+        with pytest.raises(proximal.UserError, match=r"mask of shape \(5,\): this agent takes 21 entries per "
+                                                     r"observation .*\(3, 21\) for 3 observation"):
+            agent.act(obs, mask=np.ones(5, bool))
+        with pytest.raises(proximal.UserError, match=r"mask of shape \(21,\): .* \(2, 21\) for 2 observation"):
+            agent.act(obs[:2], mask=masks[0])  # one row for a batch of two
+        assert agent.act(obs[0], mask=masks[0])[0].shape == agent.action_space.shape  # one observation, one row
+        with pytest.raises(proximal.UserError, match=r"start of shape \(2,\): .* one flag per observation, \(3,\)"):
+            agent.act(obs, mask=masks, start=[1, 0])
+    finally:
+        envs.close()
+
+
+def component_values(actions) -> list[set]:
+    """The values each component of a batch of actions took (one component for Discrete)."""
+    columns = np.asarray(actions).reshape(len(actions), -1)
+    return [set(column.tolist()) for column in columns.T]
+
+
+@pytest.mark.parametrize("make", [make_shifted_discrete, make_shifted_multidiscrete])
+def test_training_and_the_agent_give_a_shifted_space_its_own_actions(make, tmp_path):
+    """A space's start is added once, on the way to the env: training sends it every value of the space and no
+    other, the agent gives the same values, and they reach the env unchanged through proximal.make_env."""
+    env_class = type(make())
+    space = env_class.action_space
+    sizes = np.ravel(space.nvec if isinstance(space, gym.spaces.MultiDiscrete) else space.n)
+    every_value = [set(range(start, start + n)) for start, n in zip(np.ravel(space.start), sizes)]
+    env_class.received.clear()
+    run = proximal.train(env=make, run_dir=tmp_path / "run", quiet=True, env_workers=1, **TINY)
+    assert len(env_class.received) == TINY["total_steps"]
+    assert component_values(env_class.received) == every_value  # near-uniform at the start: all of them
+    agent = proximal.load(run.run_dir)
+    obs = np.random.default_rng(0).uniform(-1, 1, (300, 2)).astype(np.float32)
+    assert component_values(agent.act(obs)[0]) == every_value
+    greedy = agent.act(obs, deterministic=True)[0]
+    assert all(space.contains(action) for action in greedy)
+    envs = proximal.make_env(agent, env=make)
+    try:
+        env_class.received.clear()
+        action = agent.act(envs.reset(seed=0), deterministic=True)[0]
+        envs.step(action)
+        assert np.array_equal(env_class.received, action)
     finally:
         envs.close()
 
@@ -323,6 +405,14 @@ def test_a_recurrent_agent_carries_its_state_and_resets_where_an_episode_starts(
     assert np.allclose(fresh[:, 0], state[:, 0]) and np.allclose(fresh[:, 1], again[:, 1])
     with pytest.raises(proximal.UserError, match=r"state of shape \(2, 1, 8\): .* has shape \(2, 2, 8\)"):
         agent.act(obs, state[:, :1])
+
+
+def test_load_on_a_device_torch_does_not_know_or_have_is_one_message(box_run):
+    with pytest.raises(proximal.UserError, match="device 'tpu' is not one an agent runs on: use cpu, cuda, cuda:N"):
+        proximal.load(box_run.run_dir, device="tpu")
+    count = torch.cuda.device_count()
+    with pytest.raises(proximal.UserError, match=rf"device 'cuda:{count}': torch sees {count} CUDA device"):
+        proximal.load(box_run.run_dir, device=f"cuda:{count}")
 
 
 def test_load_of_a_missing_or_corrupt_path_is_one_message(tmp_path):

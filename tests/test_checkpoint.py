@@ -118,6 +118,19 @@ def write_record(payload, path) -> None:
                 "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}, path)
 
 
+def test_written_files_get_the_permissions_of_an_ordinary_new_file(tmp_path):
+    # written through a temporary file (owner-only, as mkstemp makes it) renamed over the real one
+    umask = os.umask(0o022)
+    try:
+        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pt")
+        os.umask(0o002)
+        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "b.pt")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.pt").stat().st_mode & 0o777 == 0o664
+
+
 def test_checkpoint_holds_only_tensors_and_plain_values(run):
     _, run_dir, _ = run
     record = torch.load(checkpoint.latest(run_dir), weights_only=True)
@@ -156,6 +169,9 @@ def test_latest_of_a_file_is_the_file_and_errors_name_the_path(tmp_path):
     f = tmp_path / "some.pt"
     f.write_bytes(b"")
     assert checkpoint.latest(f) == f
+    with pytest.raises(UserError, match="is not a run directory"):  # a folder that holds a file, not a run
+        checkpoint.latest(tmp_path)
+    (tmp_path / "run.json").write_text("{}")  # a run killed before its first checkpoint
     with pytest.raises(UserError, match="no finished checkpoint"):
         checkpoint.latest(tmp_path)
     with pytest.raises(UserError, match="missing"):

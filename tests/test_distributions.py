@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from proximal.config import preset
-from proximal.distributions import Categorical, DiagGaussian, TanhDiagGaussian
+from proximal.distributions import Categorical, DiagGaussian, TanhDiagGaussian, make_distribution
 
 CFG = preset("mujoco")
 
@@ -47,6 +47,23 @@ def test_categorical_sampling_is_seeded():
         return dist.sample(logits, torch.from_numpy(dist.noise(np.random.default_rng(seed), (1000, 3))))
 
     assert torch.equal(sample(7), sample(7)) and not torch.equal(sample(7), sample(8))
+
+
+def test_a_spaces_start_is_added_on_the_way_to_the_env_and_only_there():
+    """The policy's side (sample, mode, log-prob: what the rollout stores) is the index 0..n-1; ``to_env`` gives
+    the env ``start + index``, in the space's shape."""
+    discrete = make_distribution(gym.spaces.Discrete(3, start=-1), CFG)
+    logits = torch.tensor([[0.0, 0.0, 9.0], [9.0, 0.0, 0.0]])
+    index = discrete.mode(logits)
+    assert index.tolist() == [2, 0] and discrete.log_prob(logits, index)[0] > -1e-3
+    assert discrete.to_env(index.numpy()).tolist() == [1, -1]
+    multi = make_distribution(gym.spaces.MultiDiscrete([[2, 3]], start=[[5, -1]]), CFG)
+    logits = torch.tensor([[9.0, 0.0, 0.0, 0.0, 9.0], [0.0, 9.0, 9.0, 0.0, 0.0]])
+    index = multi.mode(logits)
+    assert index.tolist() == [[0, 2], [1, 0]] and (multi.log_prob(logits, index) > -1e-3).all()
+    assert multi.to_env(index.numpy()).tolist() == [[[5, 1]], [[6, -1]]]
+    unshifted = np.array([0, 2])
+    assert make_distribution(gym.spaces.Discrete(3), CFG).to_env(unshifted) is unshifted
 
 
 def normal(params):

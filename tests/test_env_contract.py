@@ -103,3 +103,16 @@ def test_env_options_carry_the_runs_env_settings_to_the_atari_chain():
 
 def sticky_action_probability(envs) -> list:
     return [env.unwrapped.ale.getFloat("repeat_action_probability") for env in envs]
+
+
+def test_capture_video_of_a_registered_env_without_render_mode_is_one_message(tmp_path):
+    import proximal
+
+    # proximal's own MaskedMultiDiscrete env has no render API: gymnasium's make passes render_mode to a class
+    # without __init__ arguments
+    with pytest.raises(UserError, match="env 'proximal/MaskedMultiDiscrete-v0' cannot render as 'rgb_array': its "
+                                        "constructor takes no render_mode argument; add one .* or train without "
+                                        "capture_video"):
+        proximal.train(env="proximal/MaskedMultiDiscrete-v0", capture_video=True, run_dir=tmp_path / "run",
+                       quiet=True)
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 import proximal
 from proximal.export import PolicyGraph
+from test_api import make_shifted_discrete, make_shifted_multidiscrete
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -23,6 +25,9 @@ RUNS = {
     "squashed": ("classic", "Pendulum-v1", dict(squash_actions=True)),
     "image": ("atari", "BreakoutNoFrameskip-v4", dict(total_steps=32, env_workers=1, torch_threads=1)),
     "multidiscrete": ("classic", "proximal/MaskedMultiDiscrete-v0", dict(off=["aux.action_masking"])),
+    # spaces whose values start at 1, -1 or 5: the graph adds the start as the agent does
+    "shifted-discrete": ("classic", make_shifted_discrete, dict(env_workers=1)),
+    "shifted-multidiscrete": ("classic", make_shifted_multidiscrete, dict(env_workers=1)),
 }
 
 
@@ -51,6 +56,7 @@ def test_the_onnx_graph_gives_the_agents_action_value_and_parameters(kind, tmp_p
     action, _ = agent.act(obs, deterministic=True)
     assert outputs[0].shape == action.shape and outputs[0].dtype == action.dtype
     assert np.abs(outputs[0] - action).max() <= 1e-5
+    assert all(agent.action_space.contains(a) for a in outputs[0])
     assert np.abs(outputs[1] - agent.value(obs)).max() <= 1e-5
     with torch.no_grad():
         expected = PolicyGraph(agent)(torch.from_numpy(obs))
@@ -86,6 +92,28 @@ def test_export_refuses_a_masked_policy_and_writes_nothing(tmp_path):
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".tmp_*"))
 
 
+def test_an_output_path_that_cannot_hold_the_file_is_one_message_and_writes_nothing(tmp_path, monkeypatch):
+    agent = proximal.load(proximal.train(env="CartPole-v1", run_dir=tmp_path / "run", quiet=True, **TINY).run_dir)
+    (tmp_path / "notes").write_text("a file")
+    with pytest.raises(proximal.UserError, match=r"cannot write '.*notes/sub/policy.onnx': '.*notes' is a file, not "
+                                                 "a directory"):
+        proximal.export_onnx(agent, tmp_path / "notes" / "sub" / "policy.onnx")
+    (tmp_path / "out").mkdir()
+    # an existing directory, and one named with a trailing slash, which Path would drop
+    for directory in (tmp_path / "out", f"{tmp_path / 'new'}/"):
+        with pytest.raises(proximal.UserError, match=r"is a directory: give the file to write, e.g. .*/policy.onnx"):
+            proximal.export_onnx(agent, directory)
+    assert not (tmp_path / "new").exists() and not list((tmp_path / "out").iterdir())
+
+    def refuse(*args, **kwargs):  # as mkstemp in a directory without write permission (tests may run as root)
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked" / ".tmp_1.onnx"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(proximal.UserError, match=r"cannot write '.*locked/policy.onnx': permission denied in "
+                                                 r"'.*locked'; choose an output path in a directory you can write"):
+        proximal.export_onnx(agent, tmp_path / "locked" / "policy.onnx")
+
+
 def test_the_export_command(tmp_path):
     proximal.train(env="CartPole-v1", run_dir=tmp_path / "run", quiet=True, **TINY)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -94,6 +122,10 @@ def test_the_export_command(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "wrote out/policy.onnx: inputs obs; outputs action, value, logits"
     assert session(tmp_path / "out" / "policy.onnx").run(None, {"obs": np.zeros((3, 4), np.float32)})[0].shape == (3,)
+    into_directory = subprocess.run([sys.executable, "-m", "proximal", "export", "run", "-o", "out"],
+                                    cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert into_directory.returncode == 2 and into_directory.stderr == (
+        "proximal export: error: 'out' is a directory: give the file to write, e.g. out/policy.onnx\n")
     missing = subprocess.run([sys.executable, "-m", "proximal", "export", "nothing", "-o", "x.onnx"],
                              cwd=tmp_path, capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr

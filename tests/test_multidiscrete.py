@@ -12,7 +12,7 @@ import torch
 from proximal.actors import TorchActor
 from proximal.carry import Carry
 from proximal.config import preset
-from proximal.distributions import Categorical, MultiCategorical, masked_logits
+from proximal.distributions import Categorical, MultiCategorical, make_distribution, masked_logits
 from proximal.envs import make_envs
 from proximal.errors import UserError
 from proximal.evaluate import evaluate, load_policy
@@ -318,10 +318,11 @@ def test_box_actions_with_masks_are_a_user_error(cfg):
 
 
 def test_multidiscrete_start_offsets_reach_the_env(cfg):
+    # the policy's indices 0..n-1, through the distribution's to_env (the one place that adds the space's start)
     gym.register("proximal-test/MultiStart-v0", entry_point=OffsetEnv)
     envs = make_envs("proximal-test/MultiStart-v0", 2)
     envs.reset(seed=0)
-    envs.step(np.array([[0, 1], [1, 0]]))
+    envs.step(make_distribution(envs.single_action_space, cfg).to_env(np.array([[0, 1], [1, 0]])))
     assert envs.groups.call(list)[0].unwrapped.received.tolist() == [5, 11]
 
 

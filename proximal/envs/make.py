@@ -64,6 +64,11 @@ def check_same_factory(env_id: str, factory: Callable[[], gym.Env] | None) -> No
                         "run_dir=..., resume=True) or proximal.make_env(run, env=...)")
     if not env_id.startswith(FACTORY_PREFIX):
         raise UserError(f"this run trained on the env id '{env_id}', not on a factory: drop env=")
-    if factory_id(factory) != env_id:
+    given = factory_id(factory)
+    # a run trained from a script records the script's functions as __main__.name: the same name imported from the
+    # script's module (another script evaluating it) is that function
+    if env_id.startswith(f"{FACTORY_PREFIX}__main__.") and given.endswith(f".{recorded.removeprefix('__main__.')}"):
+        return
+    if given != env_id:
         raise UserError(f"this run's envs came from {recorded}, not {factory_id(factory).removeprefix(FACTORY_PREFIX)}"
                         f": pass {recorded} again")

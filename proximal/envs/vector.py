@@ -104,7 +104,18 @@ def make_gym_env(env: EnvSource, render_mode: str | None = None, video_dir: str 
     if callable(env):
         raw = env()  # a factory takes no arguments, so it renders as it chose to
     else:
-        raw = gym.make(env, disable_env_checker=True, **({"render_mode": render_mode} if render_mode else {}))
+        kwargs = {"render_mode": render_mode} if render_mode else {}
+        try:
+            raw = gym.make(env, disable_env_checker=True, **kwargs)
+        except TypeError as e:
+            # Python's words for a constructor without a render_mode keyword (a class without __init__ "takes no
+            # arguments"); other TypeErrors are the env's own to report
+            if not kwargs or ("unexpected keyword argument 'render_mode'" not in str(e)
+                              and "takes no arguments" not in str(e)):
+                raise
+            recording = ", or train without capture_video (--capture-video)" if video_dir is not None else ""
+            raise UserError(f"env '{env}' cannot render as {render_mode!r}: its constructor takes no render_mode "
+                            f"argument; add one (gymnasium's render API){recording}") from None
     return wrap_env(raw if video_dir is None else RecordEpisodes(raw, video_dir))
 
 
@@ -164,8 +175,6 @@ class GymVectorEnv:
         self.groups = EnvGroups(partial(make_gym_env, env, render_mode), num_envs, options.workers, first_env_fn)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space, self.metadata = self.groups.spaces()
-        offset = np.asarray(getattr(self.single_action_space, "start", 0))
-        self._action_offset = offset if offset.any() else None  # checked every step
         self._masks = None
 
     @staticmethod
@@ -185,8 +194,8 @@ class GymVectorEnv:
         return obs
 
     def step(self, actions: np.ndarray) -> Step:
-        if self._action_offset is not None:
-            actions = actions + self._action_offset
+        """``actions`` as the env takes them, a Discrete or MultiDiscrete space's ``start`` included: the
+        distribution's ``to_env`` adds it, so that the agent and the ONNX export give the same actions."""
         # same-step autoreset: an env that was reset reports its reset info, so this is the new episode's mask
         step, self._masks = self.groups.step(actions)
         return step
