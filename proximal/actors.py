@@ -33,7 +33,9 @@ class TorchActor:
         return autocast(self.precision, self.device)
 
     def _obs(self, obs: np.ndarray) -> torch.Tensor:
-        if obs.dtype == np.uint8:  # images stay uint8: the network scales them (atari.scale_obs)
+        # uint8 stays uint8, as the rollout stores it: the trunk casts it (the Nature CNN also scales it,
+        # atari.scale_obs; flat trunks take it unscaled, nets.flat_observations)
+        if obs.dtype == np.uint8:
             return torch.as_tensor(obs, device=self.device)
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
 

@@ -238,14 +238,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from .plot import plot_runs
+    from .plot import figure_path, plot_runs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         groups = plot_runs(args.run_dirs, args.output)
     for warning in caught:
         print(f"proximal plot: warning: {warning.message}", file=sys.stderr)
-    print(f"wrote {args.output}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
+    print(f"wrote {figure_path(args.output)}: " + "; ".join(f"{label} ({n} seed{'s' if n > 1 else ''})"
                                                for label, n in groups.items()))
 
 

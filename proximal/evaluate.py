@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from .fast_paths import make_actor
 from .policy import make_policy
 from .spaces import space_from_dict
 from .trainer import resolve_device
+from .outputs import cannot_write, output_file
 
 
 def load_policy(path: Path, device: str = "cpu"):
@@ -88,7 +89,8 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
 
 class VideoWriter:
     """Frames to a video file through imageio (ffmpeg for .mp4, from the mujoco extra), streamed: long
-    evaluations do not hold every frame in memory."""
+    evaluations do not hold every frame in memory. The file appears when the block ends without an error
+    (``outputs.output_file``); one that cannot be written is a UserError and leaves no file."""
 
     def __init__(self, path: Path, envs):
         try:
@@ -97,20 +99,36 @@ class VideoWriter:
             raise UserError("--video needs imageio and imageio-ffmpeg: pip install -e '.[mujoco]'") from None
         self.path, self.frames = Path(path), 0
         fps = envs.metadata.get("render_fps") or 30
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._writer = imageio.get_writer(self.path, fps=fps)
-        except (ValueError, RuntimeError, ImportError) as e:
-            raise UserError(f"cannot write the video '{path}': {e}") from None
+        with ExitStack() as stack:
+            tmp = stack.enter_context(output_file(self.path, "eval.mp4"))
+            try:
+                self._writer = imageio.get_writer(tmp, fps=fps)
+            except (ValueError, RuntimeError, ImportError) as e:  # imageio's message names the temporary file
+                raise UserError(f"cannot write the video '{path}': {str(e).replace(str(tmp), str(path))}") from None
+            except OSError as e:
+                raise cannot_write(self.path, e) from None
+            # the writer closes (ffmpeg ends its file) before the file is renamed or removed
+            stack.push(self._close)
+            self._output = stack.pop_all()
 
     def add(self, frame) -> None:
         if frame is None or np.ndim(frame) != 3:
             raise UserError("the env returned no rgb_array frame; it cannot be recorded with --video")
-        self._writer.append_data(np.asarray(frame))
+        try:
+            self._writer.append_data(np.asarray(frame))
+        except OSError as e:  # ffmpeg's pipe broken: mostly a full disk
+            raise cannot_write(self.path, e) from None
         self.frames += 1
+
+    def _close(self, exc_type, exc, tb) -> None:
+        try:
+            self._writer.close()
+        except OSError as e:
+            if exc_type is None:  # else the error under way says what went wrong; the file goes either way
+                raise cannot_write(self.path, e) from None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
-        self._writer.close()
+        self._output.__exit__(*exc)

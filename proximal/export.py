@@ -14,7 +14,6 @@ traces these small static networks exactly; running the file needs ``onnxruntime
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from torch import nn
 
 from .agent import Agent, load
 from .carry import Carry
-from .checkpoint import temporary_file
 from .distributions import DiagGaussian, TanhDiagGaussian
 from .envs.normalize import CLIP, EPSILON
 from .errors import UserError
+from .outputs import cannot_write, output_file
 
 
 class PolicyGraph(nn.Module):
@@ -81,19 +80,6 @@ def output_names(agent: Agent) -> list[str]:
     return ["action", "value", *params] + (["state_out"] if agent.recurrent else [])
 
 
-def _output_path(path: str | Path) -> Path:
-    """``path`` as a file to write. A directory is refused rather than written into under a name of our choosing:
-    the path given is the path written (``os.replace`` would otherwise fail on it, or a trailing slash, which
-    ``Path`` drops, would become a file of the directory's name)."""
-    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
-        raise UserError(f"'{path}' is a directory: give the file to write, e.g. {Path(path) / 'policy.onnx'}")
-    path = Path(path)
-    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
-    if blocking is not None:
-        raise UserError(f"cannot write '{path}': '{blocking}' is a file, not a directory; choose another path")
-    return path
-
-
 def export_onnx(run: str | Path | Agent, path: str | Path) -> Path:
     """Write the ONNX graph of a run's policy (a run directory, a checkpoint file or an ``Agent``) to ``path``,
     atomically: a failed export leaves no file. Returns the path."""
@@ -101,7 +87,6 @@ def export_onnx(run: str | Path | Agent, path: str | Path) -> Path:
     if agent.policy.masked:
         raise UserError("this policy was trained with action masks, which the ONNX export does not support yet; "
                         "use proximal.load(run).act(obs, mask=...) instead")
-    path = _output_path(path)
     graph = PolicyGraph(agent).cpu().eval()
     space = agent.observation_space
     batch = 2
@@ -113,24 +98,17 @@ def export_onnx(run: str | Path | Agent, path: str | Path) -> Path:
         dynamic |= {"state": {1: "batch"}, "start": {0: "batch"}}
     outputs = output_names(agent)
     dynamic |= {name: {1 if name == "state_out" else 0: "batch"} for name in outputs}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temporary_file(path.parent, ".onnx")
-    except OSError as e:  # the directory that refused is the parent of what was being made in it
-        where = Path(e.filename).parent if e.filename else path.parent
-        raise UserError(f"cannot write '{path}': {e.strerror.lower()} in '{where}'; choose an output path in a "
-                        "directory you can write") from None
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            # the TorchScript exporter announces its deprecation in favour of the dynamo one, which needs onnxscript
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(graph, inputs, tmp, input_names=names, output_names=outputs, dynamic_axes=dynamic,
-                              dynamo=False)
-        os.replace(tmp, path)
-    except Exception as e:  # noqa: BLE001 - any failure of the exporter is reported in one line
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"exporting this policy to ONNX failed ({type(e).__name__}: {str(e).splitlines()[0]})"
-                        ) from None
-    return path
+    with output_file(path, "policy.onnx") as tmp:
+        try:
+            with warnings.catch_warnings():
+                # the TorchScript exporter announces its deprecation for the dynamo one, which needs onnxscript
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(graph, inputs, tmp, input_names=names, output_names=outputs, dynamic_axes=dynamic,
+                                  dynamo=False)
+        except OSError as e:
+            raise cannot_write(Path(path), e) from None
+        except Exception as e:  # noqa: BLE001 - any failure of the exporter is reported in one line
+            raise UserError(f"exporting this policy to ONNX failed ({type(e).__name__}: {str(e).splitlines()[0]})"
+                            ) from None
+    return Path(path)
 

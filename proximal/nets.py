@@ -33,6 +33,14 @@ def mlp(in_size: int, hidden_sizes: tuple[int, ...], orthogonal: bool) -> nn.Seq
 # of features per observation for the policy head: 1, or one per cell of a grid).
 
 
+def flat_observations(obs: torch.Tensor) -> torch.Tensor:
+    """(N, features) float input of a flat trunk. Integer observations (uint8 vectors, small images and grids that
+    no CNN takes) are cast to float32 unscaled, as the reference's ``encode_observation`` (``tf.to_float``): only
+    the Nature CNN divides by 255. A scalar observation space gives (N,) rows: one feature each."""
+    obs = obs.flatten(1) if obs.dim() > 1 else obs.unsqueeze(1)
+    return obs if obs.is_floating_point() else obs.float()
+
+
 class MLPTrunk(nn.Module):
     """Tanh MLP trunks on flattened observations, for the policy head and the value head: separate ones (``actor``,
     ``critic``) where the run's separate-networks detail is on, else one ``actor`` under both heads (the critic
@@ -46,7 +54,7 @@ class MLPTrunk(nn.Module):
         self.rows = 1
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        obs = obs.flatten(1)
+        obs = flat_observations(obs)
         features = self.actor(obs)
         return features, features if self.critic is None else self.critic(obs)
 
@@ -62,7 +70,7 @@ class FlatTrunk(nn.Module):
         self.rows = 1
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.mlp(obs.flatten(1))
+        return self.mlp(flat_observations(obs))
 
 
 class LinearHead(nn.Module):

@@ -24,6 +24,11 @@ def _views(layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
     return layer.weight.detach().numpy(), layer.bias.detach().numpy()
 
 
+def _rows(obs: np.ndarray) -> np.ndarray:
+    """Observations as float32 rows: ``nets.flat_observations``'s input, uint8 cast unscaled (no copy of float32)."""
+    return obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+
+
 def _linear(layer, x: np.ndarray, bf16: bool) -> np.ndarray:
     weight, bias = layer
     return matmul(x, weight.T, bias, bf16)
@@ -62,11 +67,11 @@ class NumpyMLPActor:
 
     def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         """(action, carry): ``TorchActor.act``'s action from the same noise; the carry passes through."""
-        return self._draw(self._head(obs.reshape(len(obs), -1)), rng), carry
+        return self._draw(self._head(_rows(obs)), rng), carry
 
     def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log pi(actions | obs), V(obs)) for a batch of observations and the actions taken there."""
-        obs = obs.reshape(len(obs), -1)
+        obs = _rows(obs)
         return self._log_prob(self._head(obs), actions), self.value(obs, None)
 
     def _head(self, obs: np.ndarray):
@@ -96,6 +101,6 @@ class NumpyMLPActor:
         return logprob.astype(np.float32)
 
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
-        obs = obs.reshape(len(obs), -1)
+        obs = _rows(obs)
         layers = self.actor_layers if self.critic_layers is None else self.critic_layers
         return _linear(self.value_head, tanh_mlp(layers, obs, self.bf16)[-1], self.bf16)[:, 0]

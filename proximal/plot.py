@@ -12,6 +12,7 @@ import numpy as np
 from .config import preset as preset_config, PRESETS
 from .errors import UserError
 from .logs import whole_rows
+from .outputs import cannot_write, output_file
 
 
 # what run_label and experiment_labels read of a run's config.json
@@ -83,13 +84,37 @@ def smoothed_curve(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray, win
     return np.where(idx >= 0, means[np.maximum(idx, 0)], np.nan)
 
 
+def figure_path(output: Path) -> Path:
+    """The file ``plot_runs`` writes for ``output``: itself, or with ``.png`` added where it has no suffix
+    (matplotlib's rule: its default format, named)."""
+    output = Path(output)
+    return output if output.suffix else output.with_name(output.name + ".png")
+
+
+def distinct_runs(run_dirs: list[Path]) -> list[Path]:
+    """``run_dirs`` without repeats (the same directory twice, or reached by overlapping globs or another path),
+    which would count one run as several seeds; a warning names them."""
+    first: dict[Path, Path] = {}
+    repeats = []
+    for run_dir in map(Path, run_dirs):
+        key = run_dir.resolve()
+        if key not in first:
+            first[key] = run_dir
+        else:
+            repeats.append(f"'{run_dir}'" + ("" if run_dir == first[key] else f" (the run '{first[key]}')"))
+    if repeats:
+        warnings.warn(f"{', '.join(repeats)} given again: each run is plotted once", stacklevel=2)
+    return list(first.values())
+
+
 def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str, int]:
-    """Write the figure; returns the number of seeds per curve."""
+    """Write the figure to ``figure_path(output)``; returns the number of seeds per curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    run_dirs = distinct_runs(run_dirs)
     runs = [read_run(run_dir) for run_dir in run_dirs]
     groups: dict[str, list] = defaultdict(list)
     for run_dir, label, (_, steps, returns) in zip(run_dirs, experiment_labels([r[0] for r in runs]), runs):
@@ -112,11 +137,15 @@ def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    output = figure_path(output)
     try:
-        fig.savefig(output, dpi=120)
-    except ValueError as e:  # matplotlib's message lists the formats it can write
-        raise UserError(f"cannot write '{output}': {e}") from None
+        with output_file(output, "curves.png") as tmp:
+            try:
+                fig.savefig(tmp, dpi=120)
+            except ValueError as e:  # matplotlib's message lists the formats it can write
+                raise UserError(f"cannot write '{output}': {e}") from None
+            except OSError as e:
+                raise cannot_write(output, e) from None
     finally:
         plt.close(fig)
     return {label: len(runs) for label, runs in groups.items()}

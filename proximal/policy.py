@@ -130,8 +130,9 @@ def _float(params):
 def make_trunk(observation_space: gym.Space, action_space: gym.Space, cfg: Config, recurrent: bool) -> nn.Module:
     """The trunk for these spaces. Images with Discrete actions: the Nature CNN (atari.nature_cnn), uint8 as stored
     (divided by 255 inside with atari.scale_obs). Grids with one action group per cell: the grid CNN. Else MLPs on
-    the flattened observation, separate or shared as ``separate_networks_id`` says; before a core, the flattened
-    observation itself (the reference's ``lstm``), or the hidden_sizes MLP with ``cfg.lstm_mlp``."""
+    the flattened observation (uint8 as float32, unscaled: ``nets.flat_observations``), separate or shared as
+    ``separate_networks_id`` says; before a core, the flattened observation itself (the reference's ``lstm``), or
+    the hidden_sizes MLP with ``cfg.lstm_mlp``."""
     ortho = cfg.on("core.orthogonal_init")
     shape = tuple(observation_space.shape)
     if is_image_space(observation_space) and isinstance(action_space, gym.spaces.Discrete):

@@ -25,7 +25,8 @@ def is_grid_space(observation_space: gym.Space, action_space: gym.Space) -> bool
 
 def is_image_space(space: gym.Space) -> bool:
     """uint8 (C, H, W) observations at least 36 x 36 (the smallest the Nature CNN takes): the Atari frame stack's
-    (4, 84, 84). With Discrete actions they are trained with the Nature CNN; anything else is flattened."""
+    (4, 84, 84). With Discrete actions they are trained with the Nature CNN; anything else is flattened (uint8
+    taken as float32, unscaled: only the Nature CNN divides by 255)."""
     return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
             and min(space.shape[1:]) >= 36)
 

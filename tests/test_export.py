@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -105,13 +104,14 @@ def test_an_output_path_that_cannot_hold_the_file_is_one_message_and_writes_noth
             proximal.export_onnx(agent, directory)
     assert not (tmp_path / "new").exists() and not list((tmp_path / "out").iterdir())
 
-    def refuse(*args, **kwargs):  # as mkstemp in a directory without write permission (tests may run as root)
-        raise PermissionError(13, "Permission denied", str(tmp_path / "locked" / ".tmp_1.onnx"))
+    def refuse(graph, inputs, path, **kwargs):  # as in a directory without write permission (tests may run as root)
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    with pytest.raises(proximal.UserError, match=r"cannot write '.*locked/policy.onnx': permission denied in "
-                                                 r"'.*locked'; choose an output path in a directory you can write"):
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(proximal.UserError, match=r"cannot write '.*locked/policy.onnx' \(Permission denied\); choose "
+                                                 "a path you can write"):
         proximal.export_onnx(agent, tmp_path / "locked" / "policy.onnx")
+    assert not (tmp_path / "locked").exists()  # the directory made for it is gone too
 
 
 def test_the_export_command(tmp_path):

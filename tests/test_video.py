@@ -69,6 +69,37 @@ def test_video_with_an_unknown_format_is_one_line_error(run):
     assert "eval.xyz" in result.stderr and "Traceback" not in result.stderr
 
 
+FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from proximal.errors import UserError
+from proximal.evaluate import VideoWriter
+
+class Envs:
+    metadata = {"render_fps": 30}
+
+# a file size limit stands in for a full disk: the real ffmpeg fails to write and its pipe breaks, as there
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    rng = np.random.default_rng(0)
+    with VideoWriter(sys.argv[1], Envs()) as writer:
+        for _ in range(300):  # noise: ffmpeg cannot compress it below the limit
+            writer.add(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+except UserError as e:
+    print(e)
+"""
+
+
+def test_video_that_ffmpeg_cannot_finish_is_one_error_and_no_file(tmp_path):
+    out = tmp_path / "v.mp4"
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"cannot write '{out}' (") and len(result.stdout.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [], "no partial video left"
+
+
 # ------------------------------------------------------------------ capture_video during training
 
 def frame_counts(video_dir):

@@ -1,0 +1,65 @@
+"""Files a user names (``proximal export -o``, ``plot -o``, ``eval --video``), written whole or not at all.
+
+The writer gets a hidden temporary name in the file's directory, and the file appears under its name only when the
+writing succeeded: a full disk, an exporter's error or an interrupt leaves neither a partial file nor the
+temporary one, and an earlier file of that name is kept until the new one is whole. A path that cannot be
+written, or that names a directory, is one UserError.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UserError
+
+
+@contextmanager
+def output_file(path: str | Path, example: str) -> Iterator[Path]:
+    """The temporary path for the block to write, renamed to ``path`` when the block ends without an error. An
+    OSError of the block's own writes is the caller's to report (``cannot_write``): the block may do more than
+    write (an evaluation steps its env). The directories made for the file are removed again if it fails.
+    ``example``: a file name to suggest where ``path`` is a directory."""
+    # a directory is refused rather than written into under a name of our choosing: the path given is the file
+    # written (a trailing slash says a directory was meant; Path would drop it)
+    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
+        raise UserError(f"'{path}' is a directory: give the file to write, e.g. {Path(path) / example}")
+    path = Path(path)
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"cannot write '{path}': '{blocking}' is a file, not a directory; choose another path")
+    # hidden, and the suffix kept: writers pick the format from it (imageio, matplotlib)
+    tmp = path.with_name(f".tmp_{os.getpid()}_{path.name}")
+    created = [parent for parent in path.parents if not parent.exists()]  # innermost first
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    written = False
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise cannot_write(path, e) from None
+        written = True
+    finally:
+        tmp.unlink(missing_ok=True)
+        if not written:
+            for parent in created:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+
+def cannot_write(path: Path, error: OSError) -> UserError:
+    """The UserError of a failed write of ``path``. imageio's ffmpeg errors carry no errno, and their first line
+    says what broke (ffmpeg's own output follows): a pipe closed under a full disk, mostly."""
+    reason = error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
+    fix = "choose a path you can write" if error.errno not in (errno.ENOSPC, None) else \
+        "free space on its disk or choose another path"
+    return UserError(f"cannot write '{path}' ({reason}); {fix}")
