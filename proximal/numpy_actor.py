@@ -25,8 +25,10 @@ def _views(layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rows(obs: np.ndarray) -> np.ndarray:
-    """Observations as float32 rows: ``nets.flat_observations``'s input, uint8 cast unscaled (no copy of float32)."""
-    return obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+    """Observations as float32 rows, as ``nets.flat_observations`` takes them: uint8 cast, unscaled. Float32 rows
+    pass as they are (a dtype test costs a fifth of ``astype(copy=False)``, every rollout step)."""
+    rows = obs.reshape(len(obs), -1)
+    return rows if rows.dtype == np.float32 else rows.astype(np.float32)
 
 
 def _linear(layer, x: np.ndarray, bf16: bool) -> np.ndarray:
