@@ -204,9 +204,10 @@ def interrupted_hint(args: argparse.Namespace, what: str = "interrupted") -> str
     if args.command != "train" or not isinstance(run_dir, Path):
         return what
     from .checkpoint import finished
+    from .distributed import resume_command
 
     if finished(run_dir):
-        return f"{what}; continue with: proximal train --resume {run_dir}"
+        return f"{what}; continue with: {resume_command(run_dir)}"
     return f"{what} before the first checkpoint of '{run_dir}'; start it again with the same command"
 
 
@@ -352,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"proximal {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(interrupted_hint(args), file=sys.stderr)
+        from .distributed import launched
+
+        if launched().rank == 0:  # under torchrun every rank is interrupted: one hint, not one a rank
+            print(interrupted_hint(args), file=sys.stderr)
         return 130
     except Exception as e:  # an exception of the user's env, or a bug: its traceback, then how to continue
         what = "stopped by this error"

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .config import Config
-from .errors import UserError
+from .errors import RunFailure, UserError
 
 # the reference's make_vec_env: rank r's envs are seeded seed + 10000 * r
 SEED_STRIDE = 10_000
@@ -100,6 +100,18 @@ def launched() -> Context:
         return context()
     env = os.environ
     return Context(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def resume_command(run_dir) -> str:
+    """The command that continues a stopped run: under torchrun, with the same ranks (a resume refuses others)."""
+    ctx = launched()
+    if not ctx.parallel:
+        return f"proximal train --resume {run_dir}"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+    if per_node == ctx.world_size:
+        return f"torchrun --nproc_per_node={per_node} -m proximal train --resume {run_dir}"
+    return (f"torchrun --nnodes={ctx.world_size // per_node} --nproc_per_node={per_node} (and this launch's "
+            f"rendezvous options) -m proximal train --resume {run_dir}")
 
 
 def start(cfg: Config, device: torch.device) -> tuple[Context, torch.device, bool]:
@@ -209,7 +221,8 @@ def _collective(what: str, cfg: Config):
         yield
     except RuntimeError as e:
         said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"rank {dist.get_rank()}: {what} failed ({_progress.phase}); {_behind(entered)}; a rank "
+        # a fault of the run (a rank that died or hung), not of its input: exit 1, as RunFailure says
+        raise RunFailure(f"rank {dist.get_rank()}: {what} failed ({_progress.phase}); {_behind(entered)}; a rank "
                         f"stopped, or did not answer within dist_timeout ({cfg.dist_timeout:g} s); the backend says: "
                         f"{said}. A rank that died is named in torchrun's failure summary; raise --dist-timeout if a "
                         "rank is merely slow") from None
@@ -312,7 +325,7 @@ def check_parameters(policy: torch.nn.Module, cfg: Config) -> None:
         dist.all_gather(gathered, sums)
     differ = [r for r, other in enumerate(gathered) if not torch.equal(other, gathered[0])]
     if differ:
-        raise UserError(f"rank {ctx.rank}: the parameters of rank(s) {', '.join(map(str, differ))} differ from "
+        raise RunFailure(f"rank {ctx.rank}: the parameters of rank(s) {', '.join(map(str, differ))} differ from "
                         "rank 0's although gradients are averaged: a rank changed them outside the update (a "
                         "nondeterministic op, a different proximal version?); rerun with the same code on every "
                         "rank")

@@ -242,7 +242,7 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
                 _run(state, envs, run_dir, payload, exact, dev, quiet, max_updates, callbacks, ctx, tracker,
                      precision_line)
             except OSError as e:  # a full disk, a file system gone read-only, an I/O error
-                then = (f"when it can be written again, continue with: proximal train --resume {run_dir}"
+                then = (f"when it can be written again, continue with: {distributed.resume_command(run_dir)}"
                         if checkpoint.finished(run_dir) else "start the run again when it can be written")
                 raise RunFailure(f"cannot write '{e.filename or run_dir}' ({e.strerror}); {_last_good(run_dir)}; "
                                  f"{then}") from None

@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 
 from proximal import checkpoint, distributed
 from proximal.config import preset
-from proximal.errors import UserError
+from proximal.errors import RunFailure, UserError
 from proximal.fast_paths import make_update
 from proximal.numpy_update import NumpyMLPUpdate
 from proximal.policy import make_policy
@@ -130,7 +130,7 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
     try:
         distributed.check_parameters(policy, cfg)
         results["drift"] = ""
-    except UserError as e:
+    except RunFailure as e:
         results["drift"] = str(e)
     # the Python API inside a group the caller made: train joins it; rank 1's callback stops the run after the
     # first of its 2 updates, on both ranks
@@ -438,3 +438,16 @@ def test_two_machines_of_one_rank_train_as_one_machine_of_two(tmp_path, one_mach
     for rank in range(2):
         for key in ("obs", "rng", "generator"):
             assert str(got["ranks"][rank][key]) == str(expected["ranks"][rank][key]), (rank, key)
+
+
+def test_the_resume_hint_under_torchrun_names_the_same_ranks(monkeypatch):
+    # a resume with another number of ranks is refused, so the command the messages give must keep them
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert distributed.resume_command("runs/x") == "torchrun --nproc_per_node=2 -m proximal train --resume runs/x"
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert distributed.resume_command("runs/x").startswith("torchrun --nnodes=4 --nproc_per_node=2 (and this")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name)
+    assert distributed.resume_command("runs/x") == "proximal train --resume runs/x"
