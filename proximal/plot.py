@@ -117,9 +117,14 @@ def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str
     run_dirs = distinct_runs(run_dirs)
     runs = [read_run(run_dir) for run_dir in run_dirs]
     groups: dict[str, list] = defaultdict(list)
-    for run_dir, label, (_, steps, returns) in zip(run_dirs, experiment_labels([r[0] for r in runs]), runs):
+    seeds: dict[str, dict] = defaultdict(dict)  # label -> seed -> the first run of it
+    for run_dir, label, (cfg, steps, returns) in zip(run_dirs, experiment_labels([r[0] for r in runs]), runs):
         if len(steps) == 0:
             raise UserError(f"run '{run_dir}' has no finished episodes to plot")
+        if (first := seeds[label].setdefault(cfg.get("seed"), run_dir)) != run_dir:
+            # the same experiment and seed twice (a rerun): a spread over it is not a spread over seeds
+            warnings.warn(f"'{run_dir}' has the seed {cfg.get('seed')} of '{first}', the same experiment: both are "
+                          "plotted, and counted as two seeds", stacklevel=2)
         groups[label].append((steps, returns))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, runs in groups.items():

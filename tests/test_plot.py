@@ -79,3 +79,12 @@ def test_a_run_named_twice_is_one_seed(runs, tmp_path, monkeypatch):
     assert groups == {"CartPole-v1 (classic)": 2}
     message = str(caught[0].message)
     assert f"'{seed1}'" in message and f"'{again}' (the run '{seed1}')" in message
+
+
+def test_two_runs_of_one_seed_are_plotted_with_a_warning(runs, tmp_path):
+    seed1, _ = runs
+    rerun = fake_run(tmp_path / "runs" / "seed1-again", 1)
+    with pytest.warns(UserWarning, match="has the seed 1 of") as caught:
+        groups = plot_runs([seed1, rerun], tmp_path / "c.png")
+    assert groups == {"CartPole-v1 (classic)": 2}
+    assert f"'{rerun}' has the seed 1 of '{seed1}'" in str(caught[0].message)
