@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import os
 import secrets
 import socket
 import struct
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -213,42 +215,138 @@ class WandbRun:
     videos. The scalars are logged directly rather than by syncing the event files (CleanRL's
     ``sync_tensorboard``): that patches tensorboard's writer, which ``ScalarEvents`` does not go through.
 
-    The W&B run id is kept in the run directory, so that a resumed run continues the same W&B run."""
+    The W&B run id is kept in the run directory (``wandb_id``), so that a resumed run continues the same W&B run,
+    and so is what the W&B run holds (``wandb_steps.jsonl``): after each update, a line with its global_step, the
+    W&B step (``_step``) of its last row and the videos logged with it. ``start`` rewinds the W&B run to the row
+    of the checkpoint the run starts from (``wandb.init(resume_from="<id>?_step=<step>")``), as TensorBoard's
+    purge_step and the cut CSVs do, so that the updates after the checkpoint are logged once, with the resumed
+    run's values. A video logged by the checkpoint is not logged again; a video file left by an earlier process and
+    not logged by the checkpoint (it was logged after the checkpoint, and rewound away) is logged when this run
+    writes it again, and not otherwise: the episode counter is part of the checkpoint, so the resumed run records
+    that episode again.
+
+    Where W&B refuses the rewind (a preview feature of the W&B server, which not every account or server has), the
+    run continues as W&B holds it and the rows of the updates W&B already holds are not logged again: those
+    updates keep the values of the run that logged them first. A fresh run (no checkpoint: a run directory reused
+    after a run killed before its first checkpoint) gets a new W&B run."""
 
     def __init__(self, run_dir: Path, config: dict, project: str, entity: str):
         import wandb
 
         self._wandb = wandb
-        self.video_dir = run_dir / VIDEO_DIR
+        self.run_dir = Path(run_dir)
+        self.video_dir = self.run_dir / VIDEO_DIR
+        self._init = dict(project=project, entity=entity or None, name=self.run_dir.resolve().name, config=config,
+                          # W&B's own files go into the run directory, unless WANDB_DIR says where
+                          dir=None if "WANDB_DIR" in os.environ else str(self.run_dir))
+        self.run = None  # started by ``start``, when the step the run starts from is known
         self._logged_videos: set[str] = set()
+        self._stale: dict[str, tuple] = {}  # video files found at the start and not held by W&B: name -> _file_id
         self._step = 0
-        id_file = run_dir / "wandb_id"
-        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        self._next = 0  # the W&B step of the next row
+        self._skip_through = -1  # rows at or below this global_step are already held by W&B (no rewind)
+        self._steps_fd, self._steps_size, self._entry_step = None, 0, -1
+
+    def start(self, start_step: int) -> None:
+        """Start (or continue) the W&B run at ``start_step``, the global_step of the checkpoint the run starts
+        from (0: a fresh run)."""
+        wandb, init = self._wandb, self._init
+        id_file, steps_file = self.run_dir / "wandb_id", self.run_dir / WANDB_STEPS
+        self._step = start_step
+        run_id = id_file.read_text().strip() if start_step and id_file.exists() else ""
+        entries = _steps_entries(steps_file) if run_id else []
+        kept = [e for e in entries if e["global_step"] <= start_step]
+        run_id = run_id or secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
-        self.run = wandb.init(project=project, entity=entity or None, name=run_dir.resolve().name, id=run_id,
-                              resume="allow", config=config,
-                              # W&B's own files go into the run directory, unless WANDB_DIR says where
-                              dir=None if "WANDB_DIR" in os.environ else str(run_dir))
+        if kept:
+            try:
+                self.run = wandb.init(id=run_id, resume_from=f"{run_id}?_step={kept[-1]['wandb_step']}", **init)
+                entries = kept
+            except wandb.Error as e:
+                warnings.warn(f"W&B did not rewind run {run_id} to the checkpoint at step {start_step} ({e}); it "
+                              f"continues as W&B holds it: the updates up to step {entries[-1]['global_step']} "
+                              "keep the values first logged", stacklevel=2)
+                self.run = wandb.init(id=run_id, resume="allow", **init)
+                self._skip_through = entries[-1]["global_step"]
+        else:
+            # nothing recorded of what W&B holds: an older version's run directory, whose rows after the checkpoint
+            # W&B keeps (its videos are not logged again)
+            self.run = wandb.init(id=run_id, resume="allow", **init)
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")
+        self._next = self.run.starting_step
+        self._logged_videos = {name for e in entries for name in e["videos"]}
+        self._stale = {name: _file_id(self.video_dir / name) for name in self._videos() - self._logged_videos}
+        tmp = steps_file.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        os.replace(tmp, steps_file)
+        self._steps_fd = os.open(steps_file, os.O_WRONLY | os.O_APPEND)
+        self._steps_size = os.fstat(self._steps_fd).st_size
+
+    def _log(self, row: dict) -> None:
+        self.run.log(row)
+        self._next += 1
 
     def add(self, step: int, scalars: dict[str, float]) -> None:
         self._step = int(step)
-        self.run.log({**scalars, "global_step": self._step})
+        if self._step > self._skip_through:
+            self._log({**scalars, "global_step": self._step})
+
+    def _videos(self) -> set[str]:
+        return {p.name for p in self.video_dir.glob("*.mp4") if not p.name.startswith(".")}
 
     def add_videos(self, step: int) -> None:
-        """Log the videos finished since the last call (``video.RecordEpisodes`` names them when they are)."""
-        new = sorted(set(p.name for p in self.video_dir.glob("*.mp4") if not p.name.startswith("."))
-                     - self._logged_videos)
-        for name in new:
-            self.run.log({"videos": self._wandb.Video(str(self.video_dir / name), format="mp4"),
-                          "global_step": int(step)})
+        """Log the videos finished since the last call (``video.RecordEpisodes`` names them when they are), and
+        record the update at ``step`` as logged: after each update."""
+        new = []
+        for name in sorted(self._videos() - self._logged_videos):
+            if name in self._stale and _file_id(self.video_dir / name) == self._stale[name]:
+                continue  # an earlier process's file, not written again yet
+            self._log({"videos": self._wandb.Video(str(self.video_dir / name), format="mp4"),
+                       "global_step": int(step)})
             self._logged_videos.add(name)
+            new.append(name)
+        if int(step) > self._skip_through and self._next > 0 and (new or int(step) != self._entry_step):
+            self._entry_step = int(step)
+            line = json.dumps({"global_step": int(step), "wandb_step": self._next - 1, "videos": new}) + "\n"
+            self._steps_size = append_whole(self._steps_fd, line.encode(), self._steps_size,
+                                            self.run_dir / WANDB_STEPS)
 
     def close(self) -> None:
         """After the envs are closed: the recorder finishes its last video then."""
-        self.add_videos(self._step)
-        self.run.finish()
+        if self.run is None:
+            return
+        try:
+            self.add_videos(self._step)
+        finally:
+            os.close(self._steps_fd)
+            self.run.finish()
+
+
+WANDB_STEPS = "wandb_steps.jsonl"
+
+
+def _steps_entries(path: Path) -> list[dict]:
+    """The whole lines of ``WandbRun``'s record of what W&B holds (a line torn by a crash is dropped)."""
+    text = path.read_text() if path.exists() else ""
+    entries = []
+    for line in text.rpartition("\n")[0].splitlines():
+        try:
+            entry = json.loads(line)
+            entries.append({"global_step": int(entry["global_step"]), "wandb_step": int(entry["wandb_step"]),
+                            "videos": [str(v) for v in entry["videos"]]})
+        except (ValueError, KeyError, TypeError):
+            continue
+    return entries
+
+
+def _file_id(path: Path) -> tuple:
+    """What changes when a video file is written again (``RecordEpisodes`` writes a new file and renames it)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return ()
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class RunLogger:
@@ -256,6 +354,8 @@ class RunLogger:
                  tracker: WandbRun | None = None):
         self.run_dir = Path(run_dir)
         self.tracker = tracker
+        if tracker is not None:
+            tracker.start(start_step)  # first: a W&B run that cannot start leaves no file open
         # the rows at start_step belong to the checkpoint this run starts from and are kept (the CSVs below
         # likewise); the rest of an earlier run is rewritten
         self.tb = ScalarEvents(self.run_dir, purge_step=start_step + 1)

@@ -112,6 +112,124 @@ def test_track_resume_continues_the_same_wandb_run(cfg, tmp_path, offline):
     assert steps == [64, 96]
 
 
+def wandb_history(run_dir):
+    """The W&B run's history as W&B holds it after its offline segments are synced in order: a segment that
+    rewinds the run (its run record's branch point) drops the rows after that ``_step``, then adds its own."""
+    rows = []
+    for path in offline_runs(run_dir):
+        records = read_offline_run(path)
+        [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        if run.HasField("branch_point"):
+            assert run.branch_point.run == run.run_id and run.branch_point.metric == "_step"
+            rows = [row for row in rows if row["_step"] <= run.branch_point.value]
+        rows += history(records)
+    return rows
+
+
+class Killed(Exception):
+    pass
+
+
+def test_track_resume_after_a_kill_logs_each_update_and_video_once(cfg, tmp_path, offline):
+    """Stopped after an update logged past its checkpoint (as a kill would), then resumed: the W&B history is an
+    uninterrupted run's, with the resumed run's values for the updates after the checkpoint."""
+    cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps = "CartPole-v1", 1, 32, 320
+    cfg.track, cfg.capture_video, cfg.wandb_project = True, True, "proximal-test"
+    # where an uninterrupted run logs its videos (episodes 0, 1 and 8): the run is killed after the update that
+    # logs episode 8's, two updates after the last checkpoint, which follows episode 0's and 1's
+    whole = tmp_path / "whole"
+    train(cfg, whole, quiet=True)
+    expected = wandb_history(whole)
+    video_steps = [row["global_step"] for row in expected if "videos._type" in row]
+    assert len(video_steps) == 3
+    killed_at = video_steps[2] // 32
+    cfg.checkpoint_every = killed_at - 2
+    assert video_steps[1] <= cfg.checkpoint_every * 32
+
+    def kill(info):
+        if info.update == killed_at:
+            raise Killed
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(cfg, run_dir, quiet=True, callbacks=[kill])
+    before = wandb_history(run_dir)
+    assert max(row["global_step"] for row in before if "losses/value_loss" in row) == killed_at * 32
+    train(None, run_dir, resume=True, quiet=True)
+    rows = wandb_history(run_dir)
+    assert len(offline_runs(run_dir)) == 2
+
+    updates = [row for row in rows if "losses/value_loss" in row]
+    with open(run_dir / "updates.csv", newline="") as f:
+        csv_updates = list(csv.DictReader(f))
+    assert [row["global_step"] for row in updates] == [int(u["global_step"]) for u in csv_updates] == [
+        32 * u for u in range(1, 11)]
+    for row, update in zip(updates, csv_updates):  # the resumed run's values, where it logged them
+        assert row["losses/value_loss"] == pytest.approx(float(update["value_loss"]))
+        assert row["losses/approx_kl"] == pytest.approx(float(update["approx_kl"]))
+    with open(run_dir / "episodes.csv", newline="") as f:
+        episodes = list(csv.DictReader(f))
+    assert [(row["global_step"], row["charts/episodic_return"]) for row in rows
+            if "charts/episodic_return" in row] == [
+        (int(e["global_step"]), pytest.approx(float(e["episodic_return"]))) for e in episodes]
+    # each video once, at the update where the uninterrupted run logged it, and the file now in videos/
+    videos = [row for row in rows if "videos._type" in row]
+    assert [row["global_step"] for row in videos] == video_steps
+    files = sorted((run_dir / "videos").glob("*.mp4"))
+    assert sorted(row["videos.size"] for row in videos) == sorted(p.stat().st_size for p in files)
+    # and the steps are the uninterrupted run's, row for row
+    assert [row["global_step"] for row in rows] == [row["global_step"] for row in expected]
+
+
+def test_track_resume_where_wandb_refuses_the_rewind_skips_what_it_holds(cfg, tmp_path, offline, monkeypatch):
+    """Rewinding is a preview feature of the W&B server: where it is refused, the resumed run continues the W&B run
+    and does not log again the updates it already holds (they keep their first values), with a warning."""
+    cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.checkpoint_every = "CartPole-v1", 1, 32, 192, 2
+    cfg.track = True
+
+    def kill(info):
+        if info.update == 3:
+            raise Killed
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(cfg, run_dir, quiet=True, callbacks=[kill])
+    init = wandb.init
+
+    def refuse_rewind(**kwargs):
+        if "resume_from" in kwargs:
+            raise wandb.errors.CommError("failed to rewind run: not enabled")
+        return init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", refuse_rewind)
+    with pytest.warns(UserWarning, match=r"did not rewind .* updates up to step 96 keep the values first logged"):
+        train(None, run_dir, resume=True, quiet=True)
+    rows = wandb_history(run_dir)
+    assert [row["global_step"] for row in rows if "losses/value_loss" in row] == [32, 64, 96, 128, 160, 192]
+    steps = [row["global_step"] for row in rows]
+    assert steps == sorted(steps)
+
+
+def test_track_fresh_start_in_a_reused_run_directory_is_a_new_wandb_run(cfg, tmp_path, offline):
+    """A run killed before its first checkpoint leaves nothing to resume, and its directory is reused by a fresh
+    run: that one is a new W&B run, not appended to the killed one's rows."""
+    cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.checkpoint_every = "CartPole-v1", 1, 32, 64, 0
+    cfg.track = True
+
+    def kill(info):
+        raise Killed
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(cfg, run_dir, quiet=True, callbacks=[kill])
+    first = (run_dir / "wandb_id").read_text().strip()
+    train(cfg, run_dir, quiet=True)
+    second = (run_dir / "wandb_id").read_text().strip()
+    assert second != first
+    [path] = [p for p in offline_runs(run_dir) if p.name == f"run-{second}.wandb"]
+    assert [row["global_step"] for row in history(read_offline_run(path)) if "losses/value_loss" in row] == [32, 64]
+
+
 def test_track_without_the_package_is_one_message_before_training(cfg, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb then raises ImportError
     cfg.track = True
