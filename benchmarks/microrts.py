@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from proximal.bench import WALL_FILE, execute, threads_per_job
+from proximal.jobs import WALL_FILE, execute, threads_per_job
 from proximal.carry import Carry
 from proximal.fast_paths import make_actor
 from proximal.config import Config, preset, set_detail

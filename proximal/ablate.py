@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import Run, collect, machine, mean_std, run_all, run_config, run_dir_for
+from .bench import collect, machine, mean_std, run_config, run_dir_for
+from .jobs import Run, run_all
 from .config import preset
 from .details import applicable
 

@@ -1,4 +1,4 @@
-"""``proximal bench``: presets × envs × seeds trained side by side (a local process pool or a Ray cluster), each
+"""``proximal bench``: presets × envs × seeds trained side by side (``jobs``: worker processes or a Ray cluster), each
 in its own run directory, summarized next to the published ppo2-faithful numbers (``published.csv``).
 
 Everything is resumable: a finished run is only read, a killed one continues from its newest checkpoint. The
@@ -8,13 +8,10 @@ training."""
 from __future__ import annotations
 
 import csv
+import difflib
 import json
-import multiprocessing
 import os
 import statistics
-import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -22,21 +19,13 @@ import numpy as np
 
 from .config import Config, preset, set_detail, validate
 from .errors import UserError
+from .jobs import WALL_FILE, Run, run_all
 from .plot import read_run, smoothed_curve
 
 LAST_EPISODES = 100
 SUITES = {"classic": ("CartPole-v1",), "mujoco": ("HalfCheetah-v4", "Hopper-v4"),
           "atari": ("BreakoutNoFrameskip-v4", "PongNoFrameskip-v4")}
 FIELDS = ("env_id", "preset", "variant", "seed", "steps", "final_return", "auc", "wall_s", "sps", "run_dir")
-# the seconds spent training a run, summed over the calls that trained it (a killed call's share is lost)
-WALL_FILE = "bench_wall.json"
-
-
-@dataclass(frozen=True)
-class Run:
-    variant: str
-    cfg: Config
-    run_dir: Path
 
 
 def published() -> dict[str, dict]:
@@ -76,6 +65,12 @@ def bench_runs(root: Path, envs: list[str], presets: list[str] | None, seeds: li
     runs = []
     for env_id in envs:
         known = table.get(env_id)
+        if known is None and not known_env_id(env_id):
+            import gymnasium as gym
+
+            close = difflib.get_close_matches(env_id, [*SUITES, *gym.registry], n=1)
+            raise UserError(f"'{env_id}' is neither a suite ({', '.join(SUITES)}) nor an env id gymnasium knows"
+                            + (f"; did you mean {close[0]}?" if close else "; check its spelling"))
         if known is None and (presets is None or steps is None):
             raise UserError(f"'{env_id}' has no published result to take its preset and steps from; give --preset "
                             "and --steps")
@@ -89,83 +84,15 @@ def bench_runs(root: Path, envs: list[str], presets: list[str] | None, seeds: li
     return runs
 
 
-def check_reusable(run: Run) -> None:
-    """Refuse a run directory that holds another config: continuing it would mix two experiments."""
-    config = run.run_dir / "config.json"
-    if not config.exists():
-        return
-    saved = Config.from_dict(json.loads(config.read_text()))
-    # the thread count follows --jobs, which a rerun may change; it does not change what is learned
-    saved.torch_threads = run.cfg.torch_threads
-    if saved != run.cfg:
-        raise UserError(f"'{run.run_dir}' holds a run of another config; remove it or choose another --out")
+def known_env_id(env_id: str) -> bool:
+    """Whether gymnasium (with proximal's own ids), ale-py or Gym-muRTS has ``env_id``; a ``module:EnvId`` id
+    counts, its module being imported only by the run."""
+    import gymnasium as gym
 
+    from .envs import is_atari_id  # registers proximal's own ids
+    from .envs.microrts import is_microrts_id
 
-def execute(cfg: Config, run_dir: Path, threads: int) -> None:
-    """Train one run to its end, continuing it if an earlier call started it; a finished run is left as is."""
-    from threadpoolctl import threadpool_limits
-
-    from . import checkpoint
-    from .trainer import train
-
-    run_dir = Path(run_dir)
-    if checkpoint.checkpoint_path(run_dir, cfg.num_updates).exists():
-        return
-    cfg.torch_threads = threads
-    resume = any((run_dir / "checkpoints").glob("update_*.pt"))
-    start = time.perf_counter()
-    with threadpool_limits(threads):
-        train(None if resume else cfg, run_dir, resume=resume, quiet=True)
-    wall = run_dir / WALL_FILE
-    before = json.loads(wall.read_text())["seconds"] if wall.exists() else 0.0
-    wall.write_text(json.dumps({"seconds": before + time.perf_counter() - start}))
-
-
-def threads_per_job(jobs: int) -> int:
-    # runs side by side must not share a core between their threads: a thread waiting on a descheduled peer
-    # slows the whole update
-    return max(1, (os.cpu_count() or 1) // jobs)
-
-
-def run_all(runs: list[Run], jobs: int = 1, ray_address: str | None = None, report=print) -> None:
-    """Train every run not yet finished: ``jobs`` at once in worker processes, or as Ray tasks."""
-    if jobs <= 0:
-        raise UserError(f"--jobs must be positive, got {jobs}")
-    for run in runs:
-        check_reusable(run)
-    if ray_address is not None:
-        # --jobs splits this machine's cores; a cluster's tasks each ask Ray for what one run needs
-        _run_on_ray(runs, ray_address, 1, report)
-        return
-    threads = threads_per_job(jobs)
-    if jobs == 1:
-        for run in runs:
-            execute(run.cfg, run.run_dir, threads)
-            report(f"  done {run.run_dir.name}")
-    else:
-        # spawn: a fresh interpreter per worker, no torch state inherited through fork
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(execute, run.cfg, run.run_dir, threads): run for run in runs}
-            for future, run in futures.items():
-                future.result()
-                report(f"  done {run.run_dir.name}")
-
-
-def _run_on_ray(runs: list[Run], address: str, threads: int, report) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--ray needs Ray: pip install 'proximal[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=address)
-    tasks = {}
-    for run in runs:
-        gpus = 1 if run.cfg.device == "cuda" else 0
-        task = ray.remote(num_cpus=threads, num_gpus=gpus)(execute)
-        tasks[task.remote(run.cfg, str(run.run_dir), threads)] = run
-    for ref, run in tasks.items():
-        ray.get(ref)
-        report(f"  done {run.run_dir.name}")
+    return ":" in env_id or env_id in gym.registry or is_atari_id(env_id) or is_microrts_id(env_id)
 
 
 def auc(steps: np.ndarray, returns: np.ndarray, total_steps: int, points: int = 100) -> float:
@@ -180,10 +107,12 @@ def result_row(run: Run) -> dict:
     trained = Config.from_dict(cfg)
     total = trained.num_updates * trained.batch_size
     wall_file = run.run_dir / WALL_FILE
-    wall = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else float("nan")
+    timed = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": float("nan")}
+    # a file from before steps were recorded: its runs' SPS as it was computed then
+    wall, timed_steps = timed["seconds"], timed.get("steps", total)
     return {"env_id": cfg["env_id"], "preset": cfg["preset"], "variant": run.variant, "seed": cfg["seed"],
             "steps": total, "final_return": float(np.mean(returns[-LAST_EPISODES:])) if len(returns) else float("nan"),
-            "auc": auc(steps, returns, total), "wall_s": wall, "sps": total / wall, "run_dir": str(run.run_dir)}
+            "auc": auc(steps, returns, total), "wall_s": wall, "sps": timed_steps / wall, "run_dir": str(run.run_dir)}
 
 
 def write_results(rows: list[dict], path: Path) -> None:

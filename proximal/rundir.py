@@ -93,7 +93,8 @@ def owned(run_dir: Path):
         except BlockingIOError:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise UserError(f"run directory '{run_dir}' is in use by another training (pid {owner}); wait for it "
-                            "to finish or choose another --run-dir") from None
+                            "to finish or give another directory (--run-dir for train, --out for bench and "
+                            "ablate)") from None
         try:  # a full disk shows here first
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

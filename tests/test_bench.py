@@ -1,19 +1,17 @@
 """``proximal bench``: a tiny suite writes its files, a rerun skips finished runs and continues a killed one, the
-table and figure come from results.csv, the published numbers ship as package data, and the Ray path runs."""
+table and figure come from results.csv, the published numbers ship as package data, and bad suites and counts are
+one message. How the runs are run side by side: ``tests/test_jobs.py``."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from proximal import bench as bench_module
 from proximal import checkpoint
-from proximal.bench import bench, bench_runs, published, read_results, results_markdown, run_all, run_config
+from proximal.bench import bench, bench_runs, published, read_results, results_markdown, run_config
 from proximal.cli import build_parser, main
 from proximal.errors import UserError
 from proximal.trainer import train
@@ -118,42 +116,21 @@ def test_cli_bench_rejects_bad_counts(capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_ray_tasks_ask_one_cpu_and_a_gpu_for_cuda_runs(tmp_path, monkeypatch):
-    asked, started = [], []
-
-    def remote(**resources):
-        asked.append(resources)
-        return lambda fn: SimpleNamespace(remote=lambda cfg, run_dir, threads: started.append((run_dir, threads)))
-
-    fake = SimpleNamespace(is_initialized=lambda: True, remote=remote, get=lambda ref: None)
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    runs = (bench_runs(tmp_path, ["CartPole-v1"], None, [1], STEPS, True, device="cuda")
-            + bench_runs(tmp_path, ["CartPole-v1"], None, [2], STEPS, True))
-    run_all(runs, jobs=2, ray_address="auto", report=lambda _: None)
-    assert asked == [{"num_cpus": 1, "num_gpus": 1}, {"num_cpus": 1, "num_gpus": 0}]
-    assert started == [(str(r.run_dir), 1) for r in runs]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="Ray is not installed: pip install 'proximal[ray]' (CI installs it)")
-def test_bench_on_a_local_ray_instance(tmp_path):
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        rows = bench(tmp_path, ["CartPole-v1"], None, [1, 2], STEPS, ray_address="auto", report=lambda _: None)
-    finally:
-        ray.shutdown()
-    assert [r["seed"] for r in rows] == [1, 2]
-    local = tmp_path / "local"
-    train(run_config("CartPole-v1", "classic", 1, STEPS), local, quiet=True)
-    # a Ray task trains exactly what a local run does
-    assert (local / "episodes.csv").read_text() == Path(rows[0]["run_dir"], "episodes.csv").read_text()
-
-
 def test_an_interrupted_bench_or_ablate_says_to_run_the_same_command_again():
     from proximal.cli import build_parser, interrupted_hint
 
     for argv in (["bench", "classic"], ["ablate"]):
         hint = interrupted_hint(build_parser().parse_args(argv))
         assert f"run the same proximal {argv[0]} command again" in hint and "--resume" not in hint
+
+
+def test_a_misspelled_suite_is_neither_a_suite_nor_an_env_id(tmp_path):
+    with pytest.raises(UserError, match=r"'clasic' is neither a suite \(classic, mujoco, atari\) nor an env id "
+                                        r"gymnasium knows; did you mean classic\?"):
+        bench_runs(tmp_path, ["clasic"], None, [1], None, reference_truncation=True)
+    with pytest.raises(UserError, match="did you mean CartPole-v1"):
+        bench_runs(tmp_path, ["Cartpole-v1"], ["classic"], [1], STEPS, reference_truncation=True)
+    # registered ids, proximal's own and module:EnvId ones are env ids: only preset and steps are missing
+    for env_id in ("Acrobot-v1", "proximal/CartPoleNoVelocity-v1", "mymodule:Corridor-v0"):
+        with pytest.raises(UserError, match="give --preset and --steps"):
+            bench_runs(tmp_path, [env_id], None, [1], None, reference_truncation=True)
