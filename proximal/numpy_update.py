@@ -58,10 +58,7 @@ def _trunk_backward(layers, p, g, acts, d_out, bf16) -> None:
     every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
     for i in range(len(layers) - 1, -1, -1):
         w, b = layers[i]
-        # d_out * (1 - a^2) in one array: numbers as written, without two temporaries
-        dz = acts[i + 1] * acts[i + 1]
-        np.subtract(1.0, dz, out=dz)
-        dz = rounded(np.multiply(dz, d_out, out=dz), bf16)
+        dz = rounded(d_out * (1.0 - acts[i + 1] * acts[i + 1]), bf16)
         matmul(dz.T, acts[i], bf16=bf16, out=g[w])
         column_sum(dz, bf16, out=g[b])
         if i:
@@ -171,18 +168,15 @@ class NumpyMLPUpdate:
         logratio = new_logprob - old_logprob
         ratio = np.exp(logratio)
 
-        neg_advantages = -advantages
-        pg_unclipped = neg_advantages * ratio
+        pg_unclipped = -advantages * ratio
         if cfg.on("core.clipped_objective"):
-            pg_clipped = neg_advantages * _clip(ratio, 1.0 - clip, 1.0 + clip)
+            pg_clipped = -advantages * _clip(ratio, 1.0 - clip, 1.0 + clip)
             policy_loss = _mean(np.maximum(pg_unclipped, pg_clipped))
-            # torch's gradient of the max, written out: where the clipped term is larger the ratio lies outside
-            # the clip range (inside it the two terms are equal), so its gradient is 0; where the terms are equal
-            # the ratio lies inside (or the advantage is 0), both gradients are -A, and their halves add up to -A
-            d_ratio = neg_advantages * (pg_unclipped >= pg_clipped)
+            d_ratio = _maximum_grad(pg_unclipped, pg_clipped, -advantages,
+                                    -advantages * _clamp_passes(ratio, 1.0 - clip, 1.0 + clip))
         else:
             policy_loss = _mean(pg_unclipped)
-            d_ratio = neg_advantages
+            d_ratio = -advantages
 
         v_error = value - returns
         v_loss_unclipped = v_error * v_error
