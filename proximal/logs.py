@@ -243,6 +243,7 @@ class WandbRun:
         self._logged_videos: set[str] = set()
         self._stale: dict[str, tuple] = {}  # video files found at the start and not held by W&B: name -> _file_id
         self._step = 0
+        self._update_step = 0  # the global_step of the last update logged: where close() logs the last videos
         self._next = 0  # the W&B step of the next row
         self._skip_through = -1  # rows at or below this global_step are already held by W&B (no rewind)
         self._steps_fd, self._steps_size, self._entry_step = None, 0, -1
@@ -252,7 +253,7 @@ class WandbRun:
         from (0: a fresh run)."""
         wandb, init = self._wandb, self._init
         id_file, steps_file = self.run_dir / "wandb_id", self.run_dir / WANDB_STEPS
-        self._step = start_step
+        self._step = self._update_step = start_step
         run_id = id_file.read_text().strip() if start_step and id_file.exists() else ""
         entries = _steps_entries(steps_file) if run_id else []
         kept = [e for e in entries if e["global_step"] <= start_step]
@@ -298,6 +299,7 @@ class WandbRun:
     def add_videos(self, step: int) -> None:
         """Log the videos finished since the last call (``video.RecordEpisodes`` names them when they are), and
         record the update at ``step`` as logged: after each update."""
+        self._update_step = int(step)
         new = []
         for name in sorted(self._videos() - self._logged_videos):
             if name in self._stale and _file_id(self.video_dir / name) == self._stale[name]:
@@ -313,13 +315,18 @@ class WandbRun:
                                             self.run_dir / WANDB_STEPS)
 
     def close(self) -> None:
-        """After the envs are closed: the recorder finishes its last video then."""
+        """After the envs are closed: the recorder finishes its last video then, logged with the last update (a
+        run stopped part way through a rollout has no update of its own step). W&B is finished whatever fails."""
         if self.run is None:
             return
         try:
-            self.add_videos(self._step)
+            if self._steps_fd is not None:  # None: ``start`` failed after W&B began
+                try:
+                    self.add_videos(self._update_step)
+                finally:
+                    os.close(self._steps_fd)
+                    self._steps_fd = None
         finally:
-            os.close(self._steps_fd)
             self.run.finish()
 
 

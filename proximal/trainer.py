@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -249,7 +250,9 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
     finally:
         envs.close()
         if tracker is not None:
-            tracker.close()
+            # the tracker's last writes (a video, on a disk that filled up) must not hide the error under way
+            with suppress(Exception) if sys.exc_info()[0] is not None else nullcontext():
+                tracker.close()
     return state
 
 

@@ -230,6 +230,36 @@ def test_track_fresh_start_in_a_reused_run_directory_is_a_new_wandb_run(cfg, tmp
     assert [row["global_step"] for row in history(read_offline_run(path)) if "losses/value_loss" in row] == [32, 64]
 
 
+@pytest.mark.parametrize("fails", ["after the first update", "at the start"])
+def test_track_on_a_disk_that_fills_up_is_the_run_failure_message(cfg, tmp_path, offline, monkeypatch, fails):
+    """The tracker's own writes (wandb_steps.jsonl) failing too must not hide the run's one-line RunFailure, and
+    W&B is finished either way."""
+    import errno
+
+    import proximal.logs as logs
+    from proximal.errors import RunFailure
+
+    cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.track = "CartPole-v1", 1, 64, 256, True
+    full = [fails == "at the start"]
+    real_append, real_replace = logs.append_whole, os.replace
+
+    def append_whole(fd, data, size, path):
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_append(fd, data, size, path)
+
+    def replace(src, dst):  # the record's first write, at the start
+        if full[0] and str(dst).endswith(logs.WANDB_STEPS):
+            raise OSError(errno.ENOSPC, "No space left on device", str(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(logs, "append_whole", append_whole)
+    monkeypatch.setattr(logs.os, "replace", replace)
+    with pytest.raises(RunFailure, match="No space left on device"):
+        train(cfg, tmp_path / "run", quiet=True, callbacks=[lambda info: full.__setitem__(0, True)])
+    assert wandb.run is None  # finished
+
+
 def test_track_without_the_package_is_one_message_before_training(cfg, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb then raises ImportError
     cfg.track = True
