@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import RunFailure, UserError
+from .rundir import write_atomic
 
 # the seconds and env steps of the calls of execute that returned (in practice the one that trained the run to its
 # end), summed. A killed call counts for neither: SPS is their ratio, where total steps / seconds would credit the
@@ -78,7 +79,8 @@ def execute(cfg: Config, run_dir: Path, threads: int) -> None:
     steps = (state.update - first_update[0] + 1) * state.cfg.batch_size if first_update else 0
     wall = run_dir / WALL_FILE
     before = json.loads(wall.read_text()) if wall.exists() else {"seconds": 0.0, "steps": 0}
-    wall.write_text(json.dumps({"seconds": before["seconds"] + seconds, "steps": before["steps"] + steps}))
+    # whole or not at all: a stop signal may land anywhere, and an empty file would stop every later summary
+    write_atomic(wall, json.dumps({"seconds": before["seconds"] + seconds, "steps": before["steps"] + steps}))
 
 
 def complete(cfg: Config, run_dir: Path) -> bool:
@@ -136,12 +138,19 @@ def _run_in_processes(runs: list[Run], jobs: int, threads: int, report) -> None:
                 process.start()
                 sender.close()  # the worker's end: the parent reads an end of file once the worker is gone
                 live[receiver] = (process, run)
+            # every worker that ended is read before an error is raised: a run that finished is done, not stopped
+            error = None
             for receiver in multiprocessing.connection.wait(list(live)):
                 process, run = live.pop(receiver)
-                _outcome(receiver, process, run)
-                report(f"  done {run.run_dir.name}")
+                try:
+                    _outcome(receiver, process, run)
+                    report(f"  done {run.run_dir.name}")
+                except BaseException as e:  # noqa: BLE001 - raised below, once the others are read
+                    error = error or e
+            if error is not None:
+                raise error
     finally:
-        _stop(list(live.values()), report)
+        _stop(live, report)
 
 
 def _worker(cfg: Config, run_dir: Path, threads: int, results, parent: int) -> None:
@@ -156,11 +165,10 @@ def _worker(cfg: Config, run_dir: Path, threads: int, results, parent: int) -> N
     except KeyboardInterrupt:
         outcome = ("interrupted",)
     except BaseException as e:  # noqa: BLE001 - whatever stopped the run is the parent's to report
-        try:
-            pickle.loads(pickle.dumps(e))
-        except Exception:  # noqa: BLE001 - pickling fails with several types; the text and traceback still go
-            e = RuntimeError(f"{type(e).__name__}: {e}")
-        outcome = ("failed", e, traceback.format_exc())
+        # plain text, not the exception: its class may not be importable in the parent (a user's env module)
+        kind = next((k for k in (UserError, RunFailure) if isinstance(e, k)), None)
+        outcome = ("failed", kind and kind.__name__, str(e) if kind else f"{type(e).__name__}: {e}",
+                   traceback.format_exc())
     with contextlib.suppress(OSError):  # a parent that has died has nobody to tell
         results.send(outcome)
 
@@ -191,11 +199,14 @@ def _outcome(receiver, process, run: Run) -> None:
     """Raise what stopped a finished worker's run, if anything did."""
     try:
         outcome = receiver.recv()
-    except EOFError:
-        outcome = None  # the worker died without a word: killed by a signal, or os._exit in the run
+    except (EOFError, OSError, pickle.UnpicklingError):
+        outcome = None  # the worker died without a word, or in the middle of one: killed, or os._exit in the run
     finally:
         receiver.close()
-    process.join()
+    process.join(STOP_GRACE_S)
+    if process.exitcode is None:  # it sent a word, then hung on its way out
+        process.kill()
+        process.join()
     if outcome is None:
         code = process.exitcode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
@@ -206,18 +217,22 @@ def _outcome(receiver, process, run: Run) -> None:
     if outcome[0] == "interrupted":
         raise KeyboardInterrupt
     if outcome[0] == "failed":
-        _, error, remote = outcome
-        if not isinstance(error, (UserError, RunFailure)):  # a one-line message needs no traceback
-            error.add_note(f"in the worker process training {run.run_dir}:\n{remote}")
+        _, kind, message, remote = outcome
+        if kind is not None:  # a one-line message needs no traceback
+            raise {"UserError": UserError, "RunFailure": RunFailure}[kind](message)
+        error = RuntimeError(message)
+        error.add_note(f"in the worker process training {run.run_dir}:\n{remote}")
         raise error
 
 
-def _stop(live: list[tuple], report) -> None:
-    """Stop the runs still training, as a Ctrl-C would: each keeps its checkpoints and a rerun resumes it."""
-    for process, _ in live:
+def _stop(live: dict, report) -> None:
+    """Stop the runs still training (``live``: the parent's end of each one's pipe -> its process and run), as a
+    Ctrl-C would: each keeps its checkpoints and a rerun resumes it."""
+    for process, _ in live.values():
         process.terminate()
     deadline = time.monotonic() + STOP_GRACE_S
-    for process, run in live:
+    for receiver, (process, run) in live.items():
+        receiver.close()
         process.join(max(0.0, deadline - time.monotonic()))
         if process.exitcode is None:
             process.kill()
@@ -247,9 +262,16 @@ def _run_on_ray(runs: list[Run], address: str, threads: int, report) -> None:
         task = ray.remote(num_cpus=threads, num_gpus=gpus)(execute)
         # absolute: a Ray worker's working directory is not the driver's
         tasks[task.remote(run.cfg, str(run.run_dir.absolute()), threads)] = run
-    for ref, run in tasks.items():
-        ray.get(ref)
-        report(f"  done {run.run_dir.name}")
+    try:
+        for ref, run in tasks.items():
+            ray.get(ref)
+            report(f"  done {run.run_dir.name}")
+    except BaseException:
+        # as the local workers: a failed run or a Ctrl-C stops the others (each keeps its checkpoints)
+        for ref in tasks:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        raise
 
 
 def _bootstrap_address(address: str) -> str | None:

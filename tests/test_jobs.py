@@ -46,6 +46,23 @@ def test_ray_tasks_ask_one_cpu_and_a_gpu_for_cuda_runs(tmp_path, monkeypatch):
     assert started == [(str(r.run_dir), 1) for r in runs]
 
 
+def test_a_failing_ray_task_cancels_the_others(tmp_path, monkeypatch):
+    cancelled = []
+
+    def get(ref):
+        if ref == 0:
+            raise UserError("run 1 failed")
+
+    refs = iter(range(10))
+    fake = SimpleNamespace(is_initialized=lambda: True, get=get, cancel=cancelled.append,
+                           remote=lambda **_: lambda fn: SimpleNamespace(remote=lambda *args: next(refs)))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    runs = bench_runs(tmp_path, ["CartPole-v1"], None, [1, 2, 3], STEPS, True)
+    with pytest.raises(UserError, match="run 1 failed"):
+        run_all(runs, ray_address="auto", report=lambda _: None)
+    assert cancelled == [0, 1, 2]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="Ray is not installed: pip install 'proximal[ray]' (CI installs it)")
 def test_bench_on_a_local_ray_instance(tmp_path):
@@ -80,8 +97,10 @@ def test_a_resumed_runs_sps_counts_the_steps_and_seconds_of_the_call_that_finish
 def test_a_failing_run_stops_the_others_at_once(tmp_path):
     runs = bench_runs(tmp_path, ["CartPole-v1"], None, [1, 2, 3], LONG, True)
     start = time.monotonic()
+    reports = []
     with rundir.owned(runs[0].run_dir), pytest.raises(UserError, match="is in use by another training"):
-        run_all(runs, jobs=2, report=lambda _: None)
+        run_all(runs, jobs=2, report=reports.append)
+    assert reports == [f"  stopped {runs[1].run_dir.name}"]
     # seed 2 was stopped part way and seed 3 never started: minutes of training otherwise
     assert time.monotonic() - start < 120
     assert not checkpoint.checkpoint_path(runs[1].run_dir, runs[1].cfg.num_updates).exists()
