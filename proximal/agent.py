@@ -130,14 +130,18 @@ class Agent:
 
 
 def _check_device(name: str) -> None:
-    """Checked before anything is read: torch's errors for a device kind it does not know or a GPU index it does
-    not have are tracebacks. Plain cuda without a GPU gets its message from ``trainer.resolve_device``."""
-    kind, _, index = name.partition(":")
-    if name not in ("cpu", "cuda", "auto") and not (kind == "cuda" and index.isdigit()):
-        raise UserError(f"device '{name}' is not one an agent runs on: use cpu, cuda, cuda:N or auto")
-    if index and int(index) >= torch.cuda.device_count():
-        raise UserError(f"device '{name}': torch sees {torch.cuda.device_count()} CUDA device(s); use a lower "
-                        "index, cuda, auto or cpu")
+    """Checked before anything is read: torch's errors for a device it does not know or a GPU index it does not
+    have are tracebacks. Plain cuda without a GPU gets its message from ``trainer.resolve_device``."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device '{name}' is not one torch knows: use cpu, cuda, cuda:N or auto") from None
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        fix = "use a lower index, cuda or auto" if count else "use cpu or auto"
+        raise UserError(f"device '{name}': torch sees {count} CUDA device(s); {fix}")
 
 
 def load(path: str | Path, device: str = "cpu", seed: int = 0) -> Agent:

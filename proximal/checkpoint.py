@@ -17,7 +17,7 @@ import io
 import os
 import pickle
 import re
-import tempfile
+import secrets
 from pathlib import Path
 
 import torch
@@ -47,12 +47,10 @@ def _serialize(obj) -> bytes:
 
 def temporary_file(directory: Path, suffix: str) -> tuple[int, str]:
     """(fd, path) of a new hidden temporary file in ``directory``, to be renamed over the real one: with the
-    permissions an ordinary new file gets (mkstemp's are owner-only, and the rename would keep them)."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=suffix)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    return fd, tmp
+    permissions an ordinary new file gets, the umask applied by the kernel (mkstemp's are owner-only, and the
+    rename would keep them; reading the umask means setting it, for every thread of the process)."""
+    tmp = os.path.join(directory, f".tmp_{os.getpid()}_{secrets.token_hex(8)}{suffix}")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
 def save(payload: dict, path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,18 +32,22 @@ def output_file(path: str | Path, example: str) -> Iterator[Path]:
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise UserError(f"cannot write '{path}': '{blocking}' is a file, not a directory; choose another path")
+    # a link is written through, as a plain write would: the rename would replace the link itself
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     # hidden, and the suffix kept: writers pick the format from it (imageio, matplotlib)
-    tmp = path.with_name(f".tmp_{os.getpid()}_{path.name}")
-    created = [parent for parent in path.parents if not parent.exists()]  # innermost first
+    tmp = target.with_name(f".tmp_{os.getpid()}_{target.name}")
+    created = [parent for parent in target.parents if not parent.exists()]  # innermost first
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise cannot_write(path, e) from None
     written = False
     try:
         yield tmp
         try:
-            os.replace(tmp, path)
+            if target.exists():  # a file written again keeps its permissions, as a plain write leaves them
+                os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
+            os.replace(tmp, target)
         except OSError as e:
             raise cannot_write(path, e) from None
         written = True

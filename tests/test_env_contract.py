@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -116,3 +117,23 @@ def test_capture_video_of_a_registered_env_without_render_mode_is_one_message(tm
         proximal.train(env="proximal/MaskedMultiDiscrete-v0", capture_video=True, run_dir=tmp_path / "run",
                        quiet=True)
     assert not (tmp_path / "run").exists()
+    # a TypeError raised inside an env's own constructor is the env's, with its traceback
+    gym.register("proximal-test/BrokenInit-v0", entry_point=BrokenInit)
+    with pytest.raises(TypeError, match=r"Helper\(\) takes no arguments"):
+        proximal.train(env="proximal-test/BrokenInit-v0", capture_video=True, run_dir=tmp_path / "broken",
+                       quiet=True)
+
+
+class BrokenInit(gym.Env):
+    """Its constructor takes render_mode, and fails in its own code, when given one, with the words of a missing
+    keyword."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        class Helper:
+            pass
+
+        if render_mode is not None:
+            Helper(render_mode)

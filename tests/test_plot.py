@@ -88,3 +88,15 @@ def test_two_runs_of_one_seed_are_plotted_with_a_warning(runs, tmp_path):
         groups = plot_runs([seed1, rerun], tmp_path / "c.png")
     assert groups == {"CartPole-v1 (classic)": 2}
     assert f"'{rerun}' has the seed 1 of '{seed1}'" in str(caught[0].message)
+
+
+def test_an_output_through_a_link_writes_its_target_and_keeps_its_permissions(runs, tmp_path):
+    target = tmp_path / "shared" / "curves.png"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    plot_runs(list(runs), link)
+    assert link.is_symlink() and target.read_bytes()[:8] == PNG
+    assert target.stat().st_mode & 0o777 == 0o640

@@ -21,6 +21,7 @@ import os
 import pickle
 import sys
 import traceback
+from pathlib import Path
 from collections.abc import Callable
 from functools import partial
 
@@ -109,9 +110,12 @@ def make_gym_env(env: EnvSource, render_mode: str | None = None, video_dir: str 
             raw = gym.make(env, disable_env_checker=True, **kwargs)
         except TypeError as e:
             # Python's words for a constructor without a render_mode keyword (a class without __init__ "takes no
-            # arguments"); other TypeErrors are the env's own to report
-            if not kwargs or ("unexpected keyword argument 'render_mode'" not in str(e)
-                              and "takes no arguments" not in str(e)):
+            # arguments"), raised where gymnasium calls it (gymnasium raises it again with the kwargs named): a
+            # TypeError from inside the env's own code is its own to report, with its traceback
+            raised = e.__cause__ or e.__context__ or e
+            at_the_call = "gymnasium" in Path(traceback.extract_tb(raised.__traceback__)[-1].filename).parts
+            if not kwargs or not at_the_call or ("unexpected keyword argument 'render_mode'" not in str(e)
+                                                 and "takes no arguments" not in str(e)):
                 raise
             recording = ", or train without capture_video (--capture-video)" if video_dir is not None else ""
             raise UserError(f"env '{env}' cannot render as {render_mode!r}: its constructor takes no render_mode "
