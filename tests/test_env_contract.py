@@ -5,6 +5,7 @@ the run's settings to the adapters as ``EnvOptions``."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -137,3 +138,40 @@ class BrokenInit(gym.Env):
 
         if render_mode is not None:
             Helper(render_mode)
+
+
+class MisfitObservations(gym.Env):
+    """Observations that do not fit the declared space: ``misfit`` "shape" one value too many, "dtype" floats
+    in a uint8 space."""
+
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, misfit: str):
+        self.misfit = misfit
+        self.observation_space = (gym.spaces.Box(-1.0, 1.0, (3,), np.float32) if misfit == "shape"
+                                  else gym.spaces.Box(0, 255, (3,), np.uint8))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        return self._obs(), 1.0, False, False, {}
+
+    def _obs(self):
+        return np.zeros(4, np.float32) if self.misfit == "shape" else np.full(3, 0.5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("misfit, said", [("shape", "Output array is the wrong shape"),
+                                          ("dtype", "Cannot cast array data from dtype('float64') to dtype('uint8')")])
+def test_observations_that_do_not_fit_their_space_are_one_message(misfit, said, workers, tmp_path):
+    import proximal
+
+    env_id = f"proximal-test/Misfit-{misfit}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=MisfitObservations, kwargs={"misfit": misfit})
+    with pytest.raises(UserError, match=r"the env returned an observation that does not fit its observation_space "
+                                        rf"Box\(.*\) \({re.escape(said)}.*\); return observations of that shape"):
+        proximal.train(env=env_id, num_envs=2, env_workers=workers, total_steps=256, num_steps=64,
+                       run_dir=tmp_path / "run", quiet=True)

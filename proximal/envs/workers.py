@@ -16,13 +16,16 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from ..errors import UserError
 from . import state as env_state
 from .contract import Step
 
@@ -39,12 +42,20 @@ class EnvGroup:
 
     def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The first observations and their action masks (None where the envs give none)."""
-        obs, info = self.envs.reset(seed=seed + self.first_index)
+        try:
+            obs, info = self.envs.reset(seed=seed + self.first_index)
+        except (ValueError, TypeError) as e:
+            _raise_if_misfit(e, self.envs.single_observation_space)
+            raise
         return obs, info.get("action_mask")
 
     def step(self, actions: np.ndarray) -> tuple[Step, np.ndarray | None]:
         """The step (episodes' env indices within the group) and the action masks of its observations."""
-        obs, reward, terminated, truncated, info = self.envs.step(actions)
+        try:
+            obs, reward, terminated, truncated, info = self.envs.step(actions)
+        except (ValueError, TypeError) as e:
+            _raise_if_misfit(e, self.envs.single_observation_space)
+            raise
         final_obs, episodes = unpack_same_step_info(obs, info)
         return Step(obs, reward, terminated, truncated, final_obs, episodes), info.get("action_mask")
 
@@ -61,6 +72,16 @@ class EnvGroup:
 
     def close(self) -> None:
         self.envs.close()
+
+
+def _raise_if_misfit(error: Exception, space: gym.Space) -> None:
+    """A UserError where ``error`` is gymnasium's, putting an env's observation into the vector env's array of its
+    declared space ("Output array is the wrong shape", "Cannot cast array data"): an env whose observations do not
+    fit its observation_space, which numpy's message does not name."""
+    if any(Path(frame.filename).match("gymnasium/vector/utils/space_utils.py")
+           for frame in traceback.extract_tb(error.__traceback__)):
+        raise UserError(f"the env returned an observation that does not fit its observation_space {space} "
+                        f"({error}); return observations of that shape, with values of its dtype") from None
 
 
 def _send(conn, message) -> None:
