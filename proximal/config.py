@@ -343,6 +343,9 @@ def validate(cfg: Config) -> None:
     if emulator and cfg.backend != "python":
         raise UserError(f"ale_options set the Python chain's emulators; the {cfg.backend} backend runs its own "
                         "reference settings: drop --ale-options or use --backend python")
+    if cfg.env_workers > 1 and cfg.backend != "python":
+        raise UserError(f"env_workers {cfg.env_workers}: the {cfg.backend} backend steps its envs in its own C++ "
+                        "threads, not in worker processes; drop --env-workers or use --backend python")
     if "max_num_frames_per_episode" in emulator:
         raise UserError("the Atari frame limit is the reference's (400k frames); ale_options cannot change it")
     check_memory(cfg)

@@ -87,6 +87,10 @@ def evaluate(policy, env_id: str, episodes: int, seed: int = 0, deterministic: b
     return np.asarray(returns[:episodes])
 
 
+# what imageio writes as a video: ffmpeg's formats, and GIF through Pillow
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".gif")
+
+
 class VideoWriter:
     """Frames to a video file through imageio (ffmpeg for .mp4, from the mujoco extra), streamed: long
     evaluations do not hold every frame in memory. The file appears when the block ends without an error
@@ -98,6 +102,11 @@ class VideoWriter:
         except ImportError:
             raise UserError("--video needs imageio and imageio-ffmpeg: pip install -e '.[mujoco]'") from None
         self.path, self.frames = Path(path), 0
+        # checked before any episode: imageio takes other names (an image's, none) and fails only at the frames;
+        # a directory gets output_file's message
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES and not self.path.is_dir():
+            raise UserError(f"--video '{path}' is not a video file name: end it in {', '.join(VIDEO_SUFFIXES)}, "
+                            "e.g. eval.mp4")
         fps = envs.metadata.get("render_fps") or 30
         with ExitStack() as stack:
             tmp = stack.enter_context(output_file(self.path, "eval.mp4"))

@@ -27,7 +27,7 @@ from .fast_paths import make_actor, make_update, resolve_precision
 from .logs import RunLogger, WandbRun, check_tracking
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
-from .spaces import space_to_dict
+from .spaces import is_image_space, space_to_dict
 from .update import clip_range, explained_variance, learning_rate, make_optimizer
 from .video import VIDEO_DIR, check_video_support
 
@@ -215,6 +215,11 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
     tracker = None
     try:
         space = envs.single_observation_space
+        if cfg.preset.startswith("atari") and not is_image_space(space):
+            # the Atari preprocessing (atari.*) applies to Atari games only, and its settings are a CNN's
+            raise UserError(f"the {cfg.preset} preset is for Atari games (or image observations): '{cfg.env_id}' "
+                            f"gives observations of shape {space.shape} ({space.dtype}); train it with --preset "
+                            "classic or mujoco")
         check_memory(cfg, int(np.prod(space.shape)), np.dtype(space.dtype).itemsize)
         state = new_state(cfg, envs, dev, normalizer, seed=ctx.seed(cfg.seed))
         exact = restore_state(state, payload, envs, ctx.seed(cfg.seed)) if payload is not None else True

@@ -96,3 +96,14 @@ def test_an_error_of_the_env_is_not_called_a_write_error(policy, tmp_path, monke
     with pytest.raises(OSError, match="the env's own device failed"):
         evaluate(policy, ENV, 1, seed=0, video=tmp_path / "v.mp4")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["noext", "frame.jpg", "frames.png"])
+def test_a_video_name_that_is_not_a_video_is_one_error_before_any_episode(policy, tmp_path, monkeypatch, name):
+    import proximal.evaluate as evaluate_module
+
+    played = []  # the carry is made when the first episode starts
+    monkeypatch.setattr(evaluate_module, "Carry", lambda **kwargs: played.append(1))
+    with pytest.raises(UserError, match=rf"--video '.*{name}' is not a video file name: end it in \.mp4"):
+        evaluate(policy, "CartPole-v1", 1, video=tmp_path / name)
+    assert not played and not any(tmp_path.iterdir())

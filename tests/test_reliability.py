@@ -206,6 +206,10 @@ CASES = {
     "run-dir-not-a-run": not_a_run_dir,
     "eval-not-a-run": eval_not_a_run_dir,
     "eval-seed-negative": eval_seed,
+    "atari-preset-on-cartpole": flags("train", *TINY, "--preset", "atari", "--env", "CartPole-v1",
+                                      message="the atari preset is for Atari games (or image observations)"),
+    "env-workers-envpool": flags("train", *TINY, "--preset", "atari", "--env", "BreakoutNoFrameskip-v4", "--backend",
+                                 "envpool", "--env-workers", "2", message="the envpool backend steps its envs in its"),
 }
 
 
