@@ -15,10 +15,10 @@ from .envs import action_masks, make_envs
 from .envs.normalize import NormalizedVecEnv, Normalizer
 from .errors import UserError
 from .fast_paths import make_actor
+from .outputs import cannot_write, output_file
 from .policy import make_policy
 from .spaces import space_from_dict
 from .trainer import resolve_device
-from .outputs import cannot_write, output_file
 
 
 def load_policy(path: Path, device: str = "cpu"):

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import UserError
+from .rundir import write_atomic
 from .video import VIDEO_DIR
 
 EPISODE_COLUMNS = ("global_step", "episodic_return", "episodic_length")
@@ -278,9 +279,7 @@ class WandbRun:
         self._next = self.run.starting_step
         self._logged_videos = {name for e in entries for name in e["videos"]}
         self._stale = {name: _file_id(self.video_dir / name) for name in self._videos() - self._logged_videos}
-        tmp = steps_file.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-        os.replace(tmp, steps_file)
+        write_atomic(steps_file, "".join(json.dumps(e) + "\n" for e in entries))
         self._steps_fd = os.open(steps_file, os.O_WRONLY | os.O_APPEND)
         self._steps_size = os.fstat(self._steps_fd).st_size
 

@@ -70,5 +70,5 @@ def check_same_factory(env_id: str, factory: Callable[[], gym.Env] | None) -> No
     if env_id.startswith(f"{FACTORY_PREFIX}__main__.") and given.endswith(f".{recorded.removeprefix('__main__.')}"):
         return
     if given != env_id:
-        raise UserError(f"this run's envs came from {recorded}, not {factory_id(factory).removeprefix(FACTORY_PREFIX)}"
+        raise UserError(f"this run's envs came from {recorded}, not {given.removeprefix(FACTORY_PREFIX)}"
                         f": pass {recorded} again")

@@ -21,9 +21,9 @@ import os
 import pickle
 import sys
 import traceback
-from pathlib import Path
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
