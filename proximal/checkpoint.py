@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import re
-import secrets
 from pathlib import Path
 
 import torch
 
 from . import rundir
 from .errors import UserError
+from .outputs import write_whole
 
 # 2: the carry ("obs", "carry") replaced next_obs, next_start, next_mask and lstm_state; the spaces were added
 # 3: the payload wrapped with its SHA-256; the run id added
@@ -45,41 +44,17 @@ def _serialize(obj) -> bytes:
     return buffer.getvalue()
 
 
-def temporary_file(directory: Path, suffix: str) -> tuple[int, str]:
-    """(fd, path) of a new hidden temporary file in ``directory``, to be renamed over the real one: with the
-    permissions an ordinary new file gets, the umask applied by the kernel (mkstemp's are owner-only, and the
-    rename would keep them; reading the umask means setting it, for every thread of the process)."""
-    tmp = os.path.join(directory, f".tmp_{os.getpid()}_{secrets.token_hex(8)}{suffix}")
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-
-
 def save(payload: dict, path: Path) -> None:
-    """Write to a temporary file in the same directory, flush it to disk, then rename over ``path``: a reader
-    (or a resumed run) sees either the old checkpoint or the complete new one, never half of one. Serialized in
-    memory first: a full disk then fails in a plain ``write`` (an ``OSError`` naming the path) rather than inside
-    torch's zip writer."""
+    """Write the checkpoint whole, on the disk, or not at all (``outputs.write_whole``): a reader (or a resumed
+    run) sees either the old checkpoint or the complete new one, never half of one. Serialized in memory first: a
+    full disk then fails in a plain ``write`` (an ``OSError`` naming the path) rather than inside torch's zip
+    writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = _serialize({**payload, "format": FORMAT})
     record = _serialize({"format": FORMAT, "sha256": hashlib.sha256(body).hexdigest(),
                          "payload": torch.frombuffer(bytearray(body), dtype=torch.uint8)})
-    fd, tmp = temporary_file(path.parent, ".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(record)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    # the rename itself reaches the disk only with the directory's entry
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_whole(path, record, durable=True)
 
 
 def _torch_load(source, path: Path):

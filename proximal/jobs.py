@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import RunFailure, UserError
-from .rundir import write_atomic
+from .outputs import write_whole
 
 # the seconds and env steps of the calls of execute that returned (in practice the one that trained the run to its
 # end), summed. A killed call counts for neither: SPS is their ratio, where total steps / seconds would credit the
@@ -80,7 +80,7 @@ def execute(cfg: Config, run_dir: Path, threads: int) -> None:
     wall = run_dir / WALL_FILE
     before = json.loads(wall.read_text()) if wall.exists() else {"seconds": 0.0, "steps": 0}
     # whole or not at all: a stop signal may land anywhere, and an empty file would stop every later summary
-    write_atomic(wall, json.dumps({"seconds": before["seconds"] + seconds, "steps": before["steps"] + steps}))
+    write_whole(wall, json.dumps({"seconds": before["seconds"] + seconds, "steps": before["steps"] + steps}))
 
 
 def complete(cfg: Config, run_dir: Path) -> bool:

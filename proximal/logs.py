@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import UserError
-from .rundir import write_atomic
+from .outputs import write_whole
 from .video import VIDEO_DIR
 
 EPISODE_COLUMNS = ("global_step", "episodic_return", "episodic_length")
@@ -75,9 +75,7 @@ def _truncate_csv(path: Path, columns: tuple[str, ...], last_step: int) -> None:
     writer = csv.DictWriter(text, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(r for r in rows if int(r["global_step"]) <= last_step)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text.getvalue())
-    os.replace(tmp, path)
+    write_whole(path, text.getvalue())
 
 
 def append_whole(fd: int, data: bytes, size: int, path: Path) -> int:
@@ -279,7 +277,7 @@ class WandbRun:
         self._next = self.run.starting_step
         self._logged_videos = {name for e in entries for name in e["videos"]}
         self._stale = {name: _file_id(self.video_dir / name) for name in self._videos() - self._logged_videos}
-        write_atomic(steps_file, "".join(json.dumps(e) + "\n" for e in entries))
+        write_whole(steps_file, "".join(json.dumps(e) + "\n" for e in entries))
         self._steps_fd = os.open(steps_file, os.O_WRONLY | os.O_APPEND)
         self._steps_size = os.fstat(self._steps_fd).st_size
 

@@ -1,15 +1,17 @@
-"""Files a user names (``proximal export -o``, ``plot -o``, ``eval --video``), written whole or not at all.
+"""Files written whole or not at all: the run's own (checkpoints, config, CSV rewrites: ``write_whole``) and the
+ones a user names (``proximal export -o``, ``plot -o``, ``eval --video``: ``output_file``).
 
-The writer gets a hidden temporary name in the file's directory, and the file appears under its name only when the
-writing succeeded: a full disk, an exporter's error or an interrupt leaves neither a partial file nor the
-temporary one, and an earlier file of that name is kept until the new one is whole. A path that cannot be
-written, or that names a directory, is one UserError.
+Every write goes to a hidden temporary name in the file's directory (``temporary_path``), and the file appears
+under its name only when the writing succeeded: a full disk, an exporter's error or an interrupt leaves neither a
+partial file nor the temporary one, and an earlier file of that name is kept until the new one is whole. A user's
+path that cannot be written, or that names a directory, is one UserError.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +36,7 @@ def output_file(path: str | Path, example: str) -> Iterator[Path]:
         raise UserError(f"cannot write '{path}': '{blocking}' is a file, not a directory; choose another path")
     # a link is written through, as a plain write would: the rename would replace the link itself
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    # hidden, and the suffix kept: writers pick the format from it (imageio, matplotlib)
-    tmp = target.with_name(f".tmp_{os.getpid()}_{target.name}")
+    tmp = temporary_path(target)
     created = [parent for parent in target.parents if not parent.exists()]  # innermost first
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +60,38 @@ def output_file(path: str | Path, example: str) -> Iterator[Path]:
                     parent.rmdir()
                 except OSError:
                     break
+
+
+def temporary_path(target: Path) -> Path:
+    """A new name beside ``target`` for the version being written: hidden, unique to this process and call, and
+    ending in the target's name (writers pick the format from its suffix: imageio, matplotlib)."""
+    return target.with_name(f".tmp_{os.getpid()}_{secrets.token_hex(4)}_{target.name}")
+
+
+def write_whole(path: Path, data: bytes | str, durable: bool = False) -> None:
+    """Replace ``path`` with ``data``: a reader, and a resumed run, sees the old file or the new one. The new file
+    gets the permissions an ordinary new file gets (the kernel applies the umask). ``durable``: on the disk, rename
+    included, before this returns (a checkpoint must survive a power cut). A failed write leaves no temporary file,
+    and its OSError names ``path``, not the temporary."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if durable:  # the rename reaches the disk with the directory's entry
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def cannot_write(path: Path, error: OSError) -> UserError:

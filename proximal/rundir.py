@@ -17,11 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import write_whole
 
 LOCK = "lock"
 RUN_FILE = "run.json"
-# what a killed writer can leave behind: checkpoint.save's temporaries, write_atomic's and the CSV truncation's
-STALE = ("checkpoints/.tmp_*", ".tmp_*", "*.tmp")
+# what a killed writer can leave behind: outputs.write_whole's temporaries (checkpoints, config, CSV rewrites)
+STALE = ("checkpoints/.tmp_*", ".tmp_*")
 
 
 def check_location(run_dir: Path, fresh: bool = False) -> None:
@@ -45,13 +46,6 @@ def is_run(run_dir: Path) -> bool:
             or any((run_dir / "checkpoints").glob("update_*.pt")))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` whole: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".tmp_{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_id(run_dir: Path) -> str | None:
     """The id written when the run was created; None for a directory without one (not a run, or a run written
     before run ids existed)."""
@@ -64,7 +58,7 @@ def run_id(run_dir: Path) -> str | None:
 def new_run_id(run_dir: Path, rid: str | None = None) -> str:
     """Write the run's id file: a new id, or ``rid`` (a resumed run whose file was lost, from its checkpoint)."""
     rid = rid or uuid.uuid4().hex
-    write_atomic(Path(run_dir) / RUN_FILE, json.dumps(
+    write_whole(Path(run_dir) / RUN_FILE, json.dumps(
         {"run_id": rid, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
     return rid
 

@@ -25,6 +25,7 @@ from .errors import RunFailure, UserError
 from .carry import Carry
 from .fast_paths import make_actor, make_update, resolve_precision
 from .logs import RunLogger, WandbRun, check_tracking
+from .outputs import write_whole
 from .policy import ActorCritic, make_policy
 from .rollout import Rollout, RolloutTimes, collect_rollout
 from .spaces import is_image_space, space_to_dict
@@ -271,7 +272,7 @@ def _run(state: TrainerState, envs: VecEnv, run_dir: Path, payload: dict | None,
          tracker: WandbRun | None, precision_line: str) -> None:
     cfg = state.cfg
     if ctx.root:
-        rundir.write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_whole(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size * ctx.world_size, quiet,
                            tracker)
     else:

@@ -119,7 +119,7 @@ def write_record(payload, path) -> None:
 
 
 def test_written_files_get_the_permissions_of_an_ordinary_new_file(tmp_path):
-    # written through a temporary file (owner-only, as mkstemp makes it) renamed over the real one
+    # written through a temporary file renamed over the real one, which must not be owner-only as mkstemp's are
     umask = os.umask(0o022)
     try:
         checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pt")
@@ -197,7 +197,7 @@ def test_failed_save_leaves_previous_checkpoint_and_no_temporary_file(tmp_path, 
     def disk_full(fd):  # the temporary file is written, then the disk turns out to be full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError) as err:
         checkpoint.save({k: 1 for k in checkpoint.KEYS}, path)
     monkeypatch.undo()
