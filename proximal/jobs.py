@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 from .config import Config
@@ -126,6 +127,8 @@ def _run_in_processes(runs: list[Run], jobs: int, threads: int, report) -> None:
     # stopped theirs, its shutdown waits for every queued run, and a dead worker is a BrokenProcessPool naming no
     # run. spawn: a fresh interpreter, no torch state inherited through fork
     context = multiprocessing.get_context("spawn")
+    # started now, not by the first worker's start: starting it unblocks Ctrl-C, which must stay held there (below)
+    resource_tracker.ensure_running()
     queued = list(runs)
     live = {}  # the parent's end of each worker's pipe -> (its process, its run)
     try:
@@ -135,9 +138,16 @@ def _run_in_processes(runs: list[Run], jobs: int, threads: int, report) -> None:
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(target=_worker, args=(run.cfg, run.run_dir, threads, sender, os.getpid()),
                                           name=f"proximal bench {run.run_dir.name}")
-                process.start()
+                # The worker starts with Ctrl-C held (the mask is inherited) until its handlers are in place: a
+                # Ctrl-C during its imports would print their traceback. The parent's own waits until the worker
+                # is one of those it stops
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    process.start()
+                    live[receiver] = (process, run)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 sender.close()  # the worker's end: the parent reads an end of file once the worker is gone
-                live[receiver] = (process, run)
             # every worker that ended is read before an error is raised: a run that finished is done, not stopped
             error = None
             for receiver in multiprocessing.connection.wait(list(live)):
@@ -160,15 +170,14 @@ def _worker(cfg: Config, run_dir: Path, threads: int, results, parent: int) -> N
         signal.signal(signal.SIGINT, _stop_once)
     threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held since the start lands here
         execute(cfg, run_dir, threads)
         outcome = ("done",)
     except KeyboardInterrupt:
         outcome = ("interrupted",)
     except BaseException as e:  # noqa: BLE001 - whatever stopped the run is the parent's to report
         # plain text, not the exception: its class may not be importable in the parent (a user's env module)
-        kind = next((k for k in (UserError, RunFailure) if isinstance(e, k)), None)
-        outcome = ("failed", kind and kind.__name__, str(e) if kind else f"{type(e).__name__}: {e}",
-                   traceback.format_exc())
+        outcome = ("failed", *_failure_text(e), traceback.format_exc())
     with contextlib.suppress(OSError):  # a parent that has died has nobody to tell
         results.send(outcome)
 
@@ -218,11 +227,23 @@ def _outcome(receiver, process, run: Run) -> None:
         raise KeyboardInterrupt
     if outcome[0] == "failed":
         _, kind, message, remote = outcome
-        if kind is not None:  # a one-line message needs no traceback
-            raise {"UserError": UserError, "RunFailure": RunFailure}[kind](message)
-        error = RuntimeError(message)
-        error.add_note(f"in the worker process training {run.run_dir}:\n{remote}")
-        raise error
+        raise _failure(kind, message, f"in the worker process training {run.run_dir}:\n{remote}")
+
+
+def _failure_text(error: BaseException) -> tuple[str | None, str]:
+    """(the name of its proximal error class, or None; its message) of what stopped a run elsewhere."""
+    kind = next((k for k in (UserError, RunFailure) if isinstance(error, k)), None)
+    return (kind.__name__, str(error)) if kind else (None, f"{type(error).__name__}: {error}")
+
+
+def _failure(kind: str | None, message: str, where: str) -> Exception:
+    """The driver's error for a run that failed in a worker process or a Ray task: a UserError or RunFailure as
+    the one line it is (no traceback), anything else with the remote traceback (``where``) as a note."""
+    if kind is not None:
+        return {"UserError": UserError, "RunFailure": RunFailure}[kind](message)
+    error = RuntimeError(message)
+    error.add_note(where)
+    return error
 
 
 def _stop(live: dict, report) -> None:
@@ -264,7 +285,10 @@ def _run_on_ray(runs: list[Run], address: str, threads: int, report) -> None:
         tasks[task.remote(run.cfg, str(run.run_dir.absolute()), threads)] = run
     try:
         for ref, run in tasks.items():
-            ray.get(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayTaskError as e:  # its text is the task's traceback, whatever the error
+                raise _failure(*_failure_text(e.cause), f"in the Ray task training {run.run_dir}:\n{e}") from None
             report(f"  done {run.run_dir.name}")
     except BaseException:
         # as the local workers: a failed run or a Ctrl-C stops the others (each keeps its checkpoints)

@@ -46,21 +46,37 @@ def test_ray_tasks_ask_one_cpu_and_a_gpu_for_cuda_runs(tmp_path, monkeypatch):
     assert started == [(str(r.run_dir), 1) for r in runs]
 
 
-def test_a_failing_ray_task_cancels_the_others(tmp_path, monkeypatch):
+class FakeRayTaskError(Exception):
+    """As Ray's: the task's error as ``cause``, and for text the task's whole traceback."""
+
+    def __init__(self, cause):
+        super().__init__(f"ray::execute() (pid=1)\n  File \"trainer.py\", line 1, in train\n{type(cause).__name__}: "
+                         f"{cause}")
+        self.cause = cause
+
+
+@pytest.mark.parametrize("cause", [UserError("unknown environment 'X'"), ValueError("a bug in the env")])
+def test_a_failing_ray_task_is_one_message_or_its_traceback_and_cancels_the_others(tmp_path, monkeypatch, cause):
     cancelled = []
 
     def get(ref):
         if ref == 0:
-            raise UserError("run 1 failed")
+            raise FakeRayTaskError(cause)
 
     refs = iter(range(10))
     fake = SimpleNamespace(is_initialized=lambda: True, get=get, cancel=cancelled.append,
+                           exceptions=SimpleNamespace(RayTaskError=FakeRayTaskError),
                            remote=lambda **_: lambda fn: SimpleNamespace(remote=lambda *args: next(refs)))
     monkeypatch.setitem(sys.modules, "ray", fake)
     runs = bench_runs(tmp_path, ["CartPole-v1"], None, [1, 2, 3], STEPS, True)
-    with pytest.raises(UserError, match="run 1 failed"):
+    with pytest.raises(Exception) as err:
         run_all(runs, ray_address="auto", report=lambda _: None)
     assert cancelled == [0, 1, 2]
+    if isinstance(cause, UserError):  # the one line, as a local run gives it: not Ray's traceback
+        assert type(err.value) is UserError and str(err.value) == "unknown environment 'X'"
+    else:
+        assert type(err.value) is RuntimeError and str(err.value) == "ValueError: a bug in the env"
+        assert err.value.__notes__ == [f"in the Ray task training {runs[0].run_dir}:\n{FakeRayTaskError(cause)}"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -107,14 +123,17 @@ def test_a_failing_run_stops_the_others_at_once(tmp_path):
     assert not runs[2].run_dir.exists()
 
 
-def start_bench(out: Path) -> tuple[subprocess.Popen, list[int]]:
+def start_bench(out: Path, wait_for_locks: bool = True) -> tuple[subprocess.Popen, list[int]]:
     """A bench of 3 long runs, 2 at a time, in its own process group with Ctrl-C on as in a terminal, once both
-    workers hold their runs' locks: the process and the workers' pids."""
+    workers hold their runs' locks: the process and the workers' pids (without ``wait_for_locks``: at once, and
+    no pids)."""
     process = subprocess.Popen([sys.executable, "-m", "proximal", "bench", "CartPole-v1", "--seeds", "3", "--steps",
                                 str(LONG), "--jobs", "2", "--out", str(out)], cwd=ROOT,
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    if not wait_for_locks:
+        return process, []
     locks = [out / "runs" / f"CartPole-v1__classic__classic__seed{seed}" / rundir.LOCK for seed in (1, 2)]
     deadline = time.monotonic() + 120  # the machine may be busy with other tests
     while not all(lock.exists() and lock.read_text().strip() for lock in locks):
@@ -164,6 +183,32 @@ def test_a_stopped_bench_stops_its_workers_and_starts_no_queued_run(tmp_path, st
                 "SIGKILL (by hand, or by the out-of-memory killer); run the same command again to resume it") in err
         assert "Traceback" not in err
     assert not (tmp_path / "runs" / "CartPole-v1__classic__classic__seed3").exists()
+
+
+def workers_of(pid: int) -> list[int]:
+    """The run workers a process has started (not multiprocessing's resource tracker)."""
+    children = [c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the workers' state in /proc")
+def test_a_ctrl_c_while_the_workers_start_stops_them_without_a_traceback(tmp_path):
+    process, _ = start_bench(tmp_path, wait_for_locks=False)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := workers_of(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # each worker is still importing (seconds): Ctrl-C is held there until its handlers are in place
+        for pid in workers:
+            blocked = int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                               if line.startswith("SigBlk:")).split()[1], 16)
+            assert blocked & (1 << (signal.SIGINT - 1)), "a Ctrl-C would interrupt the worker's imports"
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert gone(workers, within=30), "a worker trains on"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130 and "Traceback" not in err, err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
