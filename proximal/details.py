@@ -268,7 +268,8 @@ DETAILS: tuple[Detail, ...] = (
         "tests/test_normalize.py::test_cont_obs_norm_counts_reset_observations_never_final_ones",
         does="running mean and variance (float64; prior mean 0, variance 1, count 1e-4) of every observation "
              "batch the vector env returns, reset observations included, final observations never; "
-             "obs ← (obs − mean)/√(var + 1e-8); statistics checkpointed and frozen at evaluation",
+             "obs ← (obs − mean)/√(var + 1e-8), float32 whatever the env's dtype (the rollout stores them so); "
+             "statistics checkpointed and frozen at evaluation",
         off_means="the raw observations",
         why="MuJoCo observations mix positions, velocities and forces of very different scales; normalizing "
             "each to about zero mean and unit variance lets one network and learning rate read them all."),

@@ -196,6 +196,11 @@ class TanhDiagGaussian(DiagGaussian):
         if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
             raise UserError(f"squash_actions needs finite action bounds, and {space} has infinite ones; train "
                             "without --squash-actions (actions are then clipped where bounds are finite)")
+        if (fixed := np.flatnonzero(self.high <= self.low)).size:
+            # the density of a constant action is infinite: every log-prob would be inf and the ratio NaN
+            raise UserError(f"squash_actions needs low < high in every action dimension, and {space} has none to "
+                            f"choose in dimension(s) {fixed.tolist()}; train without --squash-actions (the "
+                            "Gaussian's actions are then clipped to the bounds)")
         self.half_range = (self.high - self.low) / 2
         # sum_d log((high_d - low_d) / 2): the constant part of the log-det
         self.log_half_range = float(np.sum(np.log(self.half_range)))

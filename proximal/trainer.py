@@ -20,7 +20,7 @@ from . import checkpoint, distributed, rundir
 from .advantages import compute_advantages
 from .config import Config, check_memory, validate
 from .envs import VecEnv, action_masks, envs_step_elsewhere, is_atari_id, make_envs
-from .envs.normalize import Normalizer, normalize_envs
+from .envs.normalize import Normalizer, normalize_envs, observation_dtype
 from .errors import RunFailure, UserError
 from .carry import Carry
 from .fast_paths import make_actor, make_update, resolve_precision
@@ -101,7 +101,7 @@ def new_state(cfg: Config, envs: VecEnv, device: torch.device, normalizer: Norma
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     rollout = Rollout.allocate(cfg.num_steps, cfg.num_envs, envs.single_observation_space.shape,
-                               policy.dist.action_shape, policy.dist.action_dtype, envs.single_observation_space.dtype,
+                               policy.dist.action_shape, policy.dist.action_dtype, observation_dtype(envs),
                                mask_size=None if masks is None else masks.shape[1])
     # no episode start flagged at the first observation, as the reference's runner (the LSTM state is zero anyway)
     carry = Carry(start=np.zeros(cfg.num_envs, np.float32), mask=masks, state=policy.initial_state(cfg.num_envs))
@@ -221,7 +221,7 @@ def _train(cfg: Config, run_dir: Path, payload: dict | None, resume: bool, ctx: 
             raise UserError(f"the {cfg.preset} preset is for Atari games (or image observations): '{cfg.env_id}' "
                             f"gives observations of shape {space.shape} ({space.dtype}); train it with --preset "
                             "classic or mujoco")
-        check_memory(cfg, int(np.prod(space.shape)), np.dtype(space.dtype).itemsize)
+        check_memory(cfg, int(np.prod(space.shape)), observation_dtype(envs).itemsize)
         state = new_state(cfg, envs, dev, normalizer, seed=ctx.seed(cfg.seed))
         exact = restore_state(state, payload, envs, ctx.seed(cfg.seed)) if payload is not None else True
         state.precision, precision_line = resolve_precision(state.policy, dev, cfg.fast_paths, cfg.precision)

@@ -32,6 +32,15 @@ class CounterEnv(gym.Env):
         return self._obs(), 1.0 + float(action), self.t >= self.length, False, {}
 
 
+class CounterU8Env(CounterEnv):
+    """CounterEnv's observations as uint8 (episode numbers wrap at 256)."""
+
+    observation_space = gym.spaces.Box(0, 255, (2,), np.uint8)
+
+    def _obs(self):
+        return np.array([self.episode % 256, self.t], dtype=np.uint8)
+
+
 class ForeverEnv(gym.Env):
     """Reward 1 at every step and no termination: the true value is 1 / (1 - gamma). Registered with a time
     limit of 10 steps, which truncates (does not terminate) every episode."""
@@ -146,6 +155,7 @@ class AllMaskedEnv(MaskedDiscreteEnv):
 def register() -> None:
     if "proximal-test/Counter-v0" not in gym.registry:
         gym.register("proximal-test/Counter-v0", entry_point=CounterEnv, max_episode_steps=5)
+        gym.register("proximal-test/CounterU8-v0", entry_point=CounterU8Env, max_episode_steps=5)
         gym.register("proximal-test/Forever-v0", entry_point=ForeverEnv, max_episode_steps=10)
     if "proximal-test/BoxRecorder-v0" not in gym.registry:
         gym.register("proximal-test/BoxRecorder-v0", entry_point=BoxRecorderEnv)

@@ -187,11 +187,12 @@ def test_cont_obs_norm_with_clip_counts_the_same_sequence(cfg):
     check_obs_norm(cfg)
 
 
-def test_cont_obs_norm_rollout_stores_the_observations_of_collection_time(cfg):
+@pytest.mark.parametrize("env_id", ["proximal-test/Counter-v0", "proximal-test/CounterU8-v0"])
+def test_cont_obs_norm_rollout_stores_the_observations_of_collection_time(cfg, env_id):
     """Stored observations are the ones the actor saw, normalized with the statistics of their step, not
-    renormalized later with newer statistics."""
+    renormalized later with newer statistics; float32 whatever the env's dtype (uint8 storage would wrap them)."""
     all_on(cfg)
-    cfg.env_id, cfg.num_envs, cfg.num_steps = "proximal-test/Counter-v0", 3, 30
+    cfg.env_id, cfg.num_envs, cfg.num_steps = env_id, 3, 30
     raw = Recorder(make_envs(cfg.env_id, cfg.num_envs))
     envs, normalizer = normalize_envs(raw, cfg)
     state = new_state(cfg, envs, torch.device("cpu"), normalizer)
@@ -205,6 +206,7 @@ def test_cont_obs_norm_rollout_stores_the_observations_of_collection_time(cfg):
         np.testing.assert_allclose(stored, normalized(seen[t], mean, var, True), rtol=1e-6, atol=1e-6)
     final_mean, final_var, _ = with_prior(np.concatenate(seen))
     assert not np.allclose(buf.obs[5], normalized(seen[5], final_mean, final_var, True), rtol=1e-3)
+    assert buf.obs.dtype == np.float32
 
 
 # --- cont.obs_clip ----------------------------------------------------------------------------------------------

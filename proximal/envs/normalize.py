@@ -172,6 +172,14 @@ class NormalizedVecEnv:
         return getattr(self.inner, name)
 
 
+def observation_dtype(envs: VecEnv) -> np.dtype:
+    """The dtype of the observations ``envs`` return: float32 where they are normalized (cont.obs_norm), whatever
+    the space's (a uint8 rollout would wrap them), the space's otherwise (uint8 frames stay uint8)."""
+    if isinstance(envs, NormalizedVecEnv) and envs.normalizer.obs_rms is not None:
+        return np.dtype(np.float32)
+    return np.dtype(envs.single_observation_space.dtype)
+
+
 def normalize_envs(envs: VecEnv, cfg: Config) -> tuple[VecEnv, Normalizer | None]:
     """The envs wrapped to normalize as ``cfg`` says, and their normalizer; ``envs`` themselves and None where
     cont.obs_norm and cont.reward_scaling are both off (nothing to do, nothing slowed down)."""
