@@ -75,7 +75,8 @@ def execute(cfg: Config, run_dir: Path, threads: int) -> None:
 
     start = time.perf_counter()
     with threadpool_limits(threads):
-        state = train(None if resume else cfg, run_dir, resume=resume, quiet=True, callbacks=(note_first_update,))
+        state = train(None if resume else cfg, run_dir, resume=resume, quiet=True, torch_threads=threads,
+                      callbacks=(note_first_update,))
     seconds = time.perf_counter() - start
     steps = (state.update - first_update[0] + 1) * state.cfg.batch_size if first_update else 0
     wall = run_dir / WALL_FILE

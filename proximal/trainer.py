@@ -169,10 +169,11 @@ Callback = Callable[[UpdateInfo], bool | None]
 
 
 def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False, quiet: bool = False,
-          max_updates: int | None = None, device: str | None = None, env_fn: Callable | None = None,
-          callbacks: Sequence[Callback] = ()) -> TrainerState:
+          max_updates: int | None = None, device: str | None = None, torch_threads: int | None = None,
+          env_fn: Callable | None = None, callbacks: Sequence[Callback] = ()) -> TrainerState:
     """Train, writing everything to ``run_dir``. With ``resume``, continue the run in ``run_dir`` from its newest
-    checkpoint with the run's own config. ``max_updates`` stops (with a checkpoint) after that many updates of
+    checkpoint with the run's own config, on ``device`` and with ``torch_threads`` where given (where it runs, not
+    what it learns: bench gives each run its share of this call's cores). ``max_updates`` stops (with a checkpoint) after that many updates of
     this call, as if the run were killed there. ``env_fn``: the zero-argument function that makes the envs, where
     ``cfg.env_id`` records one (``envs.make.make_envs``). ``callbacks`` are called after every update (on every
     rank under torchrun); one returning False stops the run there, with a checkpoint. Under torchrun every rank
@@ -183,6 +184,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         cfg = Config.from_dict(payload["config"])
         if device is not None:
             cfg.device = device
+        if torch_threads is not None:
+            cfg.torch_threads = torch_threads
     validate(cfg)
     if is_atari_id(cfg.env_id) and not cfg.preset.startswith("atari"):
         # other presets switch every Atari detail off: raw 210x160 RGB frames, raw rewards, no frame skip

@@ -100,9 +100,14 @@ def test_bench_on_a_local_ray_instance(tmp_path):
 def test_a_resumed_runs_sps_counts_the_steps_and_seconds_of_the_call_that_finished_it(tmp_path):
     cfg = run_config("CartPole-v1", "classic", 1, STEPS)
     (run,) = bench_runs(tmp_path, ["CartPole-v1"], None, [1], STEPS, True)
-    # the first update trained by a call that is not timed, as a killed one is not
+    # the first update trained by a call that is not timed, as a killed one is not; with another thread count,
+    # as under another --jobs
+    cfg.torch_threads = 2
     train(cfg, run.run_dir, quiet=True, max_updates=1)
     execute(run_config("CartPole-v1", "classic", 1, STEPS), run.run_dir, 1)
+    # the resumed run trained on this call's share of the cores, not on the first call's
+    final = checkpoint.load(checkpoint.checkpoint_path(run.run_dir, cfg.num_updates))
+    assert final["config"]["torch_threads"] == 1
     timed = json.loads((run.run_dir / WALL_FILE).read_text())
     assert timed["steps"] == STEPS - cfg.batch_size
     row = result_row(run)
