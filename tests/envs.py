@@ -56,6 +56,19 @@ class ForeverEnv(gym.Env):
         return np.ones(1, dtype=np.float32), 1.0, False, False, {}
 
 
+class EndsAtTenEnv(ForeverEnv):
+    """ForeverEnv that terminates at its 10th step; registered with a time limit of 10, which truncates it at the
+    same step: every episode ends terminated and truncated at once."""
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        self.t += 1
+        return np.ones(1, dtype=np.float32), 1.0, self.t >= 10, False, {}
+
+
 class BoxRecorderEnv(gym.Env):
     """Box actions with narrow, per-dimension bounds, so that a Normal sample of std 1 is clipped most of the
     time. Every action the env receives is appended to ``received``; the reward is the received action's
@@ -157,6 +170,7 @@ def register() -> None:
         gym.register("proximal-test/Counter-v0", entry_point=CounterEnv, max_episode_steps=5)
         gym.register("proximal-test/CounterU8-v0", entry_point=CounterU8Env, max_episode_steps=5)
         gym.register("proximal-test/Forever-v0", entry_point=ForeverEnv, max_episode_steps=10)
+        gym.register("proximal-test/EndsAtTen-v0", entry_point=EndsAtTenEnv, max_episode_steps=10)
     if "proximal-test/BoxRecorder-v0" not in gym.registry:
         gym.register("proximal-test/BoxRecorder-v0", entry_point=BoxRecorderEnv)
         gym.register("proximal-test/BoxUnbounded-v0", entry_point=BoxUnboundedEnv)

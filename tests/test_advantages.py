@@ -96,8 +96,8 @@ def test_core_gae_constant_value_analytic():
     np.testing.assert_allclose(advantages[:, 1], expected, rtol=1e-12)
 
 
-def check_gae_uses_lambda(cfg):
-    """compute_advantages uses the config's lambda (core.gae); off, lambda is 1."""
+def advantages_against_the_loop(cfg, lam: float) -> None:
+    """compute_advantages on a random 8-step rollout of 2 envs equals the loop's with ``lam``."""
     rng = np.random.default_rng(1)
     rewards, values, dones, final_values, next_value = random_rollout(rng, num_steps=8, num_envs=2)
     r, v, s, fv, nv, ns = as_gae_inputs(rewards, values, dones, final_values, next_value)
@@ -105,9 +105,20 @@ def check_gae_uses_lambda(cfg):
                   next_value=nv, next_start=ns)
     advantages, _ = compute_advantages(buf, cfg)
     expected = [explicit_gae(rewards[:, e], values[:, e], dones[:, e], final_values[:, e], next_value[e],
-                             cfg.gamma, 0.95) for e in range(2)]
+                             cfg.gamma, lam) for e in range(2)]
     np.testing.assert_allclose(advantages.T, expected, rtol=1e-10)
+
+
+def check_gae_uses_lambda(cfg):
+    """compute_advantages uses the config's lambda (core.gae)."""
+    advantages_against_the_loop(cfg, 0.95)
 
 
 def test_core_gae_lambda_from_config(cfg):
     check_gae_uses_lambda(cfg)
+
+
+def test_core_gae_off_is_lambda_one(cfg):
+    """Off, the advantages are the discounted returns minus the values (lambda 1), not some other lambda."""
+    cfg.details["core.gae"] = False
+    advantages_against_the_loop(cfg, 1.0)

@@ -23,9 +23,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from proximal.envs import atari
+from proximal.envs import atari, atari_backends
 from proximal.envs.atari import NoopReset, make_frame_stack, warp, wrap_atari
-from proximal.envs.atari_backends import atari_game, make_backend_envs
+from proximal.envs.atari_backends import BackendAtariEnv, atari_game, make_backend_envs
 from proximal.envs.contract import EnvOptions
 from proximal.errors import UserError
 
@@ -172,6 +172,34 @@ def test_atari_backend_life_losses_are_dones_and_statistics_are_full_raw_games(b
                 dones, steps, raw_sum, clipped_sum = 0, 0, 0.0, 0.0
             assert [e for e in unclipped.episodes if e[0] == i] == ended
     assert games >= 2
+
+
+def test_atari_backend_learner_reward_is_the_sign_not_a_clip():
+    # the games' rewards are whole points, where sign and clip agree: a fraction tells them apart
+    env = BackendAtariEnv(1, ALL_ON, False)
+    frames, no = np.zeros((1, 84, 84), np.uint8), np.zeros(1, bool)
+    env._first(frames)
+    step = env._finish(frames, frames, np.array([0.5]), no, no, no)
+    assert step.reward.tolist() == [1.0] and step.reward.dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_atari_backend_frame_limit_ends_the_game_with_its_statistics(backend, monkeypatch):
+    # the reference's frame limit (TimeLimit at max_episode_steps) at 400 frames, 100 agent steps: a truncation
+    # that ends the game, so its episode is reported whole and the next game's return starts at 0
+    monkeypatch.setattr(atari_backends, "reference_max_frames", lambda game: 400)
+    envs = make_backend_envs("BreakoutNoFrameskip-v4", 1, EnvOptions(backend=backend, details=ALL_ON))
+    envs.reset(seed=1)
+    rng = np.random.default_rng(0)
+    try:
+        for t in range(1, 131):
+            step = envs.step(rng.integers(envs.single_action_space.n, size=1))
+            if step.truncated[0]:
+                break
+    finally:
+        envs.close()
+    assert step.truncated[0] and t <= 100
+    assert [length for _, _, length in step.episodes] == [t], "one episode of every step of the game"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -258,6 +258,22 @@ def test_lstm_reconstruct_states_training_replays_from_the_stored_state(cfg):
     check_reconstruct_states(cfg)
 
 
+def test_lstm_minibatch_of_envs_in_drawn_order_replays_each_from_its_own_state(cfg):
+    # sequence_minibatch_indices draws envs in any order, and a minibatch may hold several: each sequence
+    # must start from its own env's stored state (every other LSTM test has one env per minibatch)
+    state = collected(recurrent(cfg), rollouts=2)
+    buf = state.rollout
+    batch = buf.training_batch(buf.values, buf.values, CPU)
+    envs = torch.tensor([2, 0])
+    mb = (torch.arange(cfg.num_steps)[:, None] * cfg.num_envs + envs).reshape(-1)
+    rows = minibatch(batch, mb, cfg)
+    assert torch.equal(rows["state"], buf.start_state[:, envs]) and not torch.equal(*rows["state"][0])
+    with torch.no_grad():
+        logprob, _, value = state.policy.evaluate(rows)
+    torch.testing.assert_close(logprob, batch["logprobs"][mb], rtol=0, atol=1e-5)
+    torch.testing.assert_close(value, batch["values"][mb], rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------- ratio is one, paths
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "proximal-test/BoxRecorder-v0"])

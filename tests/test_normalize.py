@@ -308,6 +308,21 @@ def test_cont_reward_scaling_discounts_with_reward_scaling_gamma_not_gamma(cfg):
     assert second_reward() == pytest.approx(4.0, rel=1e-3)
 
 
+def test_cont_reward_scaling_returns_start_again_at_a_reset(cfg):
+    """A reset starts every env's episode, so every discounted return starts at 0 again (a resume whose envs could
+    not be captured resets them after the checkpoint's returns were loaded). One env, reward 1, reset between the
+    two steps: both returns are 1, and the second reward scales to 1 / sqrt(var(1, 1) with the prior) ~ 100, where
+    a return carried over (1.99) would give ~2.02."""
+    cfg.details["cont.reward_scaling"] = True
+    envs, _ = normalize_envs(ScriptedVecEnv([[0.0]], [([[0.0]], [1.0], [0], [0])] * 2), cfg)
+    envs.reset(seed=0)
+    envs.step(np.zeros(1, np.int64))
+    envs.reset(seed=0)
+    reward = envs.step(np.zeros(1, np.int64)).reward[0]
+    _, var, _ = with_prior(np.array([1.0, 1.0]))
+    assert reward == pytest.approx(1 / np.sqrt(var + 1e-8), rel=1e-12)
+
+
 # --- cont.reward_clip ---------------------------------------------------------------------------------------------
 
 def check_reward_clip(cfg):

@@ -227,6 +227,26 @@ def test_ratio_is_one_between_the_numpy_actor_and_the_numpy_update(space, separa
     assert max(abs(s["old_approx_kl"]) for s in seen[1:]) > 1e-5
 
 
+def test_numpy_update_clipfrac_counts_strictly_outside_the_range(monkeypatch):
+    # as the torch update's (test_core_debug_stats_known_ratios): |r - 1| > clip, so none at r = 1 with clip 0.
+    # One minibatch of the 8 rows the actor scored: the same rows, the same products, a ratio of exactly 1
+    cfg, policy, optimizer = classic_policy(DISCRETE, True)
+    cfg.num_minibatches = cfg.update_epochs = 1
+    actor = NumpyMLPActor(policy)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(8, OBS)).astype(np.float32)
+    actions = np.arange(8) % ACTIONS
+    logprobs, values = actor.score(obs, actions)
+    batch = {"obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
+             "advantages": rng.normal(size=8).astype(np.float32), "returns": values}
+    seen = []
+    update = NumpyMLPUpdate(policy, optimizer)
+    real = update._loss_and_grad
+    monkeypatch.setattr(update, "_loss_and_grad", lambda *a: seen.append(real(*a)) or seen[-1])
+    update(policy, optimizer, {k: torch.from_numpy(v) for k, v in batch.items()}, cfg, 0.0, torch.Generator())
+    assert seen[0]["approx_kl"] == 0.0 and seen[0]["clipfrac"] == 0.0
+
+
 def test_make_update_picks_the_path():
     cfg = preset("classic")
     for space in (DISCRETE, BOX):

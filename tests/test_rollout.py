@@ -60,6 +60,21 @@ def test_autoreset_no_stored_transition_crosses_an_episode_boundary(cfg, fast):
         assert 3 <= length <= 5 and length <= ret <= 2 * length
 
 
+def test_next_value_and_next_start_are_of_the_observation_after_the_rollout(cfg):
+    """GAE bootstraps the last step from them: V(next obs), not V(last stored obs), and whether that observation
+    starts an episode (an episode that ended at the last step)."""
+    ended_at_the_last_step = 0
+    for num_steps in range(5, 11):
+        policy, (buf,) = collected(cfg, "proximal-test/Counter-v0", num_steps=num_steps)
+        assert not torch.equal(buf["next_obs"], buf["obs"][-1])
+        with torch.no_grad():
+            torch.testing.assert_close(buf["next_value"], policy.value(buf["next_obs"]), rtol=0, atol=1e-6)
+        # Counter's observation (episode, step): step 0 is an episode's first
+        assert torch.equal(buf["next_start"], (buf["next_obs"][:, 1] == 0).float())
+        ended_at_the_last_step += int(buf["next_start"].sum())
+    assert ended_at_the_last_step > 0
+
+
 def check_truncation_bootstrap(cfg):
     # every 10th step of ForeverEnv is truncated, never terminated: V(final obs) is stored there, 0 elsewhere
     policy, (buf,) = collected(cfg, "proximal-test/Forever-v0", num_steps=30)
@@ -95,6 +110,21 @@ def test_opt_truncation_bootstrap_uses_the_final_not_the_reset_observation(cfg):
         assert stored == 0.0 or abs(stored - expected) < 1e-6, (stored, expected)
         bootstrapped += stored != 0.0
     assert bootstrapped > 0
+
+
+def test_opt_truncation_bootstrap_final_values_are_of_this_rollout_only(cfg):
+    # Forever truncates every 10 steps: in rollouts of 12, at t = 9 in the first and at step 19 (t = 7) in the
+    # second, whose storage must not keep the first's value at t = 9
+    _, (first, second) = collected(cfg, "proximal-test/Forever-v0", iterations=2, num_steps=12)
+    assert first["final_values"][:, 0].nonzero().flatten().tolist() == [9]
+    assert second["final_values"][:, 0].nonzero().flatten().tolist() == [7]
+
+
+def test_opt_truncation_bootstrap_not_where_the_episode_also_terminated(cfg):
+    # every episode of EndsAtTen ends terminated and truncated at its 10th step: a terminal state, worth 0
+    _, (buf,) = collected(cfg, "proximal-test/EndsAtTen-v0", num_steps=30)
+    assert (buf["starts"][10::10] == 1).all() and buf["next_start"].eq(1).all()
+    assert (buf["final_values"] == 0).all()
 
 
 def test_opt_truncation_bootstrap_off_stores_nothing(cfg):

@@ -274,6 +274,9 @@ def test_core_debug_stats_known_ratios(cfg):
     assert stats["approx_kl"].item() == pytest.approx(((r - 1) - log_r).mean(), rel=1e-5)
     assert stats["old_approx_kl"].item() == pytest.approx((-log_r).mean(), rel=1e-5)
     assert stats["approxkl_ppo2"].item() == pytest.approx(0.5 * (log_r**2).mean(), rel=1e-5)
+    # clipped means strictly outside the range, as the reference's |r - 1| > clip: none at r = 1 with clip 0
+    _, stats = ppo_loss(**loss_inputs([1.0, 1.0], [1.0, -1.0]), clip=0.0, cfg=cfg)
+    assert stats["clipfrac"].item() == 0.0
 
 
 def test_core_debug_stats_explained_variance_hand_numbers():
