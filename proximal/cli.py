@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import functools
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 import typing
 import warnings
 from dataclasses import fields
@@ -304,8 +307,10 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "plot": 
 def lighter_start() -> None:
     """What the command's process can leave out of its start-up and exit, with the same numbers (~1 s of CPU time
     of a CartPole run here)."""
-    import torch
+    from . import import_heavy
 
+    with _ctrl_c_held():
+        torch = import_heavy("torch")
     # The imports' objects, torch's above all, out of the collector's reach: its full passes then scan only what
     # the command allocates. Once: a process that calls main again (the tests) keeps its later garbage collectable.
     if not gc.get_freeze_count():
@@ -326,6 +331,25 @@ def lighter_start() -> None:
         torch.optim.Adam.step = _without_dynamo(step.__wrapped__)
 
 
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """A Ctrl-C in torch's import lands in its C++ initialization, which then aborts the process or loses the
+    signal: it is held until the import is done, then raised. Only where Python's own handler is in place (not in
+    a background job, where Ctrl-C stays ignored, nor in a thread, which cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    pressed = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def _without_dynamo(plain):
     import torch
 
@@ -338,8 +362,9 @@ def _without_dynamo(plain):
 
 
 def main(argv: list[str] | None = None) -> int:
-    lighter_start()
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # before torch's import: --help and usage errors at once
+    if args.command not in ("details", "plot"):  # the two that never touch torch
+        lighter_start()
     try:
         COMMANDS[args.command](args)
     except BrokenPipeError:
@@ -370,7 +395,11 @@ def run() -> None:
     """The ``proximal`` command: ``main``, then the exit handlers, then the process ends without Python's
     teardown of every module and object (torch's take ~0.3 s). The command has closed what it wrote by then:
     run directories, checkpoints, event files, envs and their workers, W&B runs."""
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # in the imports, before main can tell what to continue
+        print("interrupted", file=sys.stderr)
+        code = 130
     try:
         sys.stdout.flush()
         sys.stderr.flush()
