@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from pathlib import Path
 
+from . import import_heavy
 from .config import Config
 from .errors import RunFailure, UserError
 from .outputs import write_whole
@@ -166,6 +167,9 @@ def _run_in_processes(runs: list[Run], jobs: int, threads: int, report) -> None:
 
 def _worker(cfg: Config, run_dir: Path, threads: int, results, parent: int) -> None:
     """One run in a worker process; its outcome goes to the parent through ``results``."""
+    # The trainer's imports (torch's) first, while Ctrl-C is held and a SIGTERM ends the process as it is: an
+    # exception raised inside torch's C++ initialization aborts it with a C++ error instead
+    import_heavy("proximal.trainer")
     signal.signal(signal.SIGTERM, _stop_once)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
         signal.signal(signal.SIGINT, _stop_once)
