@@ -7,12 +7,16 @@ cost no torch import (~2 s); ``from proximal import train`` works as usual."""
 import gc as _gc
 import importlib as _importlib
 
+from . import env_ids as _env_ids
+
 # each public name and the module it lives in
 _PUBLIC = {"Agent": "agent", "load": "agent", "make_env": "agent", "Run": "api", "UpdateInfo": "api", "train": "api",
            "PRESETS": "config", "Config": "config", "preset": "config", "UserError": "errors",
            "export_onnx": "export"}
 __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+_env_ids.register()  # gym.make("proximal:proximal/CartPoleNoVelocity-v1") imports this package for them
 
 
 def import_heavy(module: str):

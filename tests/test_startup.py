@@ -107,6 +107,18 @@ print(json.dumps({"codes": codes, "before": before, "after": "torch" in sys.modu
     assert found == {"codes": [0, 2, 0], "before": False, "after": True, "dir": True, "same": True}
 
 
+def test_proximals_own_ids_are_registered_by_importing_proximal():
+    """As gymnasium's "module:id" form imports the package for its ids: both ids from a fresh interpreter."""
+    found = run_python("""
+import json
+import gymnasium as gym
+env = gym.make("proximal:proximal/CartPoleNoVelocity-v1")
+masked = gym.make("proximal/MaskedMultiDiscrete-v0")
+print(json.dumps([env.spec.max_episode_steps, list(env.observation_space.shape), type(masked.unwrapped).__name__]))
+""")
+    assert found == [500, [2], "MaskedMultiDiscreteEnv"]
+
+
 def test_a_ctrl_c_in_torchs_import_is_held_until_it_is_done():
     """Raised inside torch's C++ initialization, a KeyboardInterrupt aborts the process (pybind11's terminate) or
     is lost: the command holds it until the import is done."""

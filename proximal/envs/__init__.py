@@ -1,5 +1,5 @@
-"""Environments behind one vector-env contract, whatever the backend. Importing this package registers proximal's
-own gymnasium ids (``proximal/CartPoleNoVelocity-v1``).
+"""Environments behind one vector-env contract, whatever the backend. proximal's own gymnasium ids
+(``proximal/CartPoleNoVelocity-v1``) are registered by ``proximal`` itself (``env_ids``).
 
 The layout, from the bottom up: ``contract`` (what every vector env promises and is given), the adapters that
 implement it (``vector`` for gymnasium's envs, ``atari_vector`` for the reference's Atari chain, ``atari_backends``
@@ -8,13 +8,9 @@ processes, ``state``: checkpoints of env state, ``atari``: the Atari wrappers), 
 adapter for a run. ``normalize`` wraps any of them for MuJoCo's normalization.
 """
 
-from . import masked_multidiscrete, memory
 from .atari import is_atari_id
 from .contract import Step, VecEnv, action_masks
 from .make import envs_step_elsewhere, make_envs
 from .vector import GymVectorEnv
-
-memory.register()
-masked_multidiscrete.register()
 
 __all__ = ["GymVectorEnv", "Step", "VecEnv", "action_masks", "envs_step_elsewhere", "is_atari_id", "make_envs"]

@@ -48,8 +48,3 @@ class MaskedMultiDiscreteEnv(gym.Env):
         self.t += 1
         obs, info = self._draw()
         return obs, reward, self.t >= EPISODE_LENGTH, False, info
-
-
-def register() -> None:
-    if "proximal/MaskedMultiDiscrete-v0" not in gym.registry:
-        gym.register("proximal/MaskedMultiDiscrete-v0", entry_point=MaskedMultiDiscreteEnv)

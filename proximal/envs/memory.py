@@ -11,7 +11,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-ID = "proximal/CartPoleNoVelocity-v1"
 _OBSERVED = [0, 2]  # cart position, pole angle (CartPole's observation: x, x_dot, theta, theta_dot)
 
 
@@ -28,8 +27,3 @@ class CartPoleNoVelocityEnv(CartPoleEnv):
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         return obs[_OBSERVED], reward, terminated, truncated, info
-
-
-def register() -> None:
-    if ID not in gym.registry:
-        gym.register(ID, entry_point=CartPoleNoVelocityEnv, max_episode_steps=500, reward_threshold=475.0)
