@@ -615,3 +615,31 @@ def test_atari_repeat_first_option_fills_new_stacks_with_the_first_frame():
     for k in range(3):
         np.testing.assert_array_equal(obs[:, k], obs[:, 3])
     envs.close()
+
+
+def test_atari_env_state_round_trip_keeps_the_sticky_action_stream():
+    from proximal.envs.atari_vector import AtariVectorEnv
+    from proximal.envs.contract import EnvOptions
+
+    options = EnvOptions(ale_options={"repeat_action_probability": 0.25})
+
+    def run(envs, actions):
+        return [(s.obs.copy(), s.reward.copy(), s.terminated.copy()) for s in map(envs.step, actions)]
+
+    rng = np.random.default_rng(2)
+    envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 1, options=options)
+    envs.reset(seed=7)
+    run(envs, rng.integers(4, size=(100, 1)))
+    state = envs.get_state()
+    later = rng.integers(4, size=(200, 1))
+    expected = run(envs, later)
+    envs.close()
+    fresh = AtariVectorEnv("BreakoutNoFrameskip-v4", 1, options=options)
+    fresh.reset(seed=99)  # another emulator RNG: only the restored one repeats the sticky actions
+    fresh.set_state(state)
+    got = run(fresh, later)
+    fresh.close()
+    for (o1, r1, t1), (o2, r2, t2) in zip(expected, got):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(t1, t2)

@@ -451,3 +451,37 @@ def test_the_resume_hint_under_torchrun_names_the_same_ranks(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name)
     assert distributed.resume_command("runs/x") == "proximal train --resume runs/x"
+
+
+def _gather_worker(rank: int, port: int, out: str) -> None:
+    import torch
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    cfg = preset("classic")
+    # each rank stepped from global step 100 to its own step 110; its episodes ended at these own steps
+    episodes = [(108, 1.0, 8)] if rank == 0 else [(102, 2.0, 2), (110, 3.0, 10)]
+    results = {"rollout": distributed.gather_rollout(100, 110, episodes, cfg)}
+    payload = {k: f"{k}{rank}" for k in (*distributed.RANK_KEYS, *distributed.LEARNER_KEYS)} | {"update": 5}
+    results["averaged"] = distributed.gather_checkpoint(payload, cfg)
+    cfg.details["aux.parallel_gradients"] = False
+    results["independent"] = distributed.gather_checkpoint(payload, cfg)
+    torch.save(results, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_rank_zero_gathers_episodes_at_global_steps_in_order_and_each_ranks_checkpoint_part():
+    with tempfile.TemporaryDirectory() as out:
+        zero, one = spawn_two_ranks(_gather_worker, Path(out))
+    # own step s of a rollout that began at global step 100 is global step 100 + (s - 100) * 2 ranks
+    assert zero["rollout"] == (120, [(104, 2.0, 2), (116, 1.0, 8), (120, 3.0, 10)])
+    assert one["rollout"] == (120, [])
+    assert one["averaged"] is None and one["independent"] is None  # rank 0 alone writes
+    averaged, independent = zero["averaged"], zero["independent"]
+    # averaged gradients keep one policy: rank 0's; independent learners keep each rank's own
+    assert [part["rng"] for part in averaged["ranks"]] == ["rng0", "rng1"] and "policy" not in averaged["ranks"][1]
+    assert distributed.rank_payload(averaged, distributed.Context(1, 2))["policy"] == "policy0"
+    assert [part["policy"] for part in independent["ranks"]] == ["policy0", "policy1"]
+    resumed = distributed.rank_payload(independent, distributed.Context(1, 2))
+    assert (resumed["policy"], resumed["optimizer"], resumed["rng"], resumed["update"]) == \
+        ("policy1", "optimizer1", "rng1", 5)

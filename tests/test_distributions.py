@@ -121,3 +121,10 @@ def test_tanh_squash_entropy_matches_monte_carlo():
     torch.testing.assert_close(dist.entropy((mean, log_std)), monte_carlo, rtol=0, atol=0.01)
     # and it differs from the Gaussian's entropy by the expected log-det
     assert (dist.entropy((mean, log_std)) - DiagGaussian.entropy(dist, (mean, log_std))).abs().min() > 0.1
+
+
+def test_a_start_that_is_zero_in_some_components_is_still_added_to_the_others():
+    multi = make_distribution(gym.spaces.MultiDiscrete([2, 4], start=[0, 3]), CFG)
+    assert multi.to_env(np.array([[1, 0], [0, 3]])).tolist() == [[1, 3], [0, 6]]
+    grid = make_distribution(gym.spaces.MultiDiscrete([[2, 3], [2, 3]], start=[[0, 0], [0, -1]]), CFG)
+    assert grid.to_env(np.array([[1, 2, 1, 2]])).tolist() == [[[1, 2], [1, 1]]]

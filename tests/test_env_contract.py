@@ -175,3 +175,45 @@ def test_observations_that_do_not_fit_their_space_are_one_message(misfit, said, 
                                         rf"Box\(.*\) \({re.escape(said)}.*\); return observations of that shape"):
         proximal.train(env=env_id, num_envs=2, env_workers=workers, total_steps=256, num_steps=64,
                        run_dir=tmp_path / "run", quiet=True)
+
+
+class ScriptedMicroRTS:
+    """Gym-muRTS's grid-mode vector env as the adapter calls it: ``step`` returns (obs, shaped reward, done,
+    infos with the raw rewards of the six reward functions, win/loss first), here from a script of
+    (reward, done, raw_rewards) per step."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def reset(self):
+        return np.zeros((2, 4, 4, 27), np.int64)
+
+    def step(self, actions):
+        reward, done, raw = self.script.pop(0)
+        obs = np.full((2, 4, 4, 27), len(self.script), np.int64)
+        return obs, np.array(reward, np.float64), np.array(done), [{"raw_rewards": np.array(r)} for r in raw]
+
+
+def test_microrts_adapter_counts_games_and_records_results_from_the_clients_steps(monkeypatch):
+    from proximal.envs.microrts import MicroRTSVectorEnv
+
+    zero = [0.0] * 6
+    script = [
+        ([1.0, 0.5], [False, False], [zero, zero]),
+        ([2.0, 0.5], [True, False], [[1.0, 0.0, 2.0, 0, 0, 0], zero]),  # env 0 wins after 2 steps
+        ([5.0, 0.5], [False, True], [zero, [-1.0, 1.0, 0, 0, 0, 0]]),  # env 1 loses after 3
+        ([1.0, 2.0], [True, True], [[0.0, 1.0, 0, 0, 0, 0], [0.0, -1.0, 0, 0, 0, 0]]),  # draws (the step limit)
+    ]
+    envs = object.__new__(MicroRTSVectorEnv)  # the adapter without its Java client
+    envs.num_envs, envs.results = 2, []
+    envs._returns, envs._lengths = np.full(2, 7.0), np.full(2, 3, np.int64)  # an earlier game's: reset clears them
+    envs.env = ScriptedMicroRTS(script)
+    monkeypatch.setattr(envs, "_java_actions", lambda actions: actions)
+    assert envs.reset(seed=0).dtype == np.uint8
+    steps = [envs.step(np.zeros((2, 16, 7), np.int64)) for _ in script]
+    assert [s.episodes for s in steps] == [[], [(0, 3.0, 2)], [(1, 1.5, 3)], [(0, 6.0, 2), (1, 2.0, 1)]]
+    assert envs.results == [1, -1, 0, 0]
+    for s, (reward, done, _) in zip(steps, script):
+        assert s.terminated.tolist() == done and not s.truncated.any(), "every end is a termination"
+        assert s.reward.dtype == np.float32 and s.reward.tolist() == reward
+        assert s.obs.dtype == np.uint8 and s.final_obs is s.obs  # the client's next game's first observation

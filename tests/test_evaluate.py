@@ -5,7 +5,9 @@ import errno
 import gymnasium as gym
 import imageio.v2 as imageio
 import pytest
+import torch
 
+import proximal.evaluate as evaluate_mod
 from proximal.errors import UserError
 from proximal.evaluate import evaluate
 from proximal.policy import make_policy
@@ -107,3 +109,33 @@ def test_a_video_name_that_is_not_a_video_is_one_error_before_any_episode(policy
     with pytest.raises(UserError, match=rf"--video '.*{name}' is not a video file name: end it in \.mp4"):
         evaluate(policy, "CartPole-v1", 1, video=tmp_path / name)
     assert not played and not any(tmp_path.iterdir())
+
+
+def test_evaluation_resets_the_recurrent_state_after_a_truncated_episode(cfg, monkeypatch):
+    # Forever-v0: reward 1 a step, never terminated, truncated by its time limit at step 10
+    env = gym.make("proximal-test/Forever-v0")
+    cfg.lstm_size = 8
+    torch.manual_seed(0)
+    policy = make_policy(env.observation_space, env.action_space, cfg).eval()
+    seen = []  # (the carry's start, the state after the step) of every step
+    real_make_actor = evaluate_mod.make_actor
+
+    def recording_actor(*args, **kwargs):
+        actor = real_make_actor(*args, **kwargs)
+        sample = actor.sample
+
+        def recorded(obs, carry, rng):
+            action, after = sample(obs, carry, rng)
+            seen.append((float(carry.start[0]), after.state.clone()))
+            return action, after
+
+        actor.sample = recorded
+        return actor
+
+    monkeypatch.setattr(evaluate_mod, "make_actor", recording_actor)
+    returns = evaluate(policy, "proximal-test/Forever-v0", 3, seed=0)
+    assert returns.tolist() == [10.0, 10.0, 10.0]
+    assert [start for start, _ in seen] == ([1.0] + [0.0] * 9) * 3, "an episode's first observation starts it"
+    # the observations are all alike: from a reset state, every episode's first step gives the first one's state
+    assert torch.equal(seen[10][1], seen[0][1]) and torch.equal(seen[20][1], seen[0][1])
+    assert not torch.equal(seen[1][1], seen[0][1]), "the state moves on within an episode"

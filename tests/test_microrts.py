@@ -90,3 +90,45 @@ def test_microrts_preset_trains_through_make_envs(tmp_path):
     assert state.update == 2 and state.global_step == 64
     payload = checkpoint.load(checkpoint.latest(tmp_path))
     assert payload["carry"]["mask"].shape == (2, 256 * 78) and payload["env"] is None
+
+
+def test_microrts_client_gets_one_row_per_own_unit_with_that_units_action():
+    envs = make_envs("MicroRTS-basesWorkers16x16-randomBiasedAI", 2)
+    try:
+        envs.reset(seed=0)
+        own = np.asarray(envs.env.vec_client.getMasks(0))[..., 0].reshape(2, 256).astype(bool)
+        actions = np.random.default_rng(0).integers(0, 4, (2, 256, 7))
+        rows = [[[int(v) for v in row] for row in env_rows] for env_rows in envs._java_actions(actions)]
+    finally:
+        envs.close()
+    expected = [[[int(cell), *actions[e, cell].tolist()] for cell in np.flatnonzero(own[e])] for e in range(2)]
+    assert rows == expected
+    assert all(len({tuple(r[1:]) for r in env_rows}) > 1 for env_rows in rows), "the units' actions differ"
+
+
+def test_microrts_reward_is_the_papers_weighted_sum_of_the_raw_rewards():
+    weights = np.array([10.0, 1.0, 1.0, 0.2, 1.0, 4.0])  # win/loss, resource, worker, building, attack, combat unit
+    envs = make_envs("MicroRTS-basesWorkers16x16-randomBiasedAI", 2)
+    raws, rewards = [], []
+    client_step = envs.env.step
+
+    def recording_step(actions):
+        obs, reward, done, infos = client_step(actions)
+        raws.append([info["raw_rewards"] for info in infos])
+        return obs, reward, done, infos
+
+    envs.env.step = recording_step
+    dist, rng = MultiCategorical(envs.single_action_space.nvec), np.random.default_rng(0)
+    try:
+        np.testing.assert_array_equal(envs.env.reward_weight, weights)
+        envs.reset(seed=0)
+        for _ in range(150):
+            mask = torch.from_numpy(envs.action_masks())
+            params = (torch.zeros(mask.shape), mask)
+            actions = dist.sample(params, torch.from_numpy(dist.noise(rng, dist.noise_shape(params)))).numpy()
+            rewards.append(envs.step(actions.reshape(2, 256, 7)).reward)
+    finally:
+        envs.close()
+    raws = np.asarray(raws, np.float64)
+    assert raws[..., 2].sum() > 0, "workers were produced: a reward the package's default weights ignore"
+    np.testing.assert_allclose(np.asarray(rewards), raws @ weights, rtol=1e-6)

@@ -377,3 +377,21 @@ def test_masked_policy_bootstraps_truncated_episodes_without_a_mask(cfg):
     assert state.policy.masked
     final = state.rollout.final_values
     assert np.count_nonzero(final) == 4, "steps 5 and 10 of both envs were truncated and bootstrapped"
+
+
+def test_a_2d_nvec_whose_rows_differ_is_read_as_one_row_of_its_components():
+    nvec = np.array([[3, 2], [2, 3]])  # rows differ: the components are 3, 2, 2, 3 in this order
+    dist = MultiCategorical(nvec)
+    sizes = nvec.reshape(-1).tolist()
+    for masked in (False, True):
+        logits, mask = random_logits_and_mask(nvec, 64, seed=8)
+        params = (logits, mask) if masked else logits
+        reference = torch_reference(nvec, logits, mask if masked else None)
+        noise = torch.from_numpy(dist.noise(np.random.default_rng(8), dist.noise_shape(params)))
+        actions = dist.sample(params, noise)
+        assert actions.shape == (64, 4)
+        assert all((actions[:, k] < n).all() for k, n in enumerate(sizes)), "each component within its own size"
+        torch.testing.assert_close(dist.log_prob(params, actions),
+                                   sum(r.log_prob(actions[:, k]) for k, r in enumerate(reference)))
+        torch.testing.assert_close(dist.entropy(params), sum(r.entropy() for r in reference))
+    assert torch.equal(dist.mode(logits), torch.stack([part.argmax(-1) for part in logits.split(sizes, -1)], -1))

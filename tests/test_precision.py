@@ -21,7 +21,7 @@ from proximal.envs import make_envs
 from proximal.errors import UserError
 from proximal.fast_paths import make_actor, make_update, resolve_precision
 from proximal.numpy_actor import NumpyMLPActor
-from proximal.numpy_ops import matmul, round_bf16
+from proximal.numpy_ops import column_sum, matmul, round_bf16
 from proximal.numpy_update import NumpyMLPUpdate
 from proximal.precision import autocast, resolve
 from proximal.rollout import collect_rollout
@@ -278,3 +278,21 @@ def test_api_precision_keyword(tmp_path):
     agent = proximal.load(tmp_path / "run")  # a bf16 run's checkpoint loads as any other
     action, _ = agent.act(np.zeros((1, 4), np.float32))
     assert action.shape == (1,)
+
+
+def test_emulated_bias_gradient_is_autocasts():
+    # autocast runs a Linear with a bf16 bias: its gradient is the batch sum of the output gradient, a bf16 value
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 17)).astype(np.float32)
+    d_out = round_bf16(rng.normal(size=(64, 32)).astype(np.float32))  # the gradient of a bf16 output
+    layer = torch.nn.Linear(17, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(torch.from_numpy(x))
+    out.backward(torch.from_numpy(d_out).bfloat16())
+    expected = layer.bias.grad.numpy()
+    emulated = column_sum(d_out, bf16=True)
+    assert np.array_equal(emulated, round_bf16(emulated)), "a bf16 result"
+    # the same up to one bf16 rounding step where the CPU's kernel sums in another order
+    np.testing.assert_allclose(emulated, expected, rtol=2.0**-7, atol=1e-6)
+    assert not np.array_equal(emulated, d_out.sum(0)), "not the fp32 sum"
+    assert np.array_equal(column_sum(d_out), d_out.sum(0)), "fp32 is plain numpy"

@@ -5,6 +5,7 @@ subprocess ``python -m proximal`` where one must run alongside, be interrupted, 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import torch
 
 from proximal import checkpoint, config, rundir
 from proximal.cli import main
+from proximal.errors import UserError
 from proximal.policy import make_policy
 from resume_check import rows
 
@@ -519,3 +521,26 @@ def test_the_reliability_page_names_tests_that_exist():
     defined = {name for path in (ROOT / "tests").glob("test_*.py")
                for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
     assert named and named <= defined, named - defined
+
+
+def test_stale_temporaries_are_removed_once_the_lock_is_held_and_only_then(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    temporaries = [run / ".tmp_123_0a1b2c3d_updates.csv", run / ".tmp_123_0a1b2c3d_config.json",
+                   run / "checkpoints" / ".tmp_123_0a1b2c3d_update_0000003.pt"]
+    kept = [run / "updates.csv", run / "config.json", run / "checkpoints" / "update_0000002.pt"]
+    for path in temporaries + kept:
+        path.write_text("x")
+    # a training that holds the lock writes its temporaries: another one is refused and leaves them alone
+    held = os.open(run / rundir.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(UserError, match="is in use by another training"):
+            with rundir.owned(run):
+                pass
+        assert all(path.exists() for path in temporaries + kept)
+    finally:
+        os.close(held)  # the training ends (or is killed): its temporaries are stale now
+    with rundir.owned(run):
+        assert [path for path in temporaries if path.exists()] == []
+        assert all(path.exists() for path in kept)

@@ -8,12 +8,15 @@ import sys
 import csv
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
 from proximal import checkpoint
 from proximal.config import preset
 from proximal.envs import make_envs
+from proximal.envs.contract import EnvOptions
+from proximal.envs.vector import GymVectorEnv
 from proximal.errors import UserError
 from proximal.trainer import train
 from proximal.video import capped_cubic
@@ -214,3 +217,18 @@ def test_capture_video_of_atari_holds_the_raw_emulator_frames(tmp_path):
     # a frame per emulator step of env 0's 16 agent steps, 4 each (atari.frame_skip), plus the reset's, its 1-30
     # no-ops (atari.noop_reset) and FIRE's (atari.fire_reset: 2 steps); no game ends this early
     assert 4 * 16 + 1 + 1 + 2 <= frames <= 4 * 16 + 1 + 30 + 2
+
+
+def test_capture_video_records_env_0_of_several_in_one_process(tmp_path):
+    envs = GymVectorEnv("CartPole-v1", 3, options=EnvOptions(workers=1), video_dir=str(tmp_path))
+    first_lengths = {}
+    rng = np.random.default_rng(0)
+    try:
+        envs.reset(seed=3)
+        while len(first_lengths) < 3:
+            for i, _, length in envs.step(rng.integers(0, 2, 3)).episodes:
+                first_lengths.setdefault(i, length)
+    finally:
+        envs.close()
+    assert first_lengths[0] != first_lengths[2], "the envs' first episodes differ: the recording tells which env"
+    assert frame_counts(tmp_path)[0] == first_lengths[0] + 1  # a frame after the reset and after every step
