@@ -137,7 +137,10 @@ def _check_device(name: str) -> None:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"device '{name}' is not one torch knows: use cpu, cuda, cuda:N or auto") from None
+        device = None
+    # other kinds torch names (xpu, mps, meta, ...) are not ones this torch build runs, or not for inference
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"device '{name}' is not one proximal runs on: use cpu, cuda, cuda:N or auto")
     count = torch.cuda.device_count()
     if device.type == "cuda" and device.index is not None and device.index >= count:
         fix = "use a lower index, cuda or auto" if count else "use cpu or auto"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import difflib
 import functools
 import gc
 import json
@@ -34,6 +35,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a command's unknown flags from the top parser ("proximal: error", "see proximal
+        # --help", which lists no flags): the command's parser reports them here, with the closest flag it has
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            parser = getattr(self, "commands", {}).get(getattr(namespace, "command", None), self)
+            flags = [flag for action in parser._actions for flag in action.option_strings]
+            close = [match for arg in unknown if arg.startswith("-")
+                     for match in difflib.get_close_matches(arg.split("=")[0], flags, n=1)]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+        return namespace
 
 
 def _parse_sizes(text: str) -> tuple[int, ...]:
@@ -74,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="proximal", description="PPO with every implementation detail of the "
                                      "reference (OpenAI baselines ppo2), each switchable for ablation.")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices  # each command's parser, which reports its own unknown flags
 
     train = sub.add_parser("train", help="train a policy")
     train.add_argument("--preset", default="classic", help=f"starting values: {', '.join(PRESETS)} (default: classic)")

@@ -75,7 +75,8 @@ class Config:
     max_grad_norm: float = 0.5
     """global gradient-norm bound (core.grad_clip)"""
     target_kl: float = 0.015
-    """approx_kl above which an update stops after the current epoch; used only with aux.target_kl"""
+    """approx_kl above which an update stops after the current epoch (aux.target_kl, which setting it switches
+    on)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """hidden layer widths of the MLP trunks, comma separated"""
     lstm_size: int = 0

@@ -386,6 +386,9 @@ REGISTRY: list[tuple[type[gym.Space], Callable[[gym.Space, Config], Distribution
 
 
 def make_distribution(space: gym.Space, cfg: Config) -> Distribution:
+    if cfg.squash_actions and not isinstance(space, gym.spaces.Box):
+        raise UserError(f"squash_actions maps a Gaussian's samples into a Box's bounds, and this env's actions are "
+                        f"{space}: train without --squash-actions")
     for kind, build in REGISTRY:
         if isinstance(space, kind):
             if kind is gym.spaces.Box and not np.issubdtype(space.dtype, np.floating):

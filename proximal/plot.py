@@ -57,8 +57,10 @@ def run_label(cfg: dict) -> str:
     return label
 
 
-# fields that do not change what is learned: runs that differ only in these are seeds of one experiment
-_NOT_EXPERIMENT = ("seed", "device", "torch_threads", "checkpoint_every")
+# fields that do not change what is learned (where the run runs, how often it saves, what it records): runs that
+# differ only in these are seeds of one experiment. env_workers gives the transitions of one process (tested)
+_NOT_EXPERIMENT = ("seed", "device", "torch_threads", "env_workers", "checkpoint_every", "dist_timeout",
+                   "dist_check_every", "capture_video", "track", "wandb_project", "wandb_entity")
 
 
 def experiment_labels(cfgs: list[dict]) -> list[str]:

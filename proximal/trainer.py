@@ -189,8 +189,9 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     validate(cfg)
     if is_atari_id(cfg.env_id) and not cfg.preset.startswith("atari"):
         # other presets switch every Atari detail off: raw 210x160 RGB frames, raw rewards, no frame skip
-        raise UserError(f"'{cfg.env_id}' is an Atari game: train it with --preset atari (or atari-2017), which "
-                        f"applies the reference's preprocessing; the '{cfg.preset}' preset has none of it")
+        raise UserError(f"'{cfg.env_id}' is an Atari game: train it with --preset atari (or atari-2017, atari-lstm, "
+                        "atari-lstm-1frame), which apply the reference's preprocessing; the "
+                        f"'{cfg.preset}' preset has none of it")
     ctx = distributed.launched()
     if payload is not None:
         payload = distributed.rank_payload(payload, ctx)

@@ -408,8 +408,10 @@ def test_a_recurrent_agent_carries_its_state_and_resets_where_an_episode_starts(
 
 
 def test_load_on_a_device_torch_does_not_know_or_have_is_one_message(box_run):
-    with pytest.raises(proximal.UserError, match="device 'tpu' is not one torch knows: use cpu, cuda, cuda:N"):
-        proximal.load(box_run.run_dir, device="tpu")
+    # unknown to torch, or known to it but not a device this build runs (a traceback from torch before)
+    for name in ("tpu", "xpu", "mps", "meta", "hpu"):
+        with pytest.raises(proximal.UserError, match=f"device '{name}' is not one proximal runs on: use cpu, cuda"):
+            proximal.load(box_run.run_dir, device=name)
     count = torch.cuda.device_count()
     with pytest.raises(proximal.UserError, match=rf"device 'cuda:{count}': torch sees {count} CUDA device"):
         proximal.load(box_run.run_dir, device=f"cuda:{count}")

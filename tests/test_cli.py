@@ -141,7 +141,10 @@ IN_PROCESS_CASES = {
     "zero_minibatches": (["train", "--num-minibatches", "0"], ["num_minibatches", "positive"]),
     "negative_clip": (["train", "--clip-coef", "-0.1"], ["clip_coef", ">= 0"]),
     "not_an_int": (["train", "--num-envs", "four"], ["--num-envs", "four", "--help"]),
-    "unknown_flag": (["train", "--num-env", "4"], ["--num-env", "--help"]),
+    # reported by the command's parser, whose help lists its flags, with the closest one
+    "unknown_flag": (["train", "--num-env", "4"], ["proximal train: error", "--num-env 4; did you mean --num-envs?",
+                                                   "proximal train --help"]),
+    "unknown_eval_flag": (["eval", "{run}", "--episode", "3"], ["proximal eval: error", "did you mean --episodes?"]),
     "unknown_command": (["fly"], ["fly", "train"]),
     "eval_missing": (["eval", "{bad}/no_such_run"], ["no_such_run"]),
     "eval_missing_file": (["eval", "{bad}/no_such.pt"], ["no_such.pt"]),
@@ -483,7 +486,8 @@ def test_plot_names_the_hyperparameters_that_differ():
     from proximal.plot import experiment_labels
 
     base = preset("classic").to_dict()
-    seed2 = dict(base, seed=2, device="cuda")
+    # where and how a run runs, and what it records, do not make another experiment
+    seed2 = dict(base, seed=2, device="cuda", env_workers=2, torch_threads=2, capture_video=True, track=True)
     other_lr = dict(base, learning_rate=1e-3)
     labels = experiment_labels([base, seed2, other_lr])
     assert labels[0] == labels[1] == "CartPole-v1 (classic) learning_rate=0.00025"

@@ -104,6 +104,8 @@ def test_tanh_squash_needs_finite_bounds(cfg):
     cfg.squash_actions = True
     with pytest.raises(UserError, match="finite"):
         make_policy(OBS, gym.spaces.Box(-np.inf, 1.0, (2,), np.float32), cfg)
+    with pytest.raises(UserError, match=r"this env's actions are Discrete\(2\): train without --squash-actions"):
+        make_policy(OBS, gym.spaces.Discrete(2), cfg)
     # a dimension without a range: its density is infinite, every log-prob inf and the ratio NaN
     with pytest.raises(UserError, match=r"low < high in every action dimension.*dimension\(s\) \[1\]"):
         make_policy(OBS, gym.spaces.Box(np.array([-1.0, 0.5]), np.array([1.0, 0.5]), dtype=np.float32), cfg)

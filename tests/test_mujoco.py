@@ -1,6 +1,10 @@
 """End to end on MuJoCo: the mujoco preset learns InvertedPendulum-v5 on a fixed seed within the CI budget."""
 
 import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -58,3 +62,16 @@ def test_mujoco_run_with_normalization_resumes_exactly(tmp_path):
     assert a["normalizer"] and identical(a["normalizer"], b["normalizer"])
     with open(tmp_path / "full" / "episodes.csv") as f, open(tmp_path / "resumed" / "episodes.csv") as g:
         assert f.read() == g.read()
+
+
+def test_a_gl_backend_mujoco_cannot_load_is_one_message():
+    # MuJoCo reads MUJOCO_GL at its import, in gym.make: a backend it does not know (or whose library is missing,
+    # osmesa without libOSMesa) raised from PyOpenGL or mujoco with a long traceback
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "proximal", "train", "--preset", "mujoco", "--env", "Hopper-v5",
+                           "--total-steps", "2048", "--quiet", "--run-dir", "never"], capture_output=True, text=True,
+                          timeout=300, cwd=root, env={**os.environ, "MUJOCO_GL": "nonsense", "PYTHONPATH": str(root)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("proximal train: error: environment 'Hopper-v5': MuJoCo could not load its GL "
+                                  "backend MUJOCO_GL=nonsense")
+    assert not (root / "never").exists()

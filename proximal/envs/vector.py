@@ -123,6 +123,15 @@ def make_gym_env(env: EnvSource, render_mode: str | None = None, video_dir: str 
     return wrap_env(raw if video_dir is None else RecordEpisodes(raw, video_dir))
 
 
+def _gl_backend_failure(error: Exception) -> str | None:
+    """The MUJOCO_GL value where ``error`` is mujoco's import failing on that GL backend (PyOpenGL without the
+    library, or a value mujoco does not know); None otherwise."""
+    backend = os.environ.get("MUJOCO_GL")
+    files = [Path(frame.filename).parts for frame in traceback.extract_tb(error.__traceback__)]
+    in_gl = any("OpenGL" in parts or "mujoco" in parts for parts in files)
+    return backend if backend and (in_gl or "MUJOCO_GL" in str(error)) else None
+
+
 def wrap_env(env: gym.Env) -> gym.Env:
     space = env.observation_space
     if isinstance(space, gym.spaces.Dict) and "action_mask" in space.spaces:
@@ -192,6 +201,12 @@ class GymVectorEnv:
             make_gym_env(env_id).close()  # a missing dependency fails here, in this process, with its message
         except gym.error.DependencyNotInstalled as e:
             raise UserError(f"environment '{env_id}' needs a package that is not installed: {e}") from None
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is MuJoCo's GL backend failing to load
+            if (backend := _gl_backend_failure(e)) is None:
+                raise
+            raise UserError(f"environment '{env_id}': MuJoCo could not load its GL backend MUJOCO_GL={backend} "
+                            f"({type(e).__name__}: {e}); install that backend's library (osmesa: libosmesa6, egl: "
+                            "libegl1) or choose another, e.g. MUJOCO_GL=egl") from None
 
     def reset(self, seed: int) -> np.ndarray:
         obs, self._masks = self.groups.reset(seed)
