@@ -148,7 +148,8 @@ def latest(run_dir: Path) -> Path:
                         "directory of a run, e.g. runs/<env>__<preset>__<seed>__<time>")
     if not found:
         raise UserError(f"run directory '{run_dir}' has no finished checkpoint in {run_dir / 'checkpoints'}: "
-                        f"start it again with proximal train --run-dir {run_dir}")
+                        "start it again with the command that started it (its options, and torchrun where it "
+                        "ran under torchrun)")
     named, path = found[-1]
     # names are written from the update inside; a renamed file must not decide where the run continues
     recorded = load(path)["update"]

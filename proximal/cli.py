@@ -231,13 +231,13 @@ def interrupted_hint(args: argparse.Namespace, what: str = "interrupted") -> str
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, load_policy
+    from .video import render_headless
 
     if args.episodes <= 0:
         raise UserError("--episodes must be positive")
     check_seed(args.seed)
-    if args.video and "DISPLAY" not in os.environ:
-        # MuJoCo picks its GL backend when it is first imported, and its default (GLFW) needs a display
-        os.environ.setdefault("MUJOCO_GL", "egl")
+    if args.video:
+        render_headless()
     policy, cfg, normalizer = load_policy(args.path, args.device)
     returns = evaluate(policy, cfg.env_id, args.episodes, args.seed, args.deterministic, normalizer, args.video, cfg)
     mode = "deterministic" if args.deterministic else "stochastic"

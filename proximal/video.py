@@ -108,12 +108,19 @@ class RecordEpisodes(gym.Wrapper):
         super().close()
 
 
-def check_video_support() -> None:
-    """Before training: a missing imageio or ffmpeg would otherwise fail at the first recorded episode. Without a
-    display, MuJoCo is pointed at headless EGL: it picks its GL backend when first imported, and its default
-    (GLFW) needs a display."""
+def render_headless() -> None:
+    """Without a display, point the renderers at headless backends before they are first imported (each picks its
+    backend then): MuJoCo at EGL (its default, GLFW, needs a display), pygame's SDL (classic control) at its
+    dummy driver (it otherwise probes for a display and prints an error while rendering fine). A backend the user
+    chose stays."""
     if "DISPLAY" not in os.environ:
         os.environ.setdefault("MUJOCO_GL", "egl")
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
+def check_video_support() -> None:
+    """Before training: a missing imageio or ffmpeg would otherwise fail at the first recorded episode."""
+    render_headless()
     try:
         import imageio.v2  # noqa: F401
         import imageio_ffmpeg  # noqa: F401

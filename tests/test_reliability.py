@@ -366,7 +366,7 @@ def test_killed_between_temp_write_and_rename_of_the_first_checkpoint(tmp_path, 
     assert done.returncode == 9
     assert [p.name.startswith(".tmp_") for p in (run / "checkpoints").iterdir()] == [True]
     code, err = run_cli(capsys, "train", "--resume", run, "--quiet")
-    assert code == 2 and "has no finished checkpoint" in one_line(err) and "--run-dir" in err
+    assert code == 2 and "has no finished checkpoint" in one_line(err) and "the command that started it" in err
     tiny_run(run)  # a fresh train takes the directory over
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [f"update_000000{u}.pt" for u in range(1, 5)]
 

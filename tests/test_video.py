@@ -232,3 +232,17 @@ def test_capture_video_records_env_0_of_several_in_one_process(tmp_path):
         envs.close()
     assert first_lengths[0] != first_lengths[2], "the envs' first episodes differ: the recording tells which env"
     assert frame_counts(tmp_path)[0] == first_lengths[0] + 1  # a frame after the reset and after every step
+
+
+def test_without_a_display_the_renderers_are_pointed_at_headless_backends(monkeypatch):
+    from proximal.video import render_headless
+
+    for name in ("DISPLAY", "MUJOCO_GL", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")  # the user's choice stays
+    render_headless()
+    assert (os.environ["MUJOCO_GL"], os.environ["SDL_VIDEODRIVER"]) == ("osmesa", "dummy")
+    monkeypatch.delenv("SDL_VIDEODRIVER")
+    monkeypatch.setenv("DISPLAY", ":0")  # with a display, nothing is chosen for the user
+    render_headless()
+    assert "SDL_VIDEODRIVER" not in os.environ

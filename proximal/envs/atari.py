@@ -227,21 +227,27 @@ def is_atari_id(env_id: str) -> bool:
     except gym.error.Error:
         pass
     try:
-        import ale_py
-
-        gym.register_envs(ale_py)
+        _import_ale()
         return "ale_py" in str(gym.spec(env_id).entry_point)
     except (ImportError, gym.error.Error):
         return False
 
 
+def _import_ale() -> None:
+    """ale-py, its ids registered with gymnasium, and its log at warnings: its banner (an info line at every
+    emulator's creation, --quiet or not) is left out."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
+
+
 def atari_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registration of an ale-py id (its ``kwargs["game"]``: ``breakout``); a UserError for any other id."""
     try:
-        import ale_py
+        _import_ale()
     except ImportError:
         raise UserError("Atari needs ale-py and OpenCV: pip install -e '.[atari]'") from None
-    gym.register_envs(ale_py)
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as e:
