@@ -170,11 +170,11 @@ def _worker(cfg: Config, run_dir: Path, threads: int, results, parent: int) -> N
     # The trainer's imports (torch's) first, while Ctrl-C is held and a SIGTERM ends the process as it is: an
     # exception raised inside torch's C++ initialization aborts it with a C++ error instead
     import_heavy("proximal.trainer")
-    signal.signal(signal.SIGTERM, _stop_once)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
-        signal.signal(signal.SIGINT, _stop_once)
-    threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
-    try:
+    try:  # from the first handler on: a stop signal lands as KeyboardInterrupt, from here or from the watcher
+        signal.signal(signal.SIGTERM, _stop_once)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
+            signal.signal(signal.SIGINT, _stop_once)
+        threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held since the start lands here
         execute(cfg, run_dir, threads)
         outcome = ("done",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -87,7 +88,9 @@ def append_whole(fd: int, data: bytes, size: int, path: Path) -> int:
         while view:
             view = view[os.write(fd, view):]
     except OSError as e:
-        os.ftruncate(fd, size)
+        # a file system gone read-only refuses the cut too: the write's error is the one to report
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
         raise OSError(e.errno, e.strerror, str(path)) from None
     return size + len(data)
 

@@ -9,6 +9,7 @@ path that cannot be written, or that names a directory, is one UserError.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -53,7 +54,7 @@ def output_file(path: str | Path, example: str) -> Iterator[Path]:
             raise cannot_write(path, e) from None
         written = True
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         if not written:
             for parent in created:
                 try:
@@ -91,6 +92,13 @@ def write_whole(path: Path, data: bytes | str, durable: bool = False) -> None:
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from None
     finally:
+        _remove(tmp)
+
+
+def _remove(tmp: Path) -> None:
+    # a read-only file system refuses even the removal of a file that is not there (EROFS): the error to report
+    # is the write's, not this one
+    with contextlib.suppress(OSError):
         tmp.unlink(missing_ok=True)
 
 

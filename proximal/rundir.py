@@ -64,9 +64,10 @@ def new_run_id(run_dir: Path, rid: str | None = None) -> str:
 
 
 def _unwritable(run_dir: Path, error: OSError) -> UserError:
-    fix = "free space on its disk or choose another --run-dir" if error.errno == errno.ENOSPC else \
-        "choose a writable --run-dir"
-    return UserError(f"cannot write to the run directory '{run_dir}' ({error.strerror}); {fix}")
+    # said for train, --resume and bench alike: --resume takes no --run-dir, so a run moves by copying
+    fix = "free space on its disk" if error.errno == errno.ENOSPC else "make it writable"
+    return UserError(f"cannot write to the run directory '{run_dir}' ({error.strerror}); {fix}, or use another "
+                     "directory (a stopped run can be copied to one and resumed there)")
 
 
 @contextmanager

@@ -159,3 +159,21 @@ def test_whole_rows_drops_torn_and_malformed_rows(tmp_path):
     # an older file's missing column is filled, not left empty (which would read as torn next time)
     assert whole_rows(path, ("global_step", "new"))[0] == [{"global_step": "8", "new": "nan"},
                                                          {"global_step": "16", "new": "nan"}]
+
+
+def test_an_append_on_a_file_system_gone_read_only_reports_the_write_naming_the_file(tmp_path, monkeypatch):
+    # there the cut back to the old size fails too: its bare error (no file name) must not hide the write's
+    import proximal.logs as logs
+
+    path = tmp_path / "updates.csv"
+    path.write_text("global_step\n")
+    rows = RowFile(path)
+
+    def read_only(*args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(logs.os, "write", read_only)
+    monkeypatch.setattr(logs.os, "ftruncate", read_only)
+    with pytest.raises(OSError) as err:
+        rows.append([[1]])
+    assert err.value.errno == errno.EROFS and err.value.filename == str(path)

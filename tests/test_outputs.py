@@ -71,3 +71,26 @@ def test_durable_writes_reach_the_disk_with_their_directory_entry(tmp_path, monk
     assert synced == []
     write_whole(tmp_path / "update_0000001.pt", b"x", durable=True)
     assert len(synced) == 2 and synced[0].startswith(str(tmp_path / ".tmp_")) and synced[1] == str(tmp_path)
+
+
+def test_on_a_read_only_file_system_the_error_is_the_writes_naming_the_file(tmp_path, monkeypatch):
+    # the kernel refuses there even to remove a file that is not there: that refusal must not replace the error
+    from pathlib import Path
+
+    from proximal.errors import UserError
+    from proximal.outputs import cannot_write, output_file
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(OSError) as err:
+        write_whole(tmp_path / "config.json", "{}")
+    assert err.value.errno == errno.EROFS and err.value.filename == str(tmp_path / "config.json")
+    with pytest.raises(UserError, match=r"cannot write '.*policy.onnx' \(Read-only file system\)"):
+        with output_file(tmp_path / "policy.onnx", "policy.onnx") as tmp:
+            try:  # the exporter's write, reported by its caller as export_onnx does
+                read_only(tmp)
+            except OSError as e:
+                raise cannot_write(tmp_path / "policy.onnx", e) from None

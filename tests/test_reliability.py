@@ -450,7 +450,8 @@ def test_read_only_file_system_is_one_line(tmp_path, capsys, monkeypatch):
     code, err = run_cli(capsys, "train", *TINY, "--run-dir", run)
     assert code == 2
     assert one_line(err) == (f"proximal train: error: cannot write to the run directory '{run}' (Read-only file "
-                             "system); choose a writable --run-dir")
+                             "system); make it writable, or use another directory (a stopped run can be copied to one and "
+                             "resumed there)")
 
 
 def test_a_full_disk_at_the_start_is_one_line(tmp_path, capsys, monkeypatch):
@@ -462,7 +463,8 @@ def test_a_full_disk_at_the_start_is_one_line(tmp_path, capsys, monkeypatch):
     code, err = run_cli(capsys, "train", *TINY, "--run-dir", tmp_path / "run")
     assert code == 2
     assert one_line(err) == (f"proximal train: error: cannot write to the run directory '{tmp_path / 'run'}' (No "
-                             "space left on device); free space on its disk or choose another --run-dir")
+                             "space left on device); free space on its disk, or use another directory (a stopped run can be "
+                             "copied to one and resumed there)")
 
 
 def test_memory_estimate_counts_the_rollout_and_the_networks():
