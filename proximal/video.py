@@ -43,7 +43,9 @@ class RecordEpisodes(gym.Wrapper):
         if env.render_mode != "rgb_array":
             raise UserError(f"capture_video records frames rendered as rgb_array, but this env renders as "
                             f"{env.render_mode!r}: make it with render_mode='rgb_array' (a factory's env too)")
-        self.video_dir = str(video_dir)
+        # a Path, which envs.state neither captures nor restores: a resumed run records into its own directory
+        # where it is now (moved, copied, or named relative to another working directory), never the old one's
+        self.video_dir = Path(video_dir)
         self.episode = -1  # the episode under way; the first reset starts episode 0
         # [episode, imageio writer, reset frame] while an episode is recorded, else empty: a list, which envs.state
         # neither captures nor restores. The file is opened at the episode's first step, so that envs reset and
@@ -72,12 +74,12 @@ class RecordEpisodes(gym.Wrapper):
         return result
 
     def _path(self, episode: int, part: bool) -> Path:
-        return Path(self.video_dir) / ("." * part + video_name(episode))
+        return self.video_dir / ("." * part + video_name(episode))
 
     def _open(self, episode: int):
         import imageio.v2 as imageio  # from the mujoco extra; check_video_support says so where missing
 
-        Path(self.video_dir).mkdir(parents=True, exist_ok=True)
+        self.video_dir.mkdir(parents=True, exist_ok=True)
         fps = self.env.metadata.get("render_fps") or 30
         # macro_block_size 1: frames of any size, not rescaled to multiples of 16
         return imageio.get_writer(self._path(episode, part=True), format="FFMPEG", fps=fps, macro_block_size=1)

@@ -168,6 +168,16 @@ def test_capture_video_resumed_continues_the_schedule(cfg, tmp_path):
     assert frame_counts(run_dir / "videos") == after
 
 
+def test_capture_video_of_a_moved_run_records_into_its_new_directory(cfg, tmp_path):
+    # the env state in the checkpoint must not carry the old directory: the resumed run writes only where it is
+    cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.capture_video = 1, 64, 256, True
+    train(cfg, tmp_path / "old", quiet=True, max_updates=1)
+    (tmp_path / "old").rename(tmp_path / "new")
+    train(None, tmp_path / "new", resume=True, quiet=True)
+    assert not (tmp_path / "old").exists()
+    assert 8 in frame_counts(tmp_path / "new" / "videos")
+
+
 def test_capture_video_of_mujoco_leaves_the_run_unchanged(run, tmp_path):
     """From the command line, without MUJOCO_GL (as on a headless machine): the same parameters as without
     videos. ``run`` is here for its skip where there is no EGL."""
