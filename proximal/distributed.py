@@ -397,5 +397,8 @@ class Silent:
     def update(self, global_step: int, update: int, scalars: dict) -> None:
         pass
 
+    def sync(self) -> None:
+        pass
+
     def close(self) -> None:
         pass

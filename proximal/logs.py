@@ -76,7 +76,7 @@ def _truncate_csv(path: Path, columns: tuple[str, ...], last_step: int) -> None:
     writer = csv.DictWriter(text, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(r for r in rows if int(r["global_step"]) <= last_step)
-    write_whole(path, text.getvalue())
+    write_whole(path, text.getvalue(), durable=True)  # the logs a checkpoint goes with (RunLogger.sync)
 
 
 def append_whole(fd: int, data: bytes, size: int, path: Path) -> int:
@@ -109,6 +109,9 @@ class RowFile:
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerows(rows)
         self._size = append_whole(self._fd, text.getvalue().encode(), self._size, self.path)
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -157,6 +160,9 @@ class ScalarEvents:
         data = b"".join(tf_record(event.SerializeToString()) for event in self._pending)
         self._size = append_whole(self._fd, data, self._size, self.path)
         self._pending.clear()
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
 
     def close(self) -> None:
         try:
@@ -403,6 +409,16 @@ class RunLogger:
         self.tb.add(step, tags)
         if self.tracker is not None:
             self.tracker.add(step, tags)
+
+    def sync(self) -> None:
+        """The logs on the disk up to now: called before a checkpoint is written, which is flushed to the disk, so
+        that a crash of the machine or of its file system never leaves a checkpoint whose logs end before it (a
+        resumed run would go on from it with rows missing)."""
+        for file in (self._episodes, self._updates, self.tb):
+            try:
+                file.sync()
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(file.path)) from None
 
     def write(self, message: str) -> None:
         if not self.bar.disable:

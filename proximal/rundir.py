@@ -59,7 +59,8 @@ def new_run_id(run_dir: Path, rid: str | None = None) -> str:
     """Write the run's id file: a new id, or ``rid`` (a resumed run whose file was lost, from its checkpoint)."""
     rid = rid or uuid.uuid4().hex
     write_whole(Path(run_dir) / RUN_FILE, json.dumps(
-        {"run_id": rid, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+        {"run_id": rid, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n",
+        durable=True)
     return rid
 
 

@@ -276,7 +276,7 @@ def _run(state: TrainerState, envs: VecEnv, run_dir: Path, payload: dict | None,
          tracker: WandbRun | None, precision_line: str) -> None:
     cfg = state.cfg
     if ctx.root:
-        write_whole(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_whole(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n", durable=True)
         logger = RunLogger(run_dir, state.global_step, cfg.num_updates * cfg.batch_size * ctx.world_size, quiet,
                            tracker)
     else:
@@ -443,6 +443,7 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
         if last or (cfg.checkpoint_every and update % cfg.checkpoint_every == 0):
             payload = distributed.gather_checkpoint(state.checkpoint(envs), cfg)
             if payload is not None:  # rank 0 alone writes
+                logger.sync()
                 checkpoint.save(payload, checkpoint.checkpoint_path(run_dir, update))
         if last:
             break

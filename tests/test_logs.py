@@ -177,3 +177,24 @@ def test_an_append_on_a_file_system_gone_read_only_reports_the_write_naming_the_
     with pytest.raises(OSError) as err:
         rows.append([[1]])
     assert err.value.errno == errno.EROFS and err.value.filename == str(path)
+
+
+def test_the_logs_reach_the_disk_before_each_checkpoint(cfg, tmp_path, monkeypatch):
+    # checkpoints are flushed to the disk; logs that were not could end before them after a crash of the machine
+    # (or a file system gone read-only), and a resumed run would go on with rows missing
+    from proximal.trainer import train
+    from test_trainer import tiny
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+                        or real_fsync(fd))
+    cfg = tiny(cfg, updates=2)
+    cfg.checkpoint_every = 1
+    train(cfg, tmp_path / "run", quiet=True)
+    files = [name for name in synced if not name.startswith(("config", "run.json", "run"))]
+    # per checkpoint: both CSVs and the events file, then the checkpoint's temporary, then its directory
+    for update in (1, 2):
+        at = next(i for i, name in enumerate(files) if name.endswith(f"update_{update:07d}.pt"))
+        before = files[at - 3:at]
+        assert before[:2] == ["episodes.csv", "updates.csv"] and before[2].startswith("events.out.tfevents")

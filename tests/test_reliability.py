@@ -378,6 +378,8 @@ def _disk_full_at(monkeypatch, target: str, nth: int):
     real = os.write if target == "csv" else os.fsync
 
     def fail(fd, *data):
+        if target == "checkpoint" and not os.readlink(f"/proc/self/fd/{fd}").endswith(".pt"):
+            return real(fd, *data)  # the logs' and the config's fsyncs, and the directories'
         calls["n"] += 1
         if calls["n"] == nth:
             if data:
@@ -388,7 +390,7 @@ def _disk_full_at(monkeypatch, target: str, nth: int):
     monkeypatch.setattr(os, "write" if target == "csv" else "fsync", fail)
 
 
-@pytest.mark.parametrize("target, nth", [("csv", 5), ("checkpoint", 5)])
+@pytest.mark.parametrize("target, nth", [("csv", 5), ("checkpoint", 3)])
 def test_disk_full_then_resume_equals_the_uninterrupted_run(target, nth, tmp_path, capsys, monkeypatch):
     full = tiny_run(tmp_path / "full")
     run = tmp_path / "run"
