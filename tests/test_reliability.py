@@ -263,19 +263,23 @@ def test_a_foreign_checkpoint_leaves_the_run_untouched(tmp_path, capsys):
     assert after == before  # config, CSVs and checkpoints as they were
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("obs", "env 1 returned a non-finite observation (nan) at step 80 (step 8 of the rollout)"),
-    ("reward", "env 1 returned a non-finite reward (inf) at step 80 (step 8 of the rollout)"),
+@pytest.mark.parametrize("fault, message, extra", [
+    ("obs", "env 1 returned a non-finite observation (nan) at step 80 (step 8 of the rollout)", []),
+    ("reward", "env 1 returned a non-finite reward (inf) at step 80 (step 8 of the rollout)", []),
+    # the env's value, not the scaled one (nan), and no numpy warnings before the message
+    ("reward", "env 1 returned a non-finite reward (inf) at step 80 (step 8 of the rollout)",
+     ["--on", "cont.reward_scaling"]),
     ("final", "env 1 returned a non-finite final observation of a truncated episode (value nan) at step 80 (step 8 of "
-              "the rollout)"),
+              "the rollout)", []),
     # the advantages overflow in their normalization (core.adv_norm) first
-    ("huge", "the policy loss became nan"),
+    ("huge", "the policy loss became nan", []),
 ])
-def test_a_nonfinite_value_stops_the_run_before_any_checkpoint_holds_it(fault, message, tmp_path, capsys):
+def test_a_nonfinite_value_stops_the_run_before_any_checkpoint_holds_it(fault, message, extra, tmp_path, capsys):
     # 16 steps per env and update: the 40th step of env 1 falls in update 3, after checkpoints 1 and 2
     run = tmp_path / "run"
     argv = ["train", "--env", f"proximal-test/Faulty-{fault}-v0", "--total-steps", "256", "--num-envs", "2",
-            "--num-steps", "16", "--num-minibatches", "2", "--checkpoint-every", "1", "--quiet", "--run-dir", run]
+            "--num-steps", "16", "--num-minibatches", "2", "--checkpoint-every", "1", "--quiet", "--run-dir", run,
+            *extra]
     code, err = run_cli(capsys, *argv)
     last_good = checkpoint.checkpoint_path(run, 2)
     assert code == 1

@@ -154,7 +154,10 @@ class NormalizedVecEnv:
         norm = self.normalizer
         obs = norm.normalize_obs(step.obs, update=not self.frozen)
         final_obs = norm.normalize_obs(step.final_obs, update=False)
-        reward = step.reward if self.frozen else norm.scale_reward(step.reward, step.terminated | step.truncated)
+        # a non-finite reward passes as the env gave it: the rollout's check then names that value (scaled, inf
+        # reads nan) and the statistics never take it in (the run stops at that check)
+        keep = self.frozen or not np.isfinite(step.reward).all()
+        reward = step.reward if keep else norm.scale_reward(step.reward, step.terminated | step.truncated)
         return Step(obs, reward, step.terminated, step.truncated, final_obs, step.episodes)
 
     def get_state(self) -> dict | None:
