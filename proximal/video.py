@@ -8,6 +8,7 @@ W&B writer) sees finished videos only."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -28,6 +29,26 @@ def capped_cubic(episode: int) -> bool:
 
 def video_name(episode: int) -> str:
     return f"rl-video-episode-{episode}.mp4"  # gymnasium's RecordVideo names, which CleanRL users know
+
+
+def whole_mp4(path: Path) -> bool:
+    """Whether ``path`` is a sequence of whole MP4 boxes (each a 4-byte size, a 4-byte type, its contents), the
+    index (``moov``) among them: what a file cut short, or whose index could not be written, is not."""
+    size, at, indexed = path.stat().st_size, 0, False
+    with open(path, "rb") as f:
+        while at < size:
+            f.seek(at)
+            header = f.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1:  # a 64-bit size follows the type
+                length = int.from_bytes(header[8:16], "big") if len(header) == 16 else 0
+            elif length == 0:  # the box runs to the end of the file
+                length = size - at
+            if len(header) < 8 or length < 8:
+                return False
+            indexed |= kind == b"moov"
+            at += length
+    return at == size and indexed
 
 
 class RecordEpisodes(gym.Wrapper):
@@ -67,11 +88,22 @@ class RecordEpisodes(gym.Wrapper):
             if episode != self.episode:  # a checkpoint was restored into this env: not the episode under way
                 self._stop()
             else:
-                if writer is None:
-                    writer = self._recording[1] = self._open(episode)
-                    writer.append_data(first)
-                writer.append_data(self._render())
+                try:
+                    if writer is None:
+                        writer = self._recording[1] = self._open(episode)
+                        writer.append_data(first)
+                    writer.append_data(self._render())
+                except OSError as e:  # ffmpeg's pipe closed under a full disk, mostly: no errno, no file name
+                    raise self._failed(episode, e) from None
         return result
+
+    def _failed(self, episode: int, error: OSError) -> OSError:
+        """The error of a video that could not be written, naming its file (the trainer reports it in one line);
+        its partial file is removed."""
+        self._recording = []
+        self._path(episode, part=True).unlink(missing_ok=True)
+        reason = error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
+        return OSError(error.errno, f"{reason}; the disk may be full", str(self._path(episode, part=False)))
 
     def _path(self, episode: int, part: bool) -> Path:
         return self.video_dir / ("." * part + video_name(episode))
@@ -82,7 +114,9 @@ class RecordEpisodes(gym.Wrapper):
         self.video_dir.mkdir(parents=True, exist_ok=True)
         fps = self.env.metadata.get("render_fps") or 30
         # macro_block_size 1: frames of any size, not rescaled to multiples of 16
-        return imageio.get_writer(self._path(episode, part=True), format="FFMPEG", fps=fps, macro_block_size=1)
+        # ffmpeg's own log stays quiet: a failure is one error naming the video (_failed)
+        return imageio.get_writer(self._path(episode, part=True), format="FFMPEG", fps=fps, macro_block_size=1,
+                                  ffmpeg_log_level="quiet")
 
     def _render(self) -> np.ndarray:
         frame = self.env.render()
@@ -100,13 +134,20 @@ class RecordEpisodes(gym.Wrapper):
             return
         writer.close()
         part = self._path(episode, part=True)
-        if episode == self.episode:
-            part.replace(self._path(episode, part=False))
-        else:
+        if episode != self.episode:
             part.unlink()
+            return
+        # ffmpeg writes the mp4's index last, and tells its caller nothing where it cannot (a full disk): a file
+        # cut short there is no video, and is not published as one
+        if not whole_mp4(part):
+            raise self._failed(episode, OSError(None, "ffmpeg could not finish the file"))
+        part.replace(self._path(episode, part=False))
 
     def close(self) -> None:
-        self._stop()
+        try:
+            self._stop()
+        except OSError as e:  # the episode under way as the run ends, which a full disk cut short: said, not raised
+            warnings.warn(f"the video {e.filename} is left out: {e.strerror}", stacklevel=2)
         super().close()
 
 

@@ -103,6 +103,57 @@ def test_video_that_ffmpeg_cannot_finish_is_one_error_and_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == [], "no partial video left"
 
 
+RECORD_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+import gymnasium as gym
+from proximal.video import RecordEpisodes
+
+# a file size limit stands in for a full disk: ffmpeg, which inherits it, cannot finish the file
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+env = RecordEpisodes(gym.make("CartPole-v1", render_mode="rgb_array"), sys.argv[1])
+env.reset(seed=0)
+done = False
+while not done:
+    _, _, terminated, truncated, _ = env.step(0)
+    done = terminated or truncated
+try:
+    env.reset(seed=1)  # the episode's video is finished here
+except OSError as e:
+    print(e.filename, e.strerror, sep="|")
+"""
+
+
+def test_a_recorded_video_ffmpeg_cannot_finish_is_an_error_naming_it_and_no_file(tmp_path):
+    # ffmpeg tells its caller nothing when it cannot write the mp4's index: a file cut short was published as a
+    # video, and the error of a broken pipe named neither the file nor the cause
+    result = subprocess.run([sys.executable, "-c", RECORD_FULL_DISK, str(tmp_path / "videos")], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "SDL_VIDEODRIVER": "dummy"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"{tmp_path / 'videos' / 'rl-video-episode-0.mp4'}|ffmpeg could not finish the "
+                                     "file; the disk may be full")
+    assert list((tmp_path / "videos").iterdir()) == [], "no partial video left"
+    assert result.stderr == "", "ffmpeg's own log stays quiet"
+
+
+def test_whole_mp4_tells_a_finished_video_from_one_cut_short(tmp_path):
+    import imageio.v2 as imageio
+    import numpy as np
+
+    from proximal.video import whole_mp4
+
+    path = tmp_path / "v.mp4"
+    with imageio.get_writer(path, format="FFMPEG", fps=30, macro_block_size=1) as writer:
+        for i in range(20):
+            writer.append_data(np.full((32, 32, 3), 10 * i, np.uint8))
+    data = path.read_bytes()
+    assert whole_mp4(path)
+    for cut in (len(data) - 1, len(data) // 2, 8):
+        (tmp_path / "cut.mp4").write_bytes(data[:cut])
+        assert not whole_mp4(tmp_path / "cut.mp4"), cut
+
+
 # ------------------------------------------------------------------ capture_video during training
 
 def frame_counts(video_dir):
