@@ -9,6 +9,7 @@ import difflib
 import functools
 import gc
 import json
+import logging
 import os
 import signal
 import sys
@@ -378,6 +379,9 @@ def _without_dynamo(plain):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before torch's import: --help and usage errors at once
+    # a log handler that cannot write (wandb's debug log on a full disk) prints a traceback for every record;
+    # the command reports the disk itself, in one line
+    logging.raiseExceptions = False
     if args.command not in ("details", "plot"):  # the two that never touch torch
         lighter_start()
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import UserError
+from .errors import RunFailure, UserError
 from .outputs import write_whole
 from .video import VIDEO_DIR
 
@@ -333,7 +333,14 @@ class WandbRun:
                     os.close(self._steps_fd)
                     self._steps_fd = None
         finally:
-            self.run.finish()
+            try:
+                self.run.finish()
+            except Exception as e:  # noqa: BLE001 - wandb's errors have no common base; the first line says which
+                where = os.environ.get("WANDB_DIR") or str(self.run_dir / "wandb")
+                reason = (str(e).splitlines() or [""])[0]
+                raise RunFailure(f"W&B could not finish its record of the run ({type(e).__name__}: {reason}); the "
+                                 f"training's own files in {self.run_dir} are whole; what W&B kept is in {where} "
+                                 "(wandb sync uploads it once the cause, a full disk mostly, is fixed)") from None
 
 
 WANDB_STEPS = "wandb_steps.jsonl"

@@ -278,3 +278,28 @@ def test_track_without_a_login_is_one_line_from_the_cli(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert "wandb login" in line and "WANDB_MODE=offline" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_w_and_b_run_that_cannot_finish_is_one_line_and_says_the_training_is_whole(cfg, tmp_path, offline,
+                                                                                      monkeypatch):
+    # wandb's writer on a full disk: training goes on, then finish raises (thousands of lines of traceback before)
+    import errno
+
+    from proximal.errors import RunFailure
+
+    cfg.env_id, cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.track = "CartPole-v1", 1, 64, 128, True
+    real_finish = wandb.Run.finish
+
+    def finish(self, *args, **kwargs):
+        real_finish(self, *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wandb.Run, "finish", finish)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunFailure) as err:
+        train(cfg, run_dir, quiet=True)
+    assert str(err.value) == (f"W&B could not finish its record of the run (OSError: [Errno 28] No space left on "
+                              f"device); the training's own files in {run_dir} are whole; what W&B kept is in "
+                              f"{run_dir / 'wandb'} (wandb sync uploads it once the cause, a full disk mostly, is "
+                              "fixed)")
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["update_0000002.pt"]
