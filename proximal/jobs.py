@@ -83,7 +83,12 @@ def execute(cfg: Config, run_dir: Path, threads: int) -> None:
     wall = run_dir / WALL_FILE
     before = json.loads(wall.read_text()) if wall.exists() else {"seconds": 0.0, "steps": 0}
     # whole or not at all: a stop signal may land anywhere, and an empty file would stop every later summary
-    write_whole(wall, json.dumps({"seconds": before["seconds"] + seconds, "steps": before["steps"] + steps}))
+    try:
+        write_whole(wall, json.dumps({"seconds": before["seconds"] + seconds, "steps": before["steps"] + steps}))
+    except OSError as e:
+        raise RunFailure(f"cannot write '{wall}' ({e.strerror}): {run_dir.name} is trained but its training time "
+                         "is lost (its wall_s and sps read nan); free space and run the same command again for "
+                         "the other runs and the summary") from None
 
 
 def complete(cfg: Config, run_dir: Path) -> bool:

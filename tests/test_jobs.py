@@ -234,3 +234,21 @@ def test_a_bad_or_unreachable_ray_address_is_one_message(tmp_path, monkeypatch):
         run_all(runs, ray_address="auto", report=lambda _: None)
     assert time.monotonic() - start < 30  # Ray itself retries for minutes
     assert not runs[0].run_dir.exists()
+
+
+def test_a_full_disk_at_a_runs_timing_is_one_line_naming_it(tmp_path, monkeypatch):
+    import errno
+
+    import proximal.jobs as jobs
+    from proximal.errors import RunFailure
+
+    (run,) = bench_runs(tmp_path, ["CartPole-v1"], None, [1], STEPS, True)
+
+    def disk_full(path, data, durable=False):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(jobs, "write_whole", disk_full)
+    with pytest.raises(RunFailure) as err:
+        execute(run.cfg, run.run_dir, 1)
+    assert str(err.value).startswith(f"cannot write '{run.run_dir / WALL_FILE}' (No space left on device): "
+                                     f"{run.run_dir.name} is trained but its training time is lost")
