@@ -527,39 +527,48 @@ def test_atari_resume_continues_exactly(tmp_path):
     assert a["env"]["stack"].any() and torch.equal(a["env"]["stack"], b["env"]["stack"])
 
 
-def test_atari_env_state_round_trip_continues_every_game_exactly():
-    """Capture mid-game (a life lost, no-op RNG drawn, the frame-skip buffer filled), step on, restore into fresh
-    envs: the restored envs repeat the same observations, rewards, dones and episodes."""
+def restored_against_stepped_on(rng, num_envs: int, options, fresh_options, warmup: int, compared: int):
+    """Breakout envs (``options``) reset with seed 7 and stepped ``warmup`` random steps, their state captured, then
+    ``compared`` more steps: (those transitions, the same actions' transitions from fresh envs (``fresh_options``)
+    reset with another seed and given the captured state). Each transition: obs, reward, terminated, truncated,
+    episodes."""
     from proximal.envs.atari_vector import AtariVectorEnv
-    from proximal.envs.contract import EnvOptions
 
     def run(envs, actions):
-        out = []
-        for a in actions:
-            s = envs.step(a)
-            out.append((s.obs.copy(), s.reward.copy(), s.terminated.copy(), s.truncated.copy(), s.episodes))
-        return out
+        return [(s.obs.copy(), s.reward.copy(), s.terminated.copy(), s.truncated.copy(), s.episodes)
+                for s in map(envs.step, actions)]
 
-    rng = np.random.default_rng(1)
-    envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 2, options=EnvOptions(workers=2))
+    envs = AtariVectorEnv("BreakoutNoFrameskip-v4", num_envs, options=options)
     envs.reset(seed=7)
-    run(envs, rng.integers(4, size=(300, 2)))
+    run(envs, rng.integers(4, size=(warmup, num_envs)))
     state = envs.get_state()
-    later = rng.integers(4, size=(400, 2))
+    later = rng.integers(4, size=(compared, num_envs))
     expected = run(envs, later)
     envs.close()
-    assert any(t.any() for _, _, t, _, _ in expected), "the compared stretch holds life losses"
-    fresh = AtariVectorEnv("BreakoutNoFrameskip-v4", 2)
-    fresh.reset(seed=99)
+    fresh = AtariVectorEnv("BreakoutNoFrameskip-v4", num_envs, options=fresh_options)
+    fresh.reset(seed=99)  # another seed: only the restored state makes the envs repeat the first ones
     fresh.set_state(state)
     got = run(fresh, later)
     fresh.close()
-    for (o1, r1, t1, u1, e1), (o2, r2, t2, u2, e2) in zip(expected, got):
-        np.testing.assert_array_equal(o1, o2)
-        np.testing.assert_array_equal(r1, r2)
-        np.testing.assert_array_equal(t1, t2)
-        np.testing.assert_array_equal(u1, u2)
-        assert e1 == e2
+    return expected, got
+
+
+def assert_same_transitions(expected, got) -> None:
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_atari_env_state_round_trip_continues_every_game_exactly():
+    """Capture mid-game (a life lost, no-op RNG drawn, the frame-skip buffer filled), step on, restore into fresh
+    envs: the restored envs repeat the same observations, rewards, dones and episodes."""
+    from proximal.envs.contract import EnvOptions
+
+    expected, got = restored_against_stepped_on(np.random.default_rng(1), 2, EnvOptions(workers=2), EnvOptions(),
+                                                warmup=300, compared=400)
+    assert any(t.any() for _, _, t, _, _ in expected), "the compared stretch holds life losses"
+    assert_same_transitions(expected, got)
 
 
 def test_atari_workers_give_the_same_transitions_as_one_process():
@@ -618,28 +627,10 @@ def test_atari_repeat_first_option_fills_new_stacks_with_the_first_frame():
 
 
 def test_atari_env_state_round_trip_keeps_the_sticky_action_stream():
-    from proximal.envs.atari_vector import AtariVectorEnv
     from proximal.envs.contract import EnvOptions
 
+    # the emulator's RNG drives sticky actions alone, which the reference's settings switch off: with them on, a
+    # restored run repeats the same ones only if the state carries that RNG (cloneState(include_rng=True))
     options = EnvOptions(ale_options={"repeat_action_probability": 0.25})
-
-    def run(envs, actions):
-        return [(s.obs.copy(), s.reward.copy(), s.terminated.copy()) for s in map(envs.step, actions)]
-
-    rng = np.random.default_rng(2)
-    envs = AtariVectorEnv("BreakoutNoFrameskip-v4", 1, options=options)
-    envs.reset(seed=7)
-    run(envs, rng.integers(4, size=(100, 1)))
-    state = envs.get_state()
-    later = rng.integers(4, size=(200, 1))
-    expected = run(envs, later)
-    envs.close()
-    fresh = AtariVectorEnv("BreakoutNoFrameskip-v4", 1, options=options)
-    fresh.reset(seed=99)  # another emulator RNG: only the restored one repeats the sticky actions
-    fresh.set_state(state)
-    got = run(fresh, later)
-    fresh.close()
-    for (o1, r1, t1), (o2, r2, t2) in zip(expected, got):
-        np.testing.assert_array_equal(o1, o2)
-        np.testing.assert_array_equal(r1, r2)
-        np.testing.assert_array_equal(t1, t2)
+    assert_same_transitions(*restored_against_stepped_on(np.random.default_rng(2), 1, options, options,
+                                                         warmup=100, compared=200))
