@@ -13,6 +13,8 @@ the reference, where the clips are part of the normalization.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -154,9 +156,10 @@ class NormalizedVecEnv:
         norm = self.normalizer
         obs = norm.normalize_obs(step.obs, update=not self.frozen)
         final_obs = norm.normalize_obs(step.final_obs, update=False)
-        # a non-finite reward passes as the env gave it: the rollout's check then names that value (scaled, inf
-        # reads nan) and the statistics never take it in (the run stops at that check)
-        keep = self.frozen or not np.isfinite(step.reward).all()
+        # a non-finite reward passes as the env gave it: the rollout's check then names that value and that env
+        # (scaled, inf reads nan, in every env through the shared statistics, which never take it in: the run
+        # stops at that check). One sum and a Python test: ~1 us a step, against ~2.6 for np.isfinite(...).all()
+        keep = self.frozen or not math.isfinite(step.reward.sum())
         reward = step.reward if keep else norm.scale_reward(step.reward, step.terminated | step.truncated)
         return Step(obs, reward, step.terminated, step.truncated, final_obs, step.episodes)
 
