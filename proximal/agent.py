@@ -27,6 +27,7 @@ from .errors import UserError
 from .evaluate import policy_from_checkpoint
 from .policy import ActorCritic
 from .spaces import action_mask_size, space_from_dict
+from .trainer import resolve_device
 
 
 class Agent:
@@ -129,27 +130,9 @@ class Agent:
         return mask.reshape(n, size)
 
 
-def _check_device(name: str) -> None:
-    """Checked before anything is read: torch's errors for a device it does not know or a GPU index it does not
-    have are tracebacks. Plain cuda without a GPU gets its message from ``trainer.resolve_device``."""
-    if name == "auto":
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    # other kinds torch names (xpu, mps, meta, ...) are not ones this torch build runs, or not for inference
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise UserError(f"device '{name}' is not one proximal runs on: use cpu, cuda, cuda:N or auto")
-    count = torch.cuda.device_count()
-    if device.type == "cuda" and device.index is not None and device.index >= count:
-        fix = "use a lower index, cuda or auto" if count else "use cpu or auto"
-        raise UserError(f"device '{name}': torch sees {count} CUDA device(s); {fix}")
-
-
 def load(path: str | Path, device: str = "cpu", seed: int = 0) -> Agent:
     """The agent of a run directory (its newest checkpoint) or of a checkpoint file; no env is made."""
-    _check_device(str(device))
+    resolve_device(str(device))  # before anything is read
     path = checkpoint.latest(Path(path))
     payload = checkpoint.load(path)
     policy, cfg, normalizer = policy_from_checkpoint(payload, device, f"checkpoint '{path}'")

@@ -34,11 +34,24 @@ from .video import VIDEO_DIR, check_video_support
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of cpu, cuda, cuda:N or auto (cuda where torch sees a GPU). Anything else is a UserError, checked
+    before anything is read: a name torch does not know, a kind it names but proximal does not run on (xpu, mps,
+    meta), a GPU index it does not have; torch's own errors for these are tracebacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"device '{name}' is not one proximal runs on: use cpu, cuda, cuda:N or auto")
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        fix = "use a lower index, cuda or auto" if count else "use cpu or auto"
+        raise UserError(f"device '{name}': torch sees {count} CUDA device(s); {fix}")
+    if device.type == "cuda" and not count:
         raise UserError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
+    return device
 
 
 @dataclass
