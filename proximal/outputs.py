@@ -102,10 +102,16 @@ def _remove(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def error_reason(error: OSError) -> str:
+    """An OSError in one line: its strerror, else the first line of its message (imageio's ffmpeg errors carry no
+    errno; their first line says what broke, ffmpeg's output follows), else its type."""
+    return error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def cannot_write(path: Path, error: OSError) -> UserError:
-    """The UserError of a failed write of ``path``. imageio's ffmpeg errors carry no errno, and their first line
-    says what broke (ffmpeg's own output follows): a pipe closed under a full disk, mostly."""
-    reason = error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
+    """The UserError of a failed write of ``path``; an error without an errno (imageio's ffmpeg errors: a pipe
+    closed under a full disk, mostly) is taken for a full disk."""
+    reason = error_reason(error)
     fix = "choose a path you can write" if error.errno not in (errno.ENOSPC, None) else \
         "free space on its disk or choose another path"
     return UserError(f"cannot write '{path}' ({reason}); {fix}")

@@ -186,8 +186,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
           env_fn: Callable | None = None, callbacks: Sequence[Callback] = ()) -> TrainerState:
     """Train, writing everything to ``run_dir``. With ``resume``, continue the run in ``run_dir`` from its newest
     checkpoint with the run's own config, on ``device`` and with ``torch_threads`` where given (where it runs, not
-    what it learns: bench gives each run its share of this call's cores). ``max_updates`` stops (with a checkpoint) after that many updates of
-    this call, as if the run were killed there. ``env_fn``: the zero-argument function that makes the envs, where
+    what it learns: bench gives each run its share of this call's cores). ``max_updates`` stops (with a
+    checkpoint) after that many updates of this call, as if the run were killed there. ``env_fn``: the zero-argument function that makes the envs, where
     ``cfg.env_id`` records one (``envs.make.make_envs``). ``callbacks`` are called after every update (on every
     rank under torchrun); one returning False stops the run there, with a checkpoint. Under torchrun every rank
     calls it: see ``distributed``."""

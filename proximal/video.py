@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from .errors import UserError
+from .outputs import error_reason
 
 VIDEO_DIR = "videos"
 
@@ -102,8 +103,8 @@ class RecordEpisodes(gym.Wrapper):
         its partial file is removed."""
         self._recording = []
         self._path(episode, part=True).unlink(missing_ok=True)
-        reason = error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
-        return OSError(error.errno, f"{reason}; the disk may be full", str(self._path(episode, part=False)))
+        return OSError(error.errno, f"{error_reason(error)}; the disk may be full",
+                       str(self._path(episode, part=False)))
 
     def _path(self, episode: int, part: bool) -> Path:
         return self.video_dir / ("." * part + video_name(episode))
