@@ -19,6 +19,7 @@ from .outputs import cannot_write, output_file
 from .policy import make_policy
 from .spaces import space_from_dict
 from .trainer import resolve_device
+from .video import whole_mp4
 
 
 def load_policy(path: Path, device: str = "cpu"):
@@ -109,7 +110,7 @@ class VideoWriter:
                             "e.g. eval.mp4")
         fps = envs.metadata.get("render_fps") or 30
         with ExitStack() as stack:
-            tmp = stack.enter_context(output_file(self.path, "eval.mp4"))
+            tmp = self._tmp = stack.enter_context(output_file(self.path, "eval.mp4"))
             try:
                 self._writer = imageio.get_writer(tmp, fps=fps)
             except (ValueError, RuntimeError, ImportError) as e:  # imageio's message names the temporary file
@@ -132,6 +133,9 @@ class VideoWriter:
     def _close(self, exc_type, exc, tb) -> None:
         try:
             self._writer.close()
+            # ffmpeg tells its caller nothing where it cannot write an mp4's index (a full disk): no video then
+            if exc_type is None and self.path.suffix.lower() in (".mp4", ".mov") and not whole_mp4(self._tmp):
+                raise OSError(None, "ffmpeg could not finish the file")
         except OSError as e:
             if exc_type is None:  # else the error under way says what went wrong; the file goes either way
                 raise cannot_write(self.path, e) from None

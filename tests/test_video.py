@@ -81,25 +81,30 @@ from proximal.evaluate import VideoWriter
 class Envs:
     metadata = {"render_fps": 30}
 
-# a file size limit stands in for a full disk: the real ffmpeg fails to write and its pipe breaks, as there
+# a file size limit stands in for a full disk: the real ffmpeg fails to write, as there
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
 try:
     rng = np.random.default_rng(0)
     with VideoWriter(sys.argv[1], Envs()) as writer:
-        for _ in range(300):  # noise: ffmpeg cannot compress it below the limit
-            writer.add(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        for i in range(int(sys.argv[3])):
+            # noise, which ffmpeg cannot compress below the limit: its pipe breaks while the frames go in; or
+            # flat frames, which fit until ffmpeg writes the file's index last, which it then cannot
+            writer.add(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) if sys.argv[4] == "noise"
+                       else np.full((64, 64, 3), i, np.uint8))
 except UserError as e:
     print(e)
 """
 
 
-def test_video_that_ffmpeg_cannot_finish_is_one_error_and_no_file(tmp_path):
+@pytest.mark.parametrize("limit, frames, kind, reason", [(4096, 300, "noise", ""),
+                                                         (1024, 30, "flat", "ffmpeg could not finish the file")])
+def test_video_that_ffmpeg_cannot_finish_is_one_error_and_no_file(tmp_path, limit, frames, kind, reason):
     out = tmp_path / "v.mp4"
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(out)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(out), str(limit), str(frames), kind],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"cannot write '{out}' (") and len(result.stdout.splitlines()) == 1
+    assert result.stdout.startswith(f"cannot write '{out}' ({reason}") and len(result.stdout.splitlines()) == 1
     assert list(tmp_path.iterdir()) == [], "no partial video left"
 
 
