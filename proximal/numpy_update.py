@@ -16,6 +16,7 @@ torch module and optimizer at its end, so checkpoints, evaluation and the torch 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,23 +25,47 @@ from torch import nn
 from .config import Config
 from .distributed import average_flat_gradient, average_scalar
 from .distributions import LOG_SQRT_2PI, DiagGaussian
-from .numpy_ops import (column_sum, gaussian_log_prob, linear_layers, log_softmax, matmul, rounded, taken_index,
-                        tanh_mlp)
-from .update import STAT_NAMES, minibatch_indices
+from .numpy_ops import (column_sum, gaussian_log_prob, linear_layers, log_softmax, matmul, rounded, row_sum,
+                        taken_index, tanh_mlp)
+from .update import minibatch_permutation
 
 
 class _Flat:
-    """Parameters (and their gradients) as views of one flat array, in the optimizer's parameter order."""
+    """The parameters, their gradients and Adam's moments as flat float32 arrays in the optimizer's parameter order,
+    with each parameter's view in each (``p``, ``g``, ``m``, ``v``); allocated once, filled from the torch tensors at
+    the start of every update and written back at its end (``load``, ``store``: numpy copies, a fraction of torch's
+    per-tensor calls). ``scratch`` holds Adam's temporaries."""
 
     def __init__(self, params: list[torch.Tensor]):
-        sizes = [p.numel() for p in params]
-        self.offsets = np.cumsum([0, *sizes])
-        self.shapes = [tuple(p.shape) for p in params]
-        self.data = np.concatenate([p.detach().numpy().ravel() for p in params])
-        self.grad = np.zeros_like(self.data)
+        offsets = np.cumsum([0, *(q.numel() for q in params)])
+        self.data, self.grad, self.m, self.v, self.scratch = np.zeros((5, offsets[-1]), np.float32)
+        self.p, self.g, self.pm, self.pv = (
+            [flat[a:b].reshape(q.shape) for a, b, q in zip(offsets, offsets[1:], params)]
+            for flat in (self.data, self.grad, self.m, self.v))
 
-    def views(self, flat: np.ndarray) -> list[np.ndarray]:
-        return [flat[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+    def load(self, params: list[torch.Tensor], states: list[dict]) -> float:
+        """The parameters and Adam's state (zeros before its first step) into the flat arrays; returns the step
+        count."""
+        np.concatenate([q.detach().numpy().ravel() for q in params], out=self.data)
+        if not states[0]:
+            self.m[...] = 0.0
+            self.v[...] = 0.0
+            return 0.0
+        np.concatenate([s["exp_avg"].numpy().ravel() for s in states], out=self.m)
+        np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in states], out=self.v)
+        return float(states[0]["step"])
+
+    def store(self, params: list[torch.Tensor], states: list[dict], step: float) -> None:
+        """The flat arrays back into the parameters and Adam's state, which gets the layout torch's fused Adam creates
+        on its first step where it has none yet."""
+        for q, state, value, mom1, mom2 in zip(params, states, self.p, self.pm, self.pv):
+            np.copyto(q.detach().numpy(), value)
+            if not state:
+                state.update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(q),
+                             exp_avg_sq=torch.zeros_like(q))
+            state["step"].numpy()[...] = step
+            np.copyto(state["exp_avg"].numpy(), mom1)
+            np.copyto(state["exp_avg_sq"].numpy(), mom2)
 
 
 def _layers(trunk: nn.Sequential, index: dict[int, int]) -> list[tuple[int, int]]:
@@ -58,7 +83,10 @@ def _trunk_backward(layers, p, g, acts, d_out, bf16) -> None:
     every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
     for i in range(len(layers) - 1, -1, -1):
         w, b = layers[i]
-        dz = rounded(d_out * (1.0 - acts[i + 1] * acts[i + 1]), bf16)
+        dz = acts[i + 1] * acts[i + 1]  # d_out * (1 - tanh^2), in one array
+        np.subtract(1.0, dz, out=dz)
+        dz *= d_out
+        dz = rounded(dz, bf16)
         matmul(dz.T, acts[i], bf16=bf16, out=g[w])
         column_sum(dz, bf16, out=g[b])
         if i:
@@ -90,7 +118,7 @@ def _categorical_forward(logits, actions):
     """(log pi(a), entropy, cache) of a Categorical, as distributions.Categorical."""
     logp = log_softmax(logits)
     probs = np.exp(logp)
-    entropy = -(probs * logp).sum(1)
+    entropy = -row_sum(probs * logp)
     taken = taken_index(logp, actions)
     return logp.ravel()[taken], entropy, (logp, probs, entropy, taken)
 
@@ -121,6 +149,69 @@ def _gaussian_backward(g_logprob, ent_coef, cache):
     return d_mean, d_log_std
 
 
+def _adam_step(data, grad, m, v, scratch, lr, beta1, beta2, eps, step) -> None:
+    """One step of torch's Adam on flat arrays, in place (bias corrections from the step count, eps added to the
+    corrected sqrt(v)), its temporaries in ``scratch``: on arrays of every parameter, an allocation costs as much as
+    the arithmetic. Python floats, not numpy float64 scalars, so that the arrays stay float32."""
+    np.subtract(grad, m, out=scratch)
+    scratch *= 1.0 - beta1
+    m += scratch
+    v *= beta2
+    np.multiply(grad, 1.0 - beta2, out=scratch)
+    scratch *= grad
+    v += scratch
+    np.sqrt(v, out=scratch)
+    scratch /= math.sqrt(1.0 - beta2**step)
+    scratch += eps
+    np.divide(m, scratch, out=scratch)
+    scratch *= lr / (1.0 - beta1**step)
+    data -= scratch
+
+
+class _Terms(NamedTuple):
+    """One minibatch's per-sample terms of the statistics (views of a ``_Record`` row)."""
+
+    policy_loss: np.ndarray
+    value_loss: np.ndarray  # before the loss's factor 0.5
+    entropy: np.ndarray
+    ratio: np.ndarray
+    logratio: np.ndarray
+
+
+class _Record:
+    """An update's per-sample terms, a row per minibatch, reduced to the statistics at the end: the means of every
+    minibatch would cost a dozen numpy calls each. A statistic is the mean over minibatches of each one's mean, as
+    ``update.ppo_update`` reports them."""
+
+    def __init__(self, minibatches: int, size: int, clip: np.float32):
+        self.terms = np.empty((len(_Terms._fields), minibatches, size), np.float32)
+        self.clip = clip
+        self.count = 0  # minibatches recorded
+
+    def next_row(self) -> _Terms:
+        self.count += 1
+        return _Terms(*self.terms[:, self.count - 1])
+
+    def approx_kl(self, first: int, last: int) -> float:
+        """The mean approx_kl of minibatches first..last - 1."""
+        terms = _Terms(*self.terms[:, first:last])
+        return _average((terms.ratio - 1.0) - terms.logratio)
+
+    def statistics(self, first: int = 0, last: int | None = None) -> dict[str, float]:
+        """``update.STAT_NAMES`` over minibatches first..last - 1 (default: all recorded)."""
+        last = self.count if last is None else last
+        terms = _Terms(*self.terms[:, first:last])
+        return {"policy_loss": _average(terms.policy_loss), "value_loss": 0.5 * _average(terms.value_loss),
+                "entropy": _average(terms.entropy), "approx_kl": self.approx_kl(first, last),
+                "old_approx_kl": -_average(terms.logratio),
+                "approxkl_ppo2": 0.5 * _average(terms.logratio * terms.logratio),
+                "clipfrac": _average(np.abs(terms.ratio - 1.0) > self.clip)}
+
+
+def _average(rows: np.ndarray) -> float:
+    return float(rows.mean(1).mean())
+
+
 # What the numpy update reads of the config, as ``update.ppo_update`` and ``update.ppo_loss`` do: a test fails when
 # the torch update reads anything else (a new switch must be written out here, or refused in ``fast_paths``)
 HANDLED = frozenset({
@@ -137,6 +228,8 @@ class NumpyMLPUpdate:
     def __init__(self, policy: nn.Module, optimizer: torch.optim.Adam, bf16: bool = False):
         self.bf16 = bf16  # the networks' matmuls in emulated bf16 (precision), as NumpyMLPActor's
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.flat = _Flat(self.params)
+        self.record: _Record | None = None  # the last update's per-sample terms
         index = {id(q): i for i, q in enumerate(self.params)}
         trunk, head = policy.trunk, policy.policy_head
         self.actor = _layers(trunk.actor, index)
@@ -148,7 +241,9 @@ class NumpyMLPUpdate:
         self.value_head = (index[id(policy.value_head.weight)], index[id(policy.value_head.bias)])
 
     # --- one minibatch: the loss of update.ppo_loss and its gradient -------------------------------------------
-    def _loss_and_grad(self, p, g, obs, actions, old_logprob, old_value, advantages, returns, clip, cfg):
+    def _loss_and_grad(self, p, g, obs, actions, old_logprob, old_value, advantages, returns, clip, cfg,
+                       terms: "_Terms") -> None:
+        """The minibatch's gradient into ``g``; its per-sample loss terms, for the statistics, into ``terms``."""
         n, bf16 = len(actions), self.bf16
         actor_acts = _trunk_forward(self.actor, p, obs, bf16)
         critic_acts = _trunk_forward(self.critic, p, obs, bf16) if self.critic is not None else actor_acts
@@ -165,17 +260,18 @@ class NumpyMLPUpdate:
         if cfg.on("core.adv_norm"):  # population std, as update.normalize_advantages (np.std is slower)
             centered = advantages - _mean(advantages)
             advantages = centered / (np.sqrt(_mean(centered * centered)) + np.float32(1e-8))
-        logratio = new_logprob - old_logprob
-        ratio = np.exp(logratio)
+        terms.entropy[...] = entropy
+        logratio = np.subtract(new_logprob, old_logprob, out=terms.logratio)
+        ratio = np.exp(logratio, out=terms.ratio)
 
         pg_unclipped = -advantages * ratio
         if cfg.on("core.clipped_objective"):
             pg_clipped = -advantages * _clip(ratio, 1.0 - clip, 1.0 + clip)
-            policy_loss = _mean(np.maximum(pg_unclipped, pg_clipped))
+            np.maximum(pg_unclipped, pg_clipped, out=terms.policy_loss)
             d_ratio = _maximum_grad(pg_unclipped, pg_clipped, -advantages,
                                     -advantages * _clamp_passes(ratio, 1.0 - clip, 1.0 + clip))
         else:
-            policy_loss = _mean(pg_unclipped)
+            terms.policy_loss[...] = pg_unclipped
             d_ratio = -advantages
 
         v_error = value - returns
@@ -184,11 +280,11 @@ class NumpyMLPUpdate:
             delta = value - old_value
             v_clipped_error = old_value + _clip(delta, -clip, clip) - returns
             v_loss_clipped = v_clipped_error * v_clipped_error
-            value_loss = 0.5 * _mean(np.maximum(v_loss_unclipped, v_loss_clipped))
+            np.maximum(v_loss_unclipped, v_loss_clipped, out=terms.value_loss)
             d_value = _maximum_grad(v_loss_unclipped, v_loss_clipped, v_error,
                                     v_clipped_error * _clamp_passes(delta, -clip, clip))
         else:
-            value_loss = 0.5 * _mean(v_loss_unclipped)
+            terms.value_loss[...] = v_loss_unclipped
             d_value = v_error
         ent_coef = cfg.ent_coef if cfg.on("core.entropy_bonus") else 0.0
 
@@ -214,70 +310,52 @@ class NumpyMLPUpdate:
             _trunk_backward(self.actor, p, g, actor_acts, d_actor, bf16)
             _trunk_backward(self.critic, p, g, critic_acts, d_critic, bf16)
 
-        return {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": _mean(entropy),
-                "approx_kl": _mean((ratio - 1.0) - logratio), "old_approx_kl": _mean(-logratio),
-                "approxkl_ppo2": 0.5 * _mean(logratio * logratio), "clipfrac": _mean(np.abs(ratio - 1.0) > clip)}
-
     # --- the update ---------------------------------------------------------------------------------------------
     def __call__(self, policy: nn.Module, optimizer: torch.optim.Adam, batch: dict[str, torch.Tensor], cfg: Config,
                  clip: float, generator: torch.Generator) -> dict[str, float]:
-        flat = _Flat(self.params)
-        p, g = flat.views(flat.data), flat.views(flat.grad)
+        flat = self.flat
+        p, g = flat.p, flat.g
         group = optimizer.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         states = [optimizer.state[q] for q in self.params]
-        fresh = not states[0]
-        m = np.zeros_like(flat.data) if fresh else np.concatenate([s["exp_avg"].numpy().ravel() for s in states])
-        v = np.zeros_like(flat.data) if fresh else np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in states])
-        step = 0.0 if fresh else float(states[0]["step"])
+        step = flat.load(self.params, states)
 
         arrays = {k: t.numpy() for k, t in batch.items()}
         obs = arrays["obs"].reshape(len(arrays["obs"]), -1)
         clip32 = np.float32(clip)
-        totals = np.zeros(len(STAT_NAMES))
+        size = len(obs) // cfg.minibatches_per_epoch
+        # kept for ``minibatch_statistics``
+        record = self.record = _Record(cfg.update_epochs * cfg.minibatches_per_epoch, size, clip32)
         grad_norms = 0.0
-        minibatches_run = epochs_run = 0
+        epochs_run = 0
         for _ in range(cfg.update_epochs):
-            epoch_kl = 0.0
-            indices = minibatch_indices(len(obs), cfg.minibatches_per_epoch, generator)
             # the epoch's rows in minibatch order, gathered once: each minibatch is then a slice
-            rows = np.concatenate([mb.numpy() for mb in indices])
-            size = len(indices[0])
+            rows = minibatch_permutation(len(obs), generator).numpy()
             shuffled = [obs[rows]] + [arrays[k][rows] for k in ("actions", "logprobs", "values", "advantages",
                                                                 "returns")]
+            epoch_start = record.count
             for start in range(0, len(rows), size):
                 # every parameter's gradient is written (not added to) by _loss_and_grad
-                stats = self._loss_and_grad(p, g, *(a[start:start + size] for a in shuffled), clip32, cfg)
+                self._loss_and_grad(p, g, *(a[start:start + size] for a in shuffled), clip32, cfg,
+                                    record.next_row())
                 average_flat_gradient(flat.grad, cfg)  # aux.parallel_gradients
                 norm = np.sqrt(np.dot(flat.grad, flat.grad))
                 grad_norms += float(norm)
                 if cfg.on("core.grad_clip"):  # as torch's clip_grad_norm_: always scaled, by at most 1
                     flat.grad *= np.float32(min(cfg.max_grad_norm / (norm + 1e-6), 1.0))
-                # Adam, as torch's: bias corrections from the step count, eps added to the corrected sqrt(v)
                 step += 1.0
-                m += (1.0 - beta1) * (flat.grad - m)
-                v *= beta2
-                v += (1.0 - beta2) * flat.grad * flat.grad
-                # python floats, not numpy float64 scalars, so that the arrays stay float32
-                denom = np.sqrt(v) / math.sqrt(1.0 - beta2**step) + eps
-                flat.data -= lr / (1.0 - beta1**step) * (m / denom)
-                totals += [stats[name] for name in STAT_NAMES]
-                epoch_kl += stats["approx_kl"]
-                minibatches_run += 1
+                _adam_step(flat.data, flat.grad, flat.m, flat.v, flat.scratch, lr, beta1, beta2, eps, step)
             epochs_run += 1
-            if cfg.on("aux.target_kl") and average_scalar(epoch_kl / len(indices), cfg) > cfg.target_kl:
+            if cfg.on("aux.target_kl") and average_scalar(
+                    record.approx_kl(epoch_start, record.count), cfg) > cfg.target_kl:
                 break
 
-        with torch.no_grad():
-            for q, value, state, mom1, mom2 in zip(self.params, p, states, flat.views(m), flat.views(v)):
-                q.copy_(torch.from_numpy(value))
-                if not state:  # the layout torch's fused Adam creates on its first step
-                    state.update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(q),
-                                 exp_avg_sq=torch.zeros_like(q))
-                state["step"].fill_(step)
-                state["exp_avg"].copy_(torch.from_numpy(mom1))
-                state["exp_avg_sq"].copy_(torch.from_numpy(mom2))
-        result = dict(zip(STAT_NAMES, (totals / minibatches_run).tolist()))
-        result["grad_norm"] = grad_norms / minibatches_run
+        flat.store(self.params, states, step)
+        result = record.statistics()
+        result["grad_norm"] = grad_norms / record.count
         result["epochs"] = epochs_run
         return result
+
+    def minibatch_statistics(self) -> list[dict[str, float]]:
+        """The statistics of each minibatch of the last update, in order (the update returns their means)."""
+        return [self.record.statistics(k, k + 1) for k in range(self.record.count)]

@@ -33,10 +33,15 @@ def make_optimizer(policy: nn.Module, cfg: Config) -> torch.optim.Adam:
     return torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=eps, fused=True)
 
 
+def minibatch_permutation(batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """core.minibatches: a fresh random permutation of the batch, whose consecutive equal slices are the epoch's
+    minibatches."""
+    return torch.randperm(batch_size, generator=generator, device=generator.device)
+
+
 def minibatch_indices(batch_size: int, num_minibatches: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """core.minibatches: a fresh random permutation of the batch split into equal minibatches."""
-    perm = torch.randperm(batch_size, generator=generator, device=generator.device)
-    return perm.split(batch_size // num_minibatches)
+    """``minibatch_permutation`` split into ``num_minibatches`` equal minibatches."""
+    return minibatch_permutation(batch_size, generator).split(batch_size // num_minibatches)
 
 
 def sequence_minibatch_indices(num_steps: int, num_envs: int, num_minibatches: int,
