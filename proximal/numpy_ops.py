@@ -38,12 +38,12 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, bf16: b
     bf16 values are exact in float64 and so, in practice, are their sums: the result does not depend on the batch
     size or the summation order, and the rollout and the update compute the same numbers."""
     if not bf16:
-        if out is not None:
-            return np.matmul(a, b, out=out)
         if a.shape[-1] == 1 and bias is None:
             # an outer product (the value head's backward): the same products, without numpy's loop for a
             # (n, 1) operand that BLAS is not given (~9 us against ~1 for a (128, 1) by (1, 64))
-            return a * b
+            return np.multiply(a, b, out=out)
+        if out is not None:
+            return np.matmul(a, b, out=out)
         result = a @ b
         if bias is not None:
             result += bias  # in place: a temporary of a minibatch's activations costs as much as the addition
@@ -55,12 +55,12 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, bf16: b
 
 
 def column_sum(x: np.ndarray, bf16: bool = False, out: np.ndarray | None = None) -> np.ndarray:
-    """x.sum(0): a bias's gradient, into ``out`` where given; bf16 rounds it once, as autocast's bf16 bias
-    gradient."""
+    """x.sum(-2), the sum over a minibatch's rows (of each array of a stack): a bias's gradient, into ``out`` where
+    given; bf16 rounds it once, as autocast's bf16 bias gradient."""
     if not bf16:
-        # as a product with a row of ones: BLAS takes a third of the time of numpy's sum over the first axis
-        return np.matmul(_ones(len(x), x.dtype), x, out=out)
-    return _into(round_bf16(x.astype(np.float64).sum(0).astype(np.float32)), out)
+        # as a product with a row of ones: BLAS takes a third of the time of numpy's sum over the rows
+        return np.matmul(_ones(x.shape[-2], x.dtype), x, out=out)
+    return _into(round_bf16(x.astype(np.float64).sum(-2).astype(np.float32)), out)
 
 
 @functools.cache
@@ -79,10 +79,11 @@ def _into(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
 
 def tanh_mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, bf16: bool = False) -> list[np.ndarray]:
     """Activations of every layer of a tanh MLP with (weight, bias) ``layers`` (weight (out, in), as torch's),
-    input first."""
+    input first. Or of a stack of MLPs of the same sizes on the same input: weights (k, out, in), biases (k, out),
+    activations (k, rows, out)."""
     acts = [x]
     for weight, bias in layers:
-        z = matmul(acts[-1], weight.T, bias, bf16)
+        z = matmul(acts[-1], np.swapaxes(weight, -1, -2), bias[..., None, :], bf16)
         acts.append(rounded(np.tanh(z, out=z), bf16))
     return acts
 

@@ -31,34 +31,46 @@ from .update import minibatch_permutation
 
 
 class _Flat:
-    """The parameters, their gradients and Adam's moments as flat float32 arrays in the optimizer's parameter order,
-    with each parameter's view in each (``p``, ``g``, ``m``, ``v``); allocated once, filled from the torch tensors at
-    the start of every update and written back at its end (``load``, ``store``: numpy copies, a fraction of torch's
-    per-tensor calls). ``scratch`` holds Adam's temporaries."""
+    """The parameters, their gradients and Adam's moments as flat float32 arrays, with each parameter's view in
+    each (``p``, ``g``, ``m``, ``v``, indexed as ``params``); allocated once, filled from the torch tensors at the
+    start of every update and written back at its end (``load``, ``store``: numpy copies, a fraction of torch's
+    per-tensor calls). ``scratch`` holds Adam's temporaries. The parameters lie in the arrays in ``order`` (Adam and
+    the gradient norm do not depend on it), so that parameters of the same shape can be laid side by side and
+    computed on as one stack (``stack``)."""
 
-    def __init__(self, params: list[torch.Tensor]):
-        offsets = np.cumsum([0, *(q.numel() for q in params)])
-        self.data, self.grad, self.m, self.v, self.scratch = np.zeros((5, offsets[-1]), np.float32)
+    def __init__(self, params: list[torch.Tensor], order: list[int]):
+        self.params, self.order = params, order
+        starts = np.cumsum([0, *(params[i].numel() for i in order)])
+        self.start = dict(zip(order, starts))
+        self.data, self.grad, self.m, self.v, self.scratch = np.zeros((5, starts[-1]), np.float32)
         self.p, self.g, self.pm, self.pv = (
-            [flat[a:b].reshape(q.shape) for a, b, q in zip(offsets, offsets[1:], params)]
+            [flat[self.start[i]:self.start[i] + q.numel()].reshape(q.shape) for i, q in enumerate(params)]
             for flat in (self.data, self.grad, self.m, self.v))
 
-    def load(self, params: list[torch.Tensor], states: list[dict]) -> float:
+    def stack(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(values, gradients) of parameters of one shape laid side by side, as (len(indices), *shape) arrays."""
+        first, shape = self.start[indices[0]], self.params[indices[0]].shape
+        size = self.params[indices[0]].numel()
+        assert [self.start[i] for i in indices] == [first + k * size for k in range(len(indices))]
+        span = slice(first, first + len(indices) * size)
+        return self.data[span].reshape(len(indices), *shape), self.grad[span].reshape(len(indices), *shape)
+
+    def load(self, states: list[dict]) -> float:
         """The parameters and Adam's state (zeros before its first step) into the flat arrays; returns the step
         count."""
-        np.concatenate([q.detach().numpy().ravel() for q in params], out=self.data)
+        np.concatenate([self.params[i].detach().numpy().ravel() for i in self.order], out=self.data)
         if not states[0]:
             self.m[...] = 0.0
             self.v[...] = 0.0
             return 0.0
-        np.concatenate([s["exp_avg"].numpy().ravel() for s in states], out=self.m)
-        np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in states], out=self.v)
+        np.concatenate([states[i]["exp_avg"].numpy().ravel() for i in self.order], out=self.m)
+        np.concatenate([states[i]["exp_avg_sq"].numpy().ravel() for i in self.order], out=self.v)
         return float(states[0]["step"])
 
-    def store(self, params: list[torch.Tensor], states: list[dict], step: float) -> None:
+    def store(self, states: list[dict], step: float) -> None:
         """The flat arrays back into the parameters and Adam's state, which gets the layout torch's fused Adam creates
         on its first step where it has none yet."""
-        for q, state, value, mom1, mom2 in zip(params, states, self.p, self.pm, self.pv):
+        for q, state, value, mom1, mom2 in zip(self.params, states, self.p, self.pm, self.pv):
             np.copyto(q.detach().numpy(), value)
             if not state:
                 state.update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(q),
@@ -68,29 +80,24 @@ class _Flat:
             np.copyto(state["exp_avg_sq"].numpy(), mom2)
 
 
-def _layers(trunk: nn.Sequential, index: dict[int, int]) -> list[tuple[int, int]]:
-    """Positions of (weight, bias) of each Linear of an MLP trunk, in order."""
-    return [(index[id(m.weight)], index[id(m.bias)]) for m in linear_layers(trunk)]
+def _trunk_forward(layers, x, bf16):
+    """Activations of every layer of a tanh MLP (or a stack of them), input first."""
+    return tanh_mlp([(w, b) for w, b, _, _ in layers], x, bf16)
 
 
-def _trunk_forward(layers, p, x, bf16):
-    """Activations of every layer of a tanh MLP, input first."""
-    return tanh_mlp([(p[w], p[b]) for w, b in layers], x, bf16)
-
-
-def _trunk_backward(layers, p, g, acts, d_out, bf16) -> None:
-    """Backpropagate d(loss)/d(last activation) through a tanh MLP, writing the gradient views. In bf16
-    every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
+def _trunk_backward(layers, acts, d_out, bf16) -> None:
+    """Backpropagate d(loss)/d(last activation) through a tanh MLP (or a stack of them), writing the gradients.
+    In bf16 every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
     for i in range(len(layers) - 1, -1, -1):
-        w, b = layers[i]
+        weight, _, weight_grad, bias_grad = layers[i]
         dz = acts[i + 1] * acts[i + 1]  # d_out * (1 - tanh^2), in one array
         np.subtract(1.0, dz, out=dz)
         dz *= d_out
         dz = rounded(dz, bf16)
-        matmul(dz.T, acts[i], bf16=bf16, out=g[w])
-        column_sum(dz, bf16, out=g[b])
+        matmul(np.swapaxes(dz, -1, -2), acts[i], bf16=bf16, out=weight_grad)
+        column_sum(dz, bf16, out=bias_grad)
         if i:
-            d_out = matmul(dz, p[w], bf16=bf16)
+            d_out = matmul(dz, weight, bf16=bf16)
 
 
 def _clip(x: np.ndarray, low, high) -> np.ndarray:
@@ -231,12 +238,20 @@ class NumpyMLPUpdate:
     def __init__(self, policy: nn.Module, optimizer: torch.optim.Adam, bf16: bool = False):
         self.bf16 = bf16  # the networks' matmuls in emulated bf16 (precision), as NumpyMLPActor's
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.flat = _Flat(self.params)
         self.record: _Record | None = None  # the last update's per-sample terms
         index = {id(q): i for i, q in enumerate(self.params)}
         trunk, head = policy.trunk, policy.policy_head
-        self.actor = _layers(trunk.actor, index)
-        self.critic = _layers(trunk.critic, index) if trunk.critic is not None else None
+        # core.separate_networks: the actor's and the critic's trunks (of the same sizes) as one stack of two, each
+        # layer's weights side by side in the flat arrays and so its biases, so that one numpy call serves both
+        trunks = [linear_layers(trunk.actor)] + ([linear_layers(trunk.critic)] if trunk.critic is not None else [])
+        self.separate = len(trunks) == 2
+        layers = [([index[id(m.weight)] for m in same], [index[id(m.bias)] for m in same]) for same in zip(*trunks)]
+        order = [i for weights, biases in layers for i in (*weights, *biases)]
+        self.flat = _Flat(self.params, order + [i for i in range(len(self.params)) if i not in order])
+        self.trunk = []  # (weight, bias, weight gradient, bias gradient) of each layer, stacked where separate
+        for weights, biases in layers:
+            (w, gw), (b, gb) = self.flat.stack(weights), self.flat.stack(biases)
+            self.trunk.append((w, b, gw, gb) if self.separate else (w[0], b[0], gw[0], gb[0]))
         self.continuous = isinstance(policy.dist, DiagGaussian)
         linear = head.mean if self.continuous else head.linear
         self.policy_head = (index[id(linear.weight)], index[id(linear.bias)])
@@ -249,12 +264,12 @@ class NumpyMLPUpdate:
         """The minibatch's gradient into ``g``; its per-sample loss terms, for the statistics, into ``terms``.
         ``neg_advantages``: minus the advantages, normalized already where core.adv_norm is on."""
         n, bf16 = len(actions), self.bf16
-        actor_acts = _trunk_forward(self.actor, p, obs, bf16)
-        critic_acts = _trunk_forward(self.critic, p, obs, bf16) if self.critic is not None else actor_acts
+        acts = _trunk_forward(self.trunk, obs, bf16)
+        actor_features, critic_features = acts[-1] if self.separate else (acts[-1], acts[-1])
         pw, pb = self.policy_head
         vw, vb = self.value_head
-        logits = matmul(actor_acts[-1], p[pw].T, p[pb], bf16)  # the mean for Box actions
-        value = matmul(critic_acts[-1], p[vw].T, p[vb], bf16)[:, 0]
+        logits = matmul(actor_features, p[pw].T, p[pb], bf16)  # the mean for Box actions
+        value = matmul(critic_features, p[vw].T, p[vb], bf16)[:, 0]
 
         if self.continuous:
             new_logprob, entropy, cache = _gaussian_forward(logits, p[self.log_std], actions)
@@ -301,17 +316,17 @@ class NumpyMLPUpdate:
         d_logits = rounded(d_logits, bf16)
         d_value = rounded((np.float32(cfg.vf_coef / n) * d_value)[:, None], bf16)
 
-        matmul(d_logits.T, actor_acts[-1], bf16=bf16, out=g[pw])
+        matmul(d_logits.T, actor_features, bf16=bf16, out=g[pw])
         column_sum(d_logits, bf16, out=g[pb])
-        matmul(d_value.T, critic_acts[-1], bf16=bf16, out=g[vw])
+        matmul(d_value.T, critic_features, bf16=bf16, out=g[vw])
         column_sum(d_value, bf16, out=g[vb])
-        d_actor = matmul(d_logits, p[pw], bf16=bf16)
-        d_critic = matmul(d_value, p[vw], bf16=bf16)
-        if self.critic is None:
-            _trunk_backward(self.actor, p, g, actor_acts, rounded(d_actor + d_critic, bf16), bf16)
+        if self.separate:  # the gradients of the two trunks' features, as one stack
+            d_features = np.empty_like(acts[-1])
+            matmul(d_logits, p[pw], bf16=bf16, out=d_features[0])
+            matmul(d_value, p[vw], bf16=bf16, out=d_features[1])
         else:
-            _trunk_backward(self.actor, p, g, actor_acts, d_actor, bf16)
-            _trunk_backward(self.critic, p, g, critic_acts, d_critic, bf16)
+            d_features = rounded(matmul(d_logits, p[pw], bf16=bf16) + matmul(d_value, p[vw], bf16=bf16), bf16)
+        _trunk_backward(self.trunk, acts, d_features, bf16)
 
     # --- the update ---------------------------------------------------------------------------------------------
     def __call__(self, policy: nn.Module, optimizer: torch.optim.Adam, batch: dict[str, torch.Tensor], cfg: Config,
@@ -321,7 +336,7 @@ class NumpyMLPUpdate:
         group = optimizer.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         states = [optimizer.state[q] for q in self.params]
-        step = flat.load(self.params, states)
+        step = flat.load(states)
 
         arrays = {k: t.numpy() for k, t in batch.items()}
         obs = arrays["obs"].reshape(len(arrays["obs"]), -1)
@@ -356,7 +371,7 @@ class NumpyMLPUpdate:
                     record.approx_kl(epoch_start, record.count), cfg) > cfg.target_kl:
                 break
 
-        flat.store(self.params, states, step)
+        flat.store(states, step)
         result = record.statistics()
         result["grad_norm"] = grad_norms / record.count
         result["epochs"] = epochs_run
