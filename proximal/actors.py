@@ -26,10 +26,11 @@ class TorchActor:
         self.env_action = policy.dist.to_env
         self._starts = policy.core is not None  # only a core reads the episode starts
 
-    def rollout(self):
-        """The context of a whole rollout. In bf16, autocast's casts of the weights to bf16 are cached for as long as
-        the outermost autocast context lasts: one around the rollout, whose policy does not change, casts them
-        once instead of at every step (a third of a Nature CNN's step on 8 frames). Never around an update."""
+    def rollout(self, rng: np.random.Generator | None = None, num_steps: int = 0, num_envs: int = 0):
+        """The context of a whole rollout (``num_steps`` calls taking ``num_envs`` actions from ``rng``: this actor
+        draws their noise a step at a time). In bf16, autocast's casts of the weights to bf16 are cached for as
+        long as the outermost autocast context lasts: one around the rollout, whose policy does not change, casts
+        them once instead of at every step (a third of a Nature CNN's step on 8 frames). Never around an update."""
         return autocast(self.precision, self.device)
 
     def _obs(self, obs: np.ndarray) -> torch.Tensor:

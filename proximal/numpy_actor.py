@@ -9,31 +9,33 @@ the two take the same actions; tests check that they agree. ``fast_paths`` decid
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 from torch import nn
 
 from .carry import Carry
 from .distributions import Categorical, TanhDiagGaussian
-from .numpy_ops import gaussian_log_prob, linear_layers, log_softmax, matmul, taken_index, tanh_mlp
+from .numpy_ops import affine, gaussian_log_prob, linear_layers, log_softmax, taken_index, tanh_mlp
 from .policy import ActorCritic
 
 
 def _views(layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
-    return layer.weight.detach().numpy(), layer.bias.detach().numpy()
+    """(weight transposed, bias) of a Linear, as views of its parameters (``numpy_ops.tanh_mlp``'s layers)."""
+    return layer.weight.detach().numpy().T, layer.bias.detach().numpy()
 
 
 def _rows(obs: np.ndarray) -> np.ndarray:
     """Observations as float32 rows, as ``nets.flat_observations`` takes them: uint8 cast, unscaled. Float32 rows
     pass as they are (a dtype test costs a fifth of ``astype(copy=False)``, every rollout step)."""
-    rows = obs.reshape(len(obs), -1)
-    return rows if rows.dtype == np.float32 else rows.astype(np.float32)
+    if obs.ndim != 2:
+        obs = obs.reshape(len(obs), -1)
+    return obs if obs.dtype == np.float32 else obs.astype(np.float32)
 
 
 def _linear(layer, x: np.ndarray, bf16: bool) -> np.ndarray:
-    weight, bias = layer
-    return matmul(x, weight.T, bias, bf16)
+    weight_t, bias = layer
+    return affine(x, weight_t, bias, bf16)
 
 
 class NumpyMLPActor:
@@ -58,18 +60,39 @@ class NumpyMLPActor:
             self.log_std_head = _views(head.log_std_head) if head.log_std_head is not None else None
             squashed = isinstance(policy.dist, TanhDiagGaussian)
             self.log_half_range = policy.dist.log_half_range if squashed else None
+        self.noise_size = self.policy_head[0].shape[1]  # a noise value per logit, or per action dimension
+        self._noise_rng = self._noise = None  # the rollout's noise, drawn at once (``rollout``)
 
     # The rollout calls ``sample`` every step and ``score`` once on the whole rollout: a log-prob and a value per
     # step would more than double the per-step numpy calls, and the policy does not change during a rollout.
     scores_later = True
 
-    def rollout(self):
-        """The context of a whole rollout (``TorchActor.rollout``): nothing to set up here."""
-        return nullcontext()
+    @contextmanager
+    def rollout(self, rng: np.random.Generator | None = None, num_steps: int = 0, num_envs: int = 0):
+        """The context of a whole rollout, whose ``sample`` calls take ``num_envs`` actions ``num_steps`` times from
+        ``rng``: their sampling noise is drawn at once, the same numbers in the same order as a draw a step
+        (``TorchActor``'s). One numpy call instead of one a step: between two env steps, every call costs more
+        than the draw itself."""
+        if rng is not None:
+            self._noise_rng = rng
+            self._noise = iter(self.dist.noise(rng, (num_steps, num_envs, self.noise_size)))
+        try:
+            yield
+        finally:
+            self._noise_rng = self._noise = None
 
     def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
-        """(action, carry): ``TorchActor.act``'s action from the same noise; the carry passes through."""
-        return self._draw(self._head(_rows(obs)), rng), carry
+        """(action, carry): ``TorchActor.act``'s action from the same noise (the mode where ``rng`` is None); the
+        carry passes through."""
+        head = self._head(_rows(obs))
+        if rng is None:
+            return (head.argmax(-1) if self.categorical else head[0]), carry
+        noise = next(self._noise) if rng is self._noise_rng else self.dist.noise(rng, (len(obs), self.noise_size))
+        if self.categorical:  # Gumbel-max, as distributions.Categorical
+            head += noise
+            return head.argmax(-1), carry
+        mean, log_std = head  # distributions.DiagGaussian: a = mean + std * noise
+        return mean + np.exp(log_std) * noise, carry
 
     def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log pi(actions | obs), V(obs)) for a batch of observations and the actions taken there."""
@@ -83,13 +106,6 @@ class NumpyMLPActor:
         if self.categorical:
             return out
         return out, self.log_std if self.log_std_head is None else _linear(self.log_std_head, features, self.bf16)
-
-    def _draw(self, head, rng: np.random.Generator | None) -> np.ndarray:
-        """An action of the distribution (the mode where ``rng`` is None), with the noise ``TorchActor`` draws."""
-        if self.categorical:
-            return head.argmax(-1) if rng is None else (head + self.dist.noise(rng, head.shape)).argmax(-1)
-        mean, log_std = head  # distributions.DiagGaussian: a = mean + std * noise
-        return mean if rng is None else mean + np.exp(log_std) * self.dist.noise(rng, mean.shape)
 
     def _log_prob(self, head, action: np.ndarray) -> np.ndarray:
         if self.categorical:  # numpy_update's formula: the first minibatch recomputes these log-probs

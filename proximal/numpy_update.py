@@ -82,14 +82,14 @@ class _Flat:
 
 def _trunk_forward(layers, x, bf16):
     """Activations of every layer of a tanh MLP (or a stack of them), input first."""
-    return tanh_mlp([(w, b) for w, b, _, _ in layers], x, bf16)
+    return tanh_mlp([(weight_t, bias) for _, weight_t, bias, _, _ in layers], x, bf16)
 
 
 def _trunk_backward(layers, acts, d_out, bf16) -> None:
     """Backpropagate d(loss)/d(last activation) through a tanh MLP (or a stack of them), writing the gradients.
     In bf16 every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
     for i in range(len(layers) - 1, -1, -1):
-        weight, _, weight_grad, bias_grad = layers[i]
+        weight, _, _, weight_grad, bias_grad = layers[i]
         dz = acts[i + 1] * acts[i + 1]  # d_out * (1 - tanh^2), in one array
         np.subtract(1.0, dz, out=dz)
         dz *= d_out
@@ -248,10 +248,14 @@ class NumpyMLPUpdate:
         layers = [([index[id(m.weight)] for m in same], [index[id(m.bias)] for m in same]) for same in zip(*trunks)]
         order = [i for weights, biases in layers for i in (*weights, *biases)]
         self.flat = _Flat(self.params, order + [i for i in range(len(self.params)) if i not in order])
-        self.trunk = []  # (weight, bias, weight gradient, bias gradient) of each layer, stacked where separate
+        # each layer's (weight, weight transposed, bias as a row, weight gradient, bias gradient), stacked where
+        # separate
+        self.trunk = []
         for weights, biases in layers:
             (w, gw), (b, gb) = self.flat.stack(weights), self.flat.stack(biases)
-            self.trunk.append((w, b, gw, gb) if self.separate else (w[0], b[0], gw[0], gb[0]))
+            if not self.separate:
+                w, gw, b, gb = w[0], gw[0], b[0], gb[0]
+            self.trunk.append((w, np.swapaxes(w, -1, -2), b[..., None, :], gw, gb))
         self.continuous = isinstance(policy.dist, DiagGaussian)
         linear = head.mean if self.continuous else head.linear
         self.policy_head = (index[id(linear.weight)], index[id(linear.bias)])

@@ -96,7 +96,8 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
     clock = time.perf_counter
     env_seconds = inference_seconds = 0.0
     buf.final_values[:] = 0.0
-    with actor.rollout():  # the policy's weights in bf16 once (TorchActor.rollout)
+    # the policy's weights in bf16 once (TorchActor.rollout); the rollout's sampling noise at once (NumpyMLPActor)
+    with actor.rollout(rng, num_steps, num_envs):
         for t in range(num_steps):
             buf.obs[t] = obs
             buf.starts[t] = carry.start

@@ -133,7 +133,7 @@ def test_bf16_rollout_casts_the_weights_once_with_the_same_numbers(monkeypatch):
     monkeypatch.setattr(TorchActor, "act", act)
     cached, _ = collected(cfg, "bf16")
     assert len(inside) == 2 * cfg.num_steps and all(inside)
-    monkeypatch.setattr(TorchActor, "rollout", lambda self: nullcontext())
+    monkeypatch.setattr(TorchActor, "rollout", lambda self, *args: nullcontext())
     per_call, _ = collected(cfg, "bf16")
     for name in ("obs", "actions", "logprobs", "values", "next_value"):
         assert np.array_equal(getattr(cached.rollout, name), getattr(per_call.rollout, name)), name

@@ -133,13 +133,17 @@ def test_opt_truncation_bootstrap_off_stores_nothing(cfg):
     assert (buf["final_values"] == 0).all()
 
 
-def test_fast_numpy_actor_matches_the_torch_path(cfg):
-    """The numpy fast path and the plain torch path, from the same seeds, collect the same rollout."""
-    _, (fast,) = collected(cfg, "proximal-test/Counter-v0", num_steps=40, fast=True)
-    _, (plain,) = collected(cfg, "proximal-test/Counter-v0", num_steps=40, fast=False)
-    assert torch.equal(fast["actions"], plain["actions"]) and torch.equal(fast["obs"], plain["obs"])
-    for key in ("logprobs", "values", "final_values", "next_value"):
-        torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=1e-5)
+@pytest.mark.parametrize("env_id", ["proximal-test/Counter-v0", "Pendulum-v1"])
+def test_fast_numpy_actor_matches_the_torch_path(cfg, env_id):
+    """The numpy fast path and the plain torch path, from the same seeds, collect the same rollouts, one after the
+    other: the numpy actor draws a rollout's sampling noise at once (Gumbel for Discrete actions, Gaussian for
+    Box ones), the torch actor a step at a time, from the same generator in the same order."""
+    _, fast = collected(cfg, env_id, iterations=2, num_steps=40, fast=True)
+    _, plain = collected(cfg, env_id, iterations=2, num_steps=40, fast=False)
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a["actions"], b["actions"], rtol=0, atol=1e-5)
+        for key in ("obs", "logprobs", "values", "final_values", "next_value"):
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
 
 
 class Delayed:
