@@ -127,7 +127,8 @@ def collect_rollout(envs: VecEnv, actor, buf: Rollout, obs: np.ndarray, carry: C
                                                                  carry.continuing(truncated))
                     inference_seconds += clock() - t0
             obs, carry = step.obs, carry.after_step(step.terminated | step.truncated, envs)
-            episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
+            if step.episodes:  # most steps end none
+                episodes += [(global_step, ret, length) for _, ret, length in step.episodes]
         t0 = clock()
         if scores_later:
             num_rows = num_steps * num_envs

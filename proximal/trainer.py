@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -342,16 +343,18 @@ _GUARDED_STATS = {"policy_loss": "the policy loss", "value_loss": "the value los
                   "grad_norm": "the gradient norm"}
 
 
-def _nonfinite_update(stats: dict, policy: ActorCritic) -> str | None:
+def _nonfinite_update(stats: dict, named_parameters: list[tuple[str, torch.Tensor]]) -> str | None:
+    """What the update made non-finite, of its statistics and of the policy's ``named_parameters`` (a list made
+    once: walking the modules for them costs more than the check)."""
     for name, what in _GUARDED_STATS.items():
         if not np.isfinite(stats[name]):
             return f"{what} became {stats[name]}"
     # one sum of every parameter (in float64, which float32 values cannot overflow), a third of the cost of two
     # ops a parameter; the culprit is searched only when the sum is not finite
     with torch.no_grad():
-        if torch.isfinite(torch.cat([p.reshape(-1) for p in policy.parameters()]).sum(dtype=torch.float64)):
+        if math.isfinite(torch.cat([p.reshape(-1) for _, p in named_parameters]).sum(dtype=torch.float64).item()):
             return None
-    for name, param in policy.named_parameters():
+    for name, param in named_parameters:
         if not torch.isfinite(param.sum(dtype=torch.float64)):
             return f"the parameter {name} became non-finite"
     return None
@@ -403,6 +406,7 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
     # batch of num_envs observations gains little from them. muRTS's rollout on a 2-core machine: inference 7-8 ms
     # a step on one thread, 11-16 ms on two.
     rollout_threads = TorchThreads(1) if envs_step_elsewhere(cfg) else nullcontext()
+    named_parameters = list(state.policy.named_parameters())
     for update in range(first, cfg.num_updates + 1):
         lr = learning_rate(cfg, update)
         for group in state.optimizer.param_groups:
@@ -429,8 +433,8 @@ def _loop(state: TrainerState, envs: VecEnv, logger: RunLogger, run_dir: Path, m
         batch = buf.training_batch(advantages, returns, device)
         stats = ppo_update(state.policy, state.optimizer, batch, cfg, clip, state.generator)
         distributed.progress(update, "logs, callbacks and checkpoint")
-        _stop_if_nonfinite(_nonfinite_update(stats, state.policy), update, run_dir)
-        ev = explained_variance(batch["values"], batch["returns"])
+        _stop_if_nonfinite(_nonfinite_update(stats, named_parameters), update, run_dir)
+        ev = explained_variance(buf.values, returns)
         now = clock()
         learn = now - learn_start
         state.update = update

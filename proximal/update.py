@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -190,9 +191,10 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[
     return result
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 - Var[R - V] / Var[R]; NaN when the returns do not vary."""
-    var_returns = returns.var(unbiased=False)
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 - Var[R - V] / Var[R] of the rollout's values and returns (population variances); NaN when the returns
+    do not vary."""
+    var_returns = returns.var()
     if var_returns == 0:
         return float("nan")
-    return float(1.0 - (returns - values).var(unbiased=False) / var_returns)
+    return float(1.0 - (returns - values).var() / var_returns)

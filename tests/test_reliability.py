@@ -314,15 +314,16 @@ def test_a_nonfinite_parameter_is_named_when_the_statistics_are_finite():
     env = gym.make("CartPole-v1")
     policy = make_policy(env.observation_space, env.action_space, cfg)
     stats = dict.fromkeys(_GUARDED_STATS, 0.5)
-    assert _nonfinite_update(stats, policy) is None
+    named = list(policy.named_parameters())
+    assert _nonfinite_update(stats, named) is None
     with torch.no_grad():
         policy.value_head.bias[0] = -np.inf
         policy.trunk.actor[0].weight[3, 1] = np.inf  # with the -inf above, a sum of +inf and -inf: NaN
-    assert _nonfinite_update(stats, policy) == "the parameter trunk.actor.0.weight became non-finite"
+    assert _nonfinite_update(stats, named) == "the parameter trunk.actor.0.weight became non-finite"
     with torch.no_grad():
         policy.trunk.actor[0].weight[3, 1] = 0.0
-    assert _nonfinite_update(stats, policy) == "the parameter value_head.bias became non-finite"
-    assert _nonfinite_update({**stats, "grad_norm": np.nan}, policy) == "the gradient norm became nan"
+    assert _nonfinite_update(stats, named) == "the parameter value_head.bias became non-finite"
+    assert _nonfinite_update({**stats, "grad_norm": np.nan}, named) == "the gradient norm became nan"
 
 
 def test_two_trainings_on_one_directory(tmp_path, capsys):
