@@ -16,6 +16,7 @@ import warnings
 from collections import deque
 from pathlib import Path
 
+import google_crc32c
 from tqdm import tqdm
 
 from .errors import RunFailure, UserError
@@ -119,8 +120,9 @@ class RowFile:
 
 class ScalarEvents:
     """TensorBoard scalars, written as few events as possible: one event holds every scalar of a step (a tag
-    may appear once per event). Each record has a fixed cost whatever it holds (tensorboard computes its CRCs in
-    pure Python, byte by byte), and ``SummaryWriter.add_scalar`` writes one record per scalar.
+    may appear once per event). Each record has a fixed cost whatever it holds, and ``SummaryWriter.add_scalar``
+    writes one record per scalar (and computes each record's CRCs in pure Python, byte by byte; these come from
+    google-crc32c's C code).
 
     Events are written in this thread, once per update (``flush``), as TFRecords (``tf_record``) into a file named
     as tensorboard's ``EventFileWriter`` names them. That writer's thread was the dearer way: its turns on the GIL
@@ -181,25 +183,10 @@ def tf_record(data: bytes) -> bytes:
     return length + struct.pack("<I", _masked_crc32c(length)) + data + struct.pack("<I", _masked_crc32c(data))
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # the Castagnoli polynomial, reflected
-        table.append(crc)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
 def _masked_crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    # TFRecord's mask: rotated right by 15 bits, plus a constant
+    # CRC-32C (Castagnoli) in Google's C library: tensorboard's own is pure Python, byte by byte, ~0.1 ms for an
+    # update's event. TFRecord's mask: rotated right by 15 bits, plus a constant
+    crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
