@@ -9,7 +9,8 @@ core's peak for these shapes. Their sum is the floor of any implementation with 
 and ``ceiling / (ceiling + products)`` the largest fraction of the ceiling such a training could reach.
 
 Each round trains the preset (``benchmarks/speed.py``'s workload: one torch and BLAS thread, no periodic
-checkpoint) with every call of ``numpy_ops.matmul`` timed, then times the env-only ceiling as ``speed.py`` does.
+checkpoint) with every float32 product of ``numpy_ops`` timed (its ``_product``, which every layer's forward and
+backward calls, and the bias gradients and softmax sums), then times the env-only ceiling as ``speed.py`` does.
 Medians over the rounds are printed; run it on an idle machine.
 
     python benchmarks/mlp_floor.py --rounds 3 [--preset classic --env CartPole-v1 --steps 100000] [--json out.json]
@@ -29,38 +30,31 @@ import gymnasium as gym
 import torch
 import torch._dynamo  # noqa: F401 - the first Adam imports it (~1 s): outside every clock, as in speed.py
 
-import proximal.numpy_actor
 import proximal.numpy_ops
-import proximal.numpy_update
 from proximal.trainer import train
 from speed import run_script, time_ceiling, workload
-
-# every module that calls matmul by its own name for it
-CALLERS = (proximal.numpy_ops, proximal.numpy_actor, proximal.numpy_update)
 
 
 def timed_training(cfg) -> dict:
     """Seconds of the whole training and of its matrix products."""
-    plain = proximal.numpy_ops.matmul
+    plain = proximal.numpy_ops._product
     spent = [0.0]
     clock = time.perf_counter
 
-    def matmul(*args, **kwargs):
+    def product(*args, **kwargs):
         start = clock()
         result = plain(*args, **kwargs)
         spent[0] += clock() - start
         return result
 
-    for module in CALLERS:
-        module.matmul = matmul
+    proximal.numpy_ops._product = product
     try:
         with tempfile.TemporaryDirectory(prefix="proximal-floor-") as run_dir:
             start = clock()
             train(cfg, run_dir, quiet=True)
             seconds = clock() - start
     finally:
-        for module in CALLERS:
-            module.matmul = plain
+        proximal.numpy_ops._product = plain
     return {"training": seconds, "products": spent[0]}
 
 
