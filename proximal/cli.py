@@ -20,7 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import PRECISIONS, PRESETS, Config, check_seed, field_docs, preset, set_detail, validate
-from .errors import RunFailure, UserError
+from .errors import RunFailure, Terminated, UserError
 
 # fields with a flag of their own (the issue's names) rather than the generic --field-name
 _RENAMED = {"env_id": "--env"}
@@ -384,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.raiseExceptions = False
     if args.command not in ("details", "plot"):  # the two that never touch torch
         lighter_start()
+    previous = _stop_on_sigterm()
     try:
         COMMANDS[args.command](args)
     except BrokenPipeError:
@@ -396,18 +397,39 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailure as e:
         print(f"proximal {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         from .distributed import launched
 
+        terminated = isinstance(e, Terminated)
         if launched().rank == 0:  # under torchrun every rank is interrupted: one hint, not one a rank
-            print(interrupted_hint(args), file=sys.stderr)
-        return 130
+            print(interrupted_hint(args, "terminated (SIGTERM)" if terminated else "interrupted"), file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as e:  # an exception of the user's env, or a bug: its traceback, then how to continue
         what = "stopped by this error"
         if (hint := interrupted_hint(args, what)) != what:
             e.add_note(f"proximal {args.command}: {hint}")
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _stop_on_sigterm():
+    """A SIGTERM raises ``Terminated`` in the command, once (a second one does not cut its unwinding short), where
+    Python's default (the process ends at once, without a word) is in place, in the main thread and outside
+    torchrun: a rank waiting in a collective runs no handler, and torchrun stops its ranks with SIGTERM. Returns
+    the handler to put back, or None."""
+    if threading.current_thread() is not threading.main_thread() or int(os.environ.get("WORLD_SIZE", 1)) > 1 or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+    return signal.SIG_DFL
 
 
 def run() -> None:

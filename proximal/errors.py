@@ -6,3 +6,8 @@ class UserError(Exception):
 class RunFailure(Exception):
     """A run stopped by a fault that is not the user's input: non-finite values from the env or the update, a
     full disk. The CLI prints its message as one line and exits 1; the message names the last good checkpoint."""
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (``kill``, a job scheduler's stop) in the ``proximal`` command, raised where the command was, so
+    that it stops as after a Ctrl-C: files closed, the last checkpoint kept, how to continue printed; exit 143."""

@@ -33,11 +33,6 @@ def _rows(obs: np.ndarray) -> np.ndarray:
     return obs if obs.dtype == np.float32 else obs.astype(np.float32)
 
 
-def _linear(layer, x: np.ndarray, bf16: bool) -> np.ndarray:
-    weight_t, bias = layer
-    return affine(x, weight_t, bias, bf16)
-
-
 class NumpyMLPActor:
     """For Categorical, DiagGaussian and TanhDiagGaussian heads on ``nets.MLPTrunk``, no core, no masks.
     ``bf16``: the networks' matmuls in emulated bf16 (``precision``), as ``numpy_update.NumpyMLPUpdate``'s."""
@@ -84,7 +79,7 @@ class NumpyMLPActor:
     def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         """(action, carry): ``TorchActor.act``'s action from the same noise (the mode where ``rng`` is None); the
         carry passes through."""
-        head = self._head(_rows(obs))
+        head = self._head(obs if obs.ndim == 2 and obs.dtype == np.float32 else _rows(obs))
         if rng is None:
             return (head.argmax(-1) if self.categorical else head[0]), carry
         noise = next(self._noise) if rng is self._noise_rng else self.dist.noise(rng, (len(obs), self.noise_size))
@@ -102,10 +97,10 @@ class NumpyMLPActor:
     def _head(self, obs: np.ndarray):
         """The distribution's parameters: logits, or (mean, log std)."""
         features = tanh_mlp(self.actor_layers, obs, self.bf16)[-1]
-        out = _linear(self.policy_head, features, self.bf16)
+        out = affine(features, *self.policy_head, self.bf16)
         if self.categorical:
             return out
-        return out, self.log_std if self.log_std_head is None else _linear(self.log_std_head, features, self.bf16)
+        return out, self.log_std if self.log_std_head is None else affine(features, *self.log_std_head, self.bf16)
 
     def _log_prob(self, head, action: np.ndarray) -> np.ndarray:
         if self.categorical:  # numpy_update's formula: the first minibatch recomputes these log-probs
@@ -121,4 +116,4 @@ class NumpyMLPActor:
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
         obs = _rows(obs)
         layers = self.actor_layers if self.critic_layers is None else self.critic_layers
-        return _linear(self.value_head, tanh_mlp(layers, obs, self.bf16)[-1], self.bf16)[:, 0]
+        return affine(tanh_mlp(layers, obs, self.bf16)[-1], *self.value_head, self.bf16)[:, 0]

@@ -4,6 +4,7 @@ subprocess ``python -m proximal`` where one must run alongside, be interrupted, 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -356,6 +357,43 @@ def test_two_trainings_on_one_directory(tmp_path, capsys):
     updates = [int(r["update"]) for r in rows(run / "updates.csv")]
     assert updates == list(range(1, len(updates) + 1))
     assert json.loads((run / "config.json").read_text())["seed"] == 1
+
+
+def process_commands() -> list[tuple[str, bytes]]:
+    """(pid, command line) of every process (Linux's /proc), leaving out those that end while being read."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            found.append((path.parent.name, path.read_bytes()))
+    return found
+
+
+def test_a_sigterm_stops_a_training_as_a_ctrl_c_does(tmp_path):
+    """kill (a job scheduler's stop): the run's files closed, its checkpoints kept, how to continue printed, exit
+    143 (a shell's code for a SIGTERM). With envs in worker processes, which end with it."""
+    run = tmp_path / "run"
+    training = subprocess.Popen([sys.executable, "-m", "proximal", "train", "--total-steps", "200000", "--num-envs",
+                                 "2", "--num-steps", "64", "--checkpoint-every", "1", "--env-workers", "2", "--quiet",
+                                 "--run-dir", str(run)],
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(checkpoint.finished(run)) < 2 and time.monotonic() < deadline and training.poll() is None:
+            time.sleep(0.1)
+        assert len(checkpoint.finished(run)) >= 2, (training.poll(), "the training wrote no checkpoints")
+        training.send_signal(signal.SIGTERM)
+        _, stderr = training.communicate(timeout=120)
+    finally:
+        training.kill()
+    assert training.returncode == 143, stderr
+    assert one_line(stderr.strip()) == f"terminated (SIGTERM); continue with: proximal train --resume {run}"
+    last, path = checkpoint.finished(run)[-1]
+    assert checkpoint.load(path)["update"] == last
+    updates = [int(r["update"]) for r in rows(run / "updates.csv")]
+    assert updates[:last] == list(range(1, last + 1)), "every update up to the last checkpoint logged, in order"
+    # the env workers (forks of the training, the same command line) are gone with it
+    assert not [pid for pid, command in process_commands() if str(run).encode() in command]
 
 
 def test_killed_between_temp_write_and_rename_of_the_first_checkpoint(tmp_path, capsys):

@@ -16,6 +16,7 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,9 @@ def _serve(conn, env_fn, count: int, first_index: int, parent: int, first_env_fn
 
     torch.set_num_threads(1)
     gc.callbacks.clear()
+    # nor the command's SIGTERM handler (cli): a SIGTERM, such as multiprocessing's stop of a daemon worker at
+    # exit, ends a worker at once
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     group = EnvGroup(env_fn, count, first_index, first_env_fn)
     try:
         while True:
