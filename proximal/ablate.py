@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import collect, machine, mean_std, run_config, run_dir_for
-from .jobs import Run, run_all
+from .bench import collect, machine, mean_std, run_config, run_dir_for, summary_writes
 from .config import preset
 from .details import applicable
+from .jobs import Run, run_all
+from .outputs import save_figure, write_whole
 
 FULL = "full"
 
@@ -100,13 +101,14 @@ def plot_ablation(rows: list[dict], output: Path) -> None:
     axes[0].invert_yaxis()
     fig.suptitle(f"{rows[0]['env_id']} ({rows[0]['preset']}), {rows[0]['steps']:,} steps")
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, output, 110, "ablation.png")
+    finally:
+        plt.close(fig)
 
 
 def write_ablation(rows: list[dict], root: Path) -> None:
-    (root / "ablation.md").write_text(ablation_markdown(rows, machine()))
+    write_whole(root / "ablation.md", ablation_markdown(rows, machine()))
     plot_ablation(rows, root / "ablation.png")
 
 
@@ -117,7 +119,8 @@ def ablate(root: Path, preset_name: str, env_id: str, seeds: list[int], steps: i
     runs = ablation_runs(root, preset_name, env_id, seeds, steps, device)
     report(f"{len(runs)} runs ({len(runs) // len(seeds)} variants × {len(seeds)} seeds) under {root / 'runs'}")
     run_all(runs, jobs, ray_address, report=report)
-    rows = collect(runs, root)
-    write_ablation(rows, root)
+    with summary_writes():
+        rows = collect(runs, root)
+        write_ablation(rows, root)
     return rows
 

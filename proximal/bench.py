@@ -7,8 +7,10 @@ training."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
+import io
 import json
 import os
 import statistics
@@ -18,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, preset, set_detail, validate
-from .errors import UserError
+from .errors import RunFailure, UserError
 from .jobs import WALL_FILE, Run, run_all
+from .outputs import error_reason, save_figure, write_whole
 from .plot import read_run, smoothed_curve
 
 LAST_EPISODES = 100
@@ -116,11 +119,24 @@ def result_row(run: Run) -> dict:
 
 
 def write_results(rows: list[dict], path: Path) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_whole(path, text.getvalue())
+
+
+@contextlib.contextmanager
+def summary_writes():
+    """Around the files written once every run is done (results, tables, plots): a failed write, such as a full
+    disk, is one message that says the runs are kept and how to get the files."""
+    try:
+        yield
+    except (OSError, UserError) as e:
+        what = str(e) if isinstance(e, UserError) else f"cannot write '{e.filename}' ({error_reason(e)})"
+        raise RunFailure(f"{what}; the runs are trained and kept: once it can be written, run the same command "
+                         "again to write the results (finished runs are read, not trained again)") from None
 
 
 def read_results(path: Path) -> list[dict]:
@@ -185,9 +201,10 @@ def plot_env(rows: list[dict], output: Path, reference: dict | None, points: int
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, output, 110, "curves.png")
+    finally:
+        plt.close(fig)
 
 
 def machine() -> str:
@@ -218,10 +235,11 @@ def bench(root: Path, envs: list[str], presets: list[str] | None, seeds: list[in
     report(f"{len(runs)} runs under {root / 'runs'}, {jobs} at a time" if ray_address is None
            else f"{len(runs)} runs as Ray tasks on {ray_address}")
     run_all(runs, jobs, ray_address, report=report)
-    rows = collect(runs, root)
-    (root / "results.md").write_text(results_markdown(rows, machine()))
-    table = published()
-    for env_id in dict.fromkeys(r["env_id"] for r in rows):
-        plot_env([r for r in rows if r["env_id"] == env_id], root / f"{env_id.replace('/', '_')}.png",
-                 table.get(env_id))
+    with summary_writes():
+        rows = collect(runs, root)
+        write_whole(root / "results.md", results_markdown(rows, machine()))
+        table = published()
+        for env_id in dict.fromkeys(r["env_id"] for r in rows):
+            plot_env([r for r in rows if r["env_id"] == env_id], root / f"{env_id.replace('/', '_')}.png",
+                     table.get(env_id))
     return rows

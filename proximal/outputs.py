@@ -63,6 +63,18 @@ def output_file(path: str | Path, example: str) -> Iterator[Path]:
                     break
 
 
+def save_figure(fig, path: str | Path, dpi: int, example: str) -> None:
+    """A matplotlib figure written whole to ``path`` (``output_file``), in the format its suffix names; a path
+    that cannot be written, or a format matplotlib does not write, is one UserError."""
+    with output_file(path, example) as tmp:
+        try:
+            fig.savefig(tmp, dpi=dpi)
+        except ValueError as e:  # matplotlib's message lists the formats it can write
+            raise UserError(f"cannot write '{path}': {e}") from None
+        except OSError as e:
+            raise cannot_write(Path(path), e) from None
+
+
 def temporary_path(target: Path) -> Path:
     """A new name beside ``target`` for the version being written: hidden, unique to this process and call, and
     ending in the target's name (writers pick the format from its suffix: imageio, matplotlib)."""

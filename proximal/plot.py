@@ -12,7 +12,7 @@ import numpy as np
 from .config import preset as preset_config, PRESETS
 from .errors import UserError
 from .logs import whole_rows
-from .outputs import cannot_write, output_file
+from .outputs import save_figure
 
 
 # what run_label and experiment_labels read of a run's config.json
@@ -146,13 +146,7 @@ def plot_runs(run_dirs: list[Path], output: Path, points: int = 200) -> dict[str
     fig.tight_layout()
     output = figure_path(output)
     try:
-        with output_file(output, "curves.png") as tmp:
-            try:
-                fig.savefig(tmp, dpi=120)
-            except ValueError as e:  # matplotlib's message lists the formats it can write
-                raise UserError(f"cannot write '{output}': {e}") from None
-            except OSError as e:
-                raise cannot_write(output, e) from None
+        save_figure(fig, output, 120, "curves.png")
     finally:
         plt.close(fig)
     return {label: len(runs) for label, runs in groups.items()}

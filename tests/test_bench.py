@@ -5,6 +5,8 @@ one message. How the runs are run side by side: ``tests/test_jobs.py``."""
 from __future__ import annotations
 
 import csv
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,24 @@ def test_tiny_bench_writes_its_files_skips_finished_runs_and_resumes_a_killed_on
     monkeypatch.setattr("proximal.trainer.train", refuse)
     again = bench(tmp_path, ["CartPole-v1"], None, [1, 2], STEPS, report=lambda _: None)
     assert [r["final_return"] for r in again] == [r["final_return"] for r in rows]
+
+
+def test_a_full_disk_at_the_summary_is_one_message_and_keeps_the_runs(tmp_path, monkeypatch, capsys):
+    bench(tmp_path, ["CartPole-v1"], None, [1], STEPS, report=lambda _: None)
+    before = {name: (tmp_path / name).read_bytes() for name in ("results.csv", "results.md", "CartPole-v1.png")}
+
+    def full_disk(self, fname, **kwargs):  # the disk fills up half way through the figure
+        Path(fname).write_bytes(b"\x89PNG")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fname))
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", full_disk)
+    code = main(["bench", "CartPole-v1", "--seeds", "1", "--steps", str(STEPS), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write '{tmp_path / 'CartPole-v1.png'}' (No space left on device" in err
+    assert "the runs are trained and kept" in err and "run the same command again" in err
+    assert (tmp_path / "CartPole-v1.png").read_bytes() == before["CartPole-v1.png"], "the old figure stays whole"
+    assert not list(tmp_path.glob(".tmp_*")), "no temporary file left"
 
 
 def test_bench_refuses_a_run_directory_of_another_config(tmp_path):
