@@ -327,18 +327,28 @@ def test_a_nonfinite_parameter_is_named_when_the_statistics_are_finite():
     assert _nonfinite_update({**stats, "grad_norm": np.nan}, named) == "the gradient norm became nan"
 
 
+def training_in_background(run: Path, *options: str) -> subprocess.Popen:
+    """A real ``proximal train`` process on ``run``, long enough to be stopped, writing a checkpoint every update;
+    its stderr piped."""
+    return subprocess.Popen([sys.executable, "-m", "proximal", "train", "--total-steps", "200000", "--num-envs", "2",
+                             "--num-steps", "64", "--checkpoint-every", "1", "--quiet", "--run-dir", str(run),
+                             *options],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoints(training: subprocess.Popen, run: Path, count: int = 2) -> None:
+    deadline = time.monotonic() + 120  # the machine may be busy with other tests
+    while len(checkpoint.finished(run)) < count and time.monotonic() < deadline and training.poll() is None:
+        time.sleep(0.1)
+    assert len(checkpoint.finished(run)) >= count, (training.poll(), "the training wrote no checkpoints")
+
+
 def test_two_trainings_on_one_directory(tmp_path, capsys):
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "proximal", "train", "--total-steps", "200000", "--num-envs", "2",
-                              "--num-steps", "64", "--checkpoint-every", "1", "--seed", "1", "--quiet",
-                              "--run-dir", str(run)],
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = training_in_background(run, "--seed", "1")
     try:
-        deadline = time.monotonic() + 120  # the machine may be busy with other tests
-        while len(checkpoint.finished(run)) < 2 and time.monotonic() < deadline and first.poll() is None:
-            time.sleep(0.1)
-        assert len(checkpoint.finished(run)) >= 2, (first.poll(), "the first training wrote no checkpoints")
+        wait_for_checkpoints(first, run)
         run_id = rundir.run_id(run)
         for argv in (["train", *TINY, "--seed", "2", "--run-dir", run], ["train", "--resume", run, "--quiet"]):
             code, err = run_cli(capsys, *argv)
@@ -372,16 +382,9 @@ def test_a_sigterm_stops_a_training_as_a_ctrl_c_does(tmp_path):
     """kill (a job scheduler's stop): the run's files closed, its checkpoints kept, how to continue printed, exit
     143 (a shell's code for a SIGTERM). With envs in worker processes, which end with it."""
     run = tmp_path / "run"
-    training = subprocess.Popen([sys.executable, "-m", "proximal", "train", "--total-steps", "200000", "--num-envs",
-                                 "2", "--num-steps", "64", "--checkpoint-every", "1", "--env-workers", "2", "--quiet",
-                                 "--run-dir", str(run)],
-                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+    training = training_in_background(run, "--env-workers", "2")
     try:
-        deadline = time.monotonic() + 120
-        while len(checkpoint.finished(run)) < 2 and time.monotonic() < deadline and training.poll() is None:
-            time.sleep(0.1)
-        assert len(checkpoint.finished(run)) >= 2, (training.poll(), "the training wrote no checkpoints")
+        wait_for_checkpoints(training, run)
         training.send_signal(signal.SIGTERM)
         _, stderr = training.communicate(timeout=120)
     finally:
