@@ -94,7 +94,7 @@ def _trunk_backward(layers, acts, d_out, bf16) -> None:
         np.subtract(1.0, dz, out=dz)
         dz *= d_out
         dz = rounded(dz, bf16)
-        matmul(np.swapaxes(dz, -1, -2), acts[i], bf16=bf16, out=weight_grad)
+        matmul(dz.swapaxes(-1, -2), acts[i], bf16=bf16, out=weight_grad)
         column_sum(dz, bf16, out=bias_grad)
         if i:
             d_out = matmul(dz, weight, bf16=bf16)
@@ -255,7 +255,7 @@ class NumpyMLPUpdate:
             (w, gw), (b, gb) = self.flat.stack(weights), self.flat.stack(biases)
             if not self.separate:
                 w, gw, b, gb = w[0], gw[0], b[0], gb[0]
-            self.trunk.append((w, np.swapaxes(w, -1, -2), b[..., None, :], gw, gb))
+            self.trunk.append((w, w.swapaxes(-1, -2), b[..., None, :], gw, gb))
         self.continuous = isinstance(policy.dist, DiagGaussian)
         linear = head.mean if self.continuous else head.linear
         self.policy_head = (index[id(linear.weight)], index[id(linear.bias)])
