@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import UserError
+from .errors import RunFailure, UserError
 from .outputs import write_whole
 
 LOCK = "lock"
@@ -64,18 +64,23 @@ def new_run_id(run_dir: Path, rid: str | None = None) -> str:
     return rid
 
 
-def _unwritable(run_dir: Path, error: OSError) -> UserError:
+def _unwritable(run_dir: Path, error: OSError) -> UserError | RunFailure:
+    """A directory that cannot be written is the input's fault (exit 2); a full disk is a fault of the machine, as
+    it is later in the run (exit 1)."""
     # said for train, --resume and bench alike: --resume takes no --run-dir, so a run moves by copying
-    fix = "free space on its disk" if error.errno == errno.ENOSPC else "make it writable"
-    return UserError(f"cannot write to the run directory '{run_dir}' ({error.strerror}); {fix}, or use another "
-                     "directory (a stopped run can be copied to one and resumed there)")
+    full = error.errno == errno.ENOSPC
+    return (RunFailure if full else UserError)(
+        f"cannot write to the run directory '{run_dir}' ({error.strerror}); "
+        f"{'free space on its disk' if full else 'make it writable'}, or use another directory (a stopped run can "
+        "be copied to one and resumed there)")
 
 
 @contextmanager
 def owned(run_dir: Path):
     """Create ``run_dir`` if needed and hold its lock for the block; stale temporary files of an earlier,
     killed run are removed once the lock is held (no other process can be writing them then). A directory
-    that cannot be created or written (a read-only file system, no permission) is a UserError."""
+    that cannot be created or written (a read-only file system, no permission) is a UserError, a full disk a
+    RunFailure."""
     run_dir = Path(run_dir)
     check_location(run_dir)
     try:

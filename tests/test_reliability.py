@@ -509,7 +509,7 @@ def test_a_full_disk_at_the_start_is_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(os, "pwrite", full)
     code, err = run_cli(capsys, "train", *TINY, "--run-dir", tmp_path / "run")
-    assert code == 2
+    assert code == 1, "a fault of the machine, as a full disk later in the run, not bad input"
     assert one_line(err) == (f"proximal train: error: cannot write to the run directory '{tmp_path / 'run'}' (No "
                              "space left on device); free space on its disk, or use another directory (a stopped run can be "
                              "copied to one and resumed there)")
