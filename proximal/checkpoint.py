@@ -16,6 +16,7 @@ import hashlib
 import io
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,14 +60,20 @@ def save(payload: dict, path: Path) -> None:
 
 def _torch_load(source, path: Path):
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        # quiet: a damaged file can make torch warn (of a pickle protocol it does not expect) before it fails, and
+        # the failure is reported in one line below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, not a torch file, or pickled code
         # torch refuses, before running it, any pickled object that is not a tensor or a plain value, and names
         # the function or class only in its message
         refused = _REFUSED_GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
         if refused:
             raise UserError(f"checkpoint '{path}' refused: the file holds pickled code, which proximal never loads "
-                            f"(it calls for {refused.group(1)})") from None
+                            f"(it calls for {refused.group(1)}); a checkpoint proximal wrote holds none, so if this "
+                            "was one, it is damaged: use an earlier one from the run's checkpoints/ directory") \
+                from None
         raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is corrupt or not a "
                         "proximal checkpoint: evaluate an earlier one from the run's checkpoints/ directory, or "
                         "move this one away before --resume") from None
@@ -78,7 +85,8 @@ def _migrate(payload: dict, path: Path) -> dict:
         payload = {**payload, "format": FORMAT, "run_id": None}
     else:
         raise UserError(f"checkpoint '{path}' has format {payload['format']}, and this version of proximal reads "
-                        f"formats 2 and {FORMAT}: evaluate or resume it with the proximal version that wrote it")
+                        f"formats 2 and {FORMAT}: evaluate or resume it with the proximal version that wrote it (if "
+                        "this one did, the file is damaged)")
     return payload
 
 
@@ -95,15 +103,19 @@ def read(path: Path) -> dict:
         raise UserError(f"checkpoint '{path}' does not exist; pass a run directory or a checkpoint file")
     record = _torch_load(path, path)
     if not isinstance(record, dict) or "format" not in record:
-        raise UserError(f"'{path}' is not a proximal checkpoint")
+        raise UserError(f"'{path}' is not a proximal checkpoint, or is a damaged one")
     if record["format"] == FORMAT:
         if not isinstance(record.get("payload"), torch.Tensor) or not isinstance(record.get("sha256"), str):
-            raise UserError(f"'{path}' is not a proximal checkpoint")
+            raise UserError(f"'{path}' is not a proximal checkpoint, or is a damaged one")
         body = record["payload"].numpy().tobytes()
         if hashlib.sha256(body).hexdigest() != record["sha256"]:
             raise UserError(f"checkpoint '{path}' is damaged: its contents do not match the SHA-256 it was written "
                             "with; move it out of checkpoints/ to resume from the one before")
         payload = _torch_load(io.BytesIO(body), path)
+    elif "sha256" in record and isinstance(record["format"], int) and record["format"] < FORMAT:
+        # only today's records carry a hash: an older format in one is a damaged format field
+        raise UserError(f"checkpoint '{path}' is damaged: a record of format {FORMAT} that reads format "
+                        f"{record['format']}; move it out of checkpoints/ to resume from the one before")
     else:
         payload = _migrate(record, path)
     return payload
