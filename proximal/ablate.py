@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import collect, machine, mean_std, run_config, run_dir_for, summary_writes
+from .bench import machine, mean_std, result_row, run_config, run_dir_for, summary_writes, write_results
 from .config import preset
 from .details import applicable
 from .jobs import Run, run_all
@@ -119,8 +119,9 @@ def ablate(root: Path, preset_name: str, env_id: str, seeds: list[int], steps: i
     runs = ablation_runs(root, preset_name, env_id, seeds, steps, device)
     report(f"{len(runs)} runs ({len(runs) // len(seeds)} variants × {len(seeds)} seeds) under {root / 'runs'}")
     run_all(runs, jobs, ray_address, report=report)
+    rows = [result_row(run) for run in runs]
     with summary_writes():
-        rows = collect(runs, root)
+        write_results(rows, root / "results.csv")
         write_ablation(rows, root)
     return rows
 

@@ -220,10 +220,6 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def collect(runs: list[Run], root: Path) -> list[dict]:
-    rows = [result_row(run) for run in runs]
-    write_results(rows, Path(root) / "results.csv")
-    return rows
 
 
 def bench(root: Path, envs: list[str], presets: list[str] | None, seeds: list[int], steps: int | None, jobs: int = 1,
@@ -235,8 +231,9 @@ def bench(root: Path, envs: list[str], presets: list[str] | None, seeds: list[in
     report(f"{len(runs)} runs under {root / 'runs'}, {jobs} at a time" if ray_address is None
            else f"{len(runs)} runs as Ray tasks on {ray_address}")
     run_all(runs, jobs, ray_address, report=report)
+    rows = [result_row(run) for run in runs]
     with summary_writes():
-        rows = collect(runs, root)
+        write_results(rows, root / "results.csv")
         write_whole(root / "results.md", results_markdown(rows, machine()))
         table = published()
         for env_id in dict.fromkeys(r["env_id"] for r in rows):

@@ -16,7 +16,7 @@ from torch import nn
 
 from .carry import Carry
 from .distributions import Categorical, TanhDiagGaussian
-from .numpy_ops import affine, gaussian_log_prob, linear_layers, log_softmax, taken_index, tanh_mlp
+from .numpy_ops import gaussian_log_prob, linear_layers, log_softmax, matmul, taken_index, tanh_mlp
 from .policy import ActorCritic
 
 
@@ -79,7 +79,7 @@ class NumpyMLPActor:
     def sample(self, obs: np.ndarray, carry: Carry, rng: np.random.Generator | None):
         """(action, carry): ``TorchActor.act``'s action from the same noise (the mode where ``rng`` is None); the
         carry passes through."""
-        head = self._head(obs if obs.ndim == 2 and obs.dtype == np.float32 else _rows(obs))
+        head = self._head(_rows(obs))
         if rng is None:
             return (head.argmax(-1) if self.categorical else head[0]), carry
         noise = next(self._noise) if rng is self._noise_rng else self.dist.noise(rng, (len(obs), self.noise_size))
@@ -97,10 +97,10 @@ class NumpyMLPActor:
     def _head(self, obs: np.ndarray):
         """The distribution's parameters: logits, or (mean, log std)."""
         features = tanh_mlp(self.actor_layers, obs, self.bf16)[-1]
-        out = affine(features, *self.policy_head, self.bf16)
+        out = matmul(features, *self.policy_head, self.bf16)
         if self.categorical:
             return out
-        return out, self.log_std if self.log_std_head is None else affine(features, *self.log_std_head, self.bf16)
+        return out, self.log_std if self.log_std_head is None else matmul(features, *self.log_std_head, self.bf16)
 
     def _log_prob(self, head, action: np.ndarray) -> np.ndarray:
         if self.categorical:  # numpy_update's formula: the first minibatch recomputes these log-probs
@@ -116,4 +116,4 @@ class NumpyMLPActor:
     def value(self, obs: np.ndarray, carry: Carry) -> np.ndarray:
         obs = _rows(obs)
         layers = self.actor_layers if self.critic_layers is None else self.critic_layers
-        return affine(tanh_mlp(layers, obs, self.bf16)[-1], *self.value_head, self.bf16)[:, 0]
+        return matmul(tanh_mlp(layers, obs, self.bf16)[-1], *self.value_head, self.bf16)[:, 0]

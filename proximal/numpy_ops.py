@@ -77,19 +77,9 @@ def tanh_mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, bf16: b
     weights (k, in, out), biases (k, 1, out), activations (k, rows, out)."""
     acts = [x]
     for weight_t, bias in layers:
-        z = affine(acts[-1], weight_t, bias, bf16)
+        z = matmul(acts[-1], weight_t, bias, bf16)  # a new array: the tanh goes in place
         acts.append(rounded(np.tanh(z, out=z), bf16))
     return acts
-
-
-def affine(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray, bf16: bool = False) -> np.ndarray:
-    """x @ weight_t + bias, a layer's forward: ``matmul``'s, in fewer steps for fp32 (between two env steps, the
-    rollout's inference pays for every Python call it makes)."""
-    if bf16:
-        return matmul(x, weight_t, bias, bf16)
-    z = _product(x, weight_t)
-    z += bias
-    return z
 
 
 def _product(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

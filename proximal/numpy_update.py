@@ -80,16 +80,11 @@ class _Flat:
             np.copyto(state["exp_avg_sq"].numpy(), mom2)
 
 
-def _trunk_forward(layers, x, bf16):
-    """Activations of every layer of a tanh MLP (or a stack of them), input first."""
-    return tanh_mlp([(weight_t, bias) for _, weight_t, bias, _, _ in layers], x, bf16)
-
-
 def _trunk_backward(layers, acts, d_out, bf16) -> None:
     """Backpropagate d(loss)/d(last activation) through a tanh MLP (or a stack of them), writing the gradients.
     In bf16 every gradient of a bf16 activation is itself bf16, as autograd's under autocast."""
     for i in range(len(layers) - 1, -1, -1):
-        weight, _, _, weight_grad, bias_grad = layers[i]
+        weight, weight_grad, bias_grad = layers[i]
         dz = acts[i + 1] * acts[i + 1]  # d_out * (1 - tanh^2), in one array
         np.subtract(1.0, dz, out=dz)
         dz *= d_out
@@ -248,14 +243,15 @@ class NumpyMLPUpdate:
         layers = [([index[id(m.weight)] for m in same], [index[id(m.bias)] for m in same]) for same in zip(*trunks)]
         order = [i for weights, biases in layers for i in (*weights, *biases)]
         self.flat = _Flat(self.params, order + [i for i in range(len(self.params)) if i not in order])
-        # each layer's (weight, weight transposed, bias as a row, weight gradient, bias gradient), stacked where
-        # separate
-        self.trunk = []
+        # each layer's (weight, weight gradient, bias gradient) for the backward and (weight transposed, bias as a
+        # row) for tanh_mlp's forward, stacked where separate
+        self.trunk, self.trunk_forward = [], []
         for weights, biases in layers:
             (w, gw), (b, gb) = self.flat.stack(weights), self.flat.stack(biases)
             if not self.separate:
                 w, gw, b, gb = w[0], gw[0], b[0], gb[0]
-            self.trunk.append((w, w.swapaxes(-1, -2), b[..., None, :], gw, gb))
+            self.trunk.append((w, gw, gb))
+            self.trunk_forward.append((w.swapaxes(-1, -2), b[..., None, :]))
         self.continuous = isinstance(policy.dist, DiagGaussian)
         linear = head.mean if self.continuous else head.linear
         self.policy_head = (index[id(linear.weight)], index[id(linear.bias)])
@@ -268,7 +264,7 @@ class NumpyMLPUpdate:
         """The minibatch's gradient into ``g``; its per-sample loss terms, for the statistics, into ``terms``.
         ``neg_advantages``: minus the advantages, normalized already where core.adv_norm is on."""
         n, bf16 = len(actions), self.bf16
-        acts = _trunk_forward(self.trunk, obs, bf16)
+        acts = tanh_mlp(self.trunk_forward, obs, bf16)
         actor_features, critic_features = acts[-1] if self.separate else (acts[-1], acts[-1])
         pw, pb = self.policy_head
         vw, vb = self.value_head
